@@ -1,0 +1,259 @@
+//! Cache stores: tenant-aware stores of opaque bytes with per-entry TTLs.
+//!
+//! A store knows nothing about queries, JSON or encryption: the server (or a layer such as
+//! `resk_crypto::EncryptedStore`) turns a [`crate::CacheEntry`] into bytes first. Keeping backends
+//! dumb keeps cross-cutting concerns in one place.
+
+use std::{
+    fmt::{self, Debug},
+    future::Future,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+use bytes::Bytes;
+
+use crate::{BoxFuture, Error, ErrorKind, Result, TenantId};
+
+/// The address of one cache entry: the tenant it belongs to and a name unique within that tenant.
+///
+/// Names are any non-empty UTF-8 string of at most [`CacheKey::MAX_NAME_LEN`] bytes. resk-server uses
+/// the 64-character hex digest from [`crate::KeyBuilder`]; library users may pick their own names.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CacheKey {
+    tenant: TenantId,
+    name: Arc<str>,
+}
+
+impl CacheKey {
+    /// Longest accepted name, in bytes.
+    pub const MAX_NAME_LEN: usize = 1024;
+
+    /// A key for `name` inside `tenant`.
+    ///
+    /// ```
+    /// use resk_core::{CacheKey, TenantId};
+    /// let key = CacheKey::new(TenantId::default_tenant(), "greeting").unwrap();
+    /// assert_eq!(key.to_string(), "default/greeting");
+    /// ```
+    pub fn new(tenant: TenantId, name: impl Into<Arc<str>>) -> Result<Self> {
+        let name = name.into();
+        if name.is_empty() || name.len() > Self::MAX_NAME_LEN {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "cache",
+                "key",
+                format!("key name must be 1-{} bytes", Self::MAX_NAME_LEN),
+            ));
+        }
+        Ok(Self { tenant, name })
+    }
+
+    /// For names already known to be within bounds.
+    pub(crate) fn new_unchecked(tenant: TenantId, name: Arc<str>) -> Self {
+        Self { tenant, name }
+    }
+
+    /// The tenant the entry belongs to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The name within the tenant.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Bytes that identify this key unambiguously, for use as AEAD associated data.
+    ///
+    /// `tenant`, a `/` (which no tenant contains), then the name.
+    pub fn associated_data(&self) -> Vec<u8> {
+        let mut aad = Vec::with_capacity(self.tenant.as_str().len() + 1 + self.name.len());
+        aad.extend_from_slice(self.tenant.as_str().as_bytes());
+        aad.push(b'/');
+        aad.extend_from_slice(self.name.as_bytes());
+        aad
+    }
+}
+
+impl fmt::Display for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.tenant, self.name)
+    }
+}
+
+impl Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({self})")
+    }
+}
+
+/// A value read back from a store, with the absolute expiry the store holds for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedValue {
+    /// The bytes written by `set`.
+    pub bytes: Bytes,
+    /// When the entry expires; `None` when it was written without a TTL.
+    pub expires_at: Option<SystemTime>,
+}
+
+impl CachedValue {
+    /// Time left before expiry (`None` for no expiry; zero once past it).
+    pub fn remaining_ttl(&self) -> Option<Duration> {
+        self.expires_at
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    }
+}
+
+/// Which entries a purge removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PurgeScope {
+    /// Every entry of every tenant in this store (or this store's key prefix, for shared engines).
+    All,
+    /// Every entry of one tenant, and nothing else.
+    Tenant(TenantId),
+}
+
+/// What a backend can do, so callers and the conformance suite need not guess.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Entries survive a process restart.
+    pub durable: bool,
+    /// Several processes can share the same entries.
+    pub shared: bool,
+    /// The store may evict live entries under memory pressure (a bounded cache).
+    pub evicts: bool,
+}
+
+impl Capabilities {
+    /// Capabilities with every flag set as given.
+    pub const fn new(durable: bool, shared: bool, evicts: bool) -> Self {
+        Self { durable, shared, evicts }
+    }
+}
+
+/// A backend's name and capabilities, as returned by `info()`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendInfo {
+    /// Short scheme-like name (`"memory"`, `"sqlite"`, `"redis"`); used in metrics labels and errors.
+    pub name: &'static str,
+    /// What the backend can do.
+    pub capabilities: Capabilities,
+}
+
+/// A tenant-aware store of bytes with per-entry TTLs.
+///
+/// # Contract
+/// * Implementations are cheap to share (`&self` everywhere) and safe under concurrent use.
+/// * Keys of different tenants never see each other: no `get`, `delete` or tenant purge on one tenant
+///   reads or removes another tenant's entry, even when names are equal.
+/// * Values are opaque bytes; the store never inspects or transforms them.
+///
+/// # Behavior
+/// * `get` after `set` returns the bytes written, byte for byte (`set_then_get`, `large_value`,
+///   `unicode_names`); a missing key is `Ok(None)` (`missing_is_none`).
+/// * A second `set` of the same key replaces the value and its TTL (`overwrite_replaces`).
+/// * An entry is never returned after its TTL has elapsed (`ttl_expires`); `ttl: None` means no expiry.
+/// * `delete` removes one entry and reports whether it existed (`delete_removes`).
+/// * `purge(All)` removes every entry; `purge(Tenant(t))` removes exactly `t`'s entries; both return
+///   how many were removed (`purge_all`, `purge_tenant_only`).
+/// * Concurrent writers to distinct and equal keys leave the store consistent: every distinct key
+///   readable, each equal key holding one of the written values (`concurrent_writers`).
+/// * `ping` succeeds when the backend can serve requests.
+pub trait CacheStore: Send + Sync + Debug + 'static {
+    /// The backend's name and capabilities.
+    fn info(&self) -> &BackendInfo;
+
+    /// Read one entry.
+    fn get(&self, key: &CacheKey) -> impl Future<Output = Result<Option<CachedValue>>> + Send;
+
+    /// Write one entry, replacing any previous value. `ttl: None` keeps it until evicted or deleted.
+    fn set(
+        &self,
+        key: &CacheKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Remove one entry; `true` if it existed.
+    fn delete(&self, key: &CacheKey) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Remove every entry in `scope`; returns how many were removed.
+    fn purge(&self, scope: &PurgeScope) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Check the backend can serve requests (used by readiness probes).
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// The object-safe twin of [`CacheStore`]; blanket-implemented, never implemented by hand.
+#[allow(missing_docs)] // each method mirrors the CacheStore method of the same name
+pub trait CacheStoreDyn: Send + Sync + Debug + 'static {
+    fn info_dyn(&self) -> &BackendInfo;
+    fn get_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<CachedValue>>>;
+    fn set_dyn<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>>;
+    fn delete_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<bool>>;
+    fn purge_dyn<'a>(&'a self, scope: &'a PurgeScope) -> BoxFuture<'a, Result<u64>>;
+    fn ping_dyn(&self) -> BoxFuture<'_, Result<()>>;
+}
+
+impl<T: CacheStore + ?Sized> CacheStoreDyn for T {
+    fn info_dyn(&self) -> &BackendInfo {
+        self.info()
+    }
+    fn get_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<Option<CachedValue>>> {
+        Box::pin(self.get(key))
+    }
+    fn set_dyn<'a>(
+        &'a self,
+        key: &'a CacheKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.set(key, value, ttl))
+    }
+    fn delete_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.delete(key))
+    }
+    fn purge_dyn<'a>(&'a self, scope: &'a PurgeScope) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.purge(scope))
+    }
+    fn ping_dyn(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(self.ping())
+    }
+}
+
+impl<T: CacheStoreDyn + ?Sized> CacheStore for Arc<T> {
+    fn info(&self) -> &BackendInfo {
+        (**self).info_dyn()
+    }
+    fn get(&self, key: &CacheKey) -> impl Future<Output = Result<Option<CachedValue>>> + Send {
+        async move { (**self).get_dyn(key).await }
+    }
+    fn set(
+        &self,
+        key: &CacheKey,
+        value: Bytes,
+        ttl: Option<Duration>,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move { (**self).set_dyn(key, value, ttl).await }
+    }
+    fn delete(&self, key: &CacheKey) -> impl Future<Output = Result<bool>> + Send {
+        async move { (**self).delete_dyn(key).await }
+    }
+    fn purge(&self, scope: &PurgeScope) -> impl Future<Output = Result<u64>> + Send {
+        async move { (**self).purge_dyn(scope).await }
+    }
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
+        async move { (**self).ping_dyn().await }
+    }
+}
+
+/// A cache store chosen at run time.
+pub type SharedCacheStore = Arc<dyn CacheStoreDyn>;

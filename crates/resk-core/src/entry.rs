@@ -1,0 +1,159 @@
+//! What a cached answer looks like once serialised, and how long it may live.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::{Error, ErrorKind, Result, TenantId};
+
+/// Version of the [`CacheEntry`] layout; bumped on incompatible changes so old entries read as misses.
+pub const SCHEMA_VERSION: u16 = 1;
+
+/// Who or what wrote an entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// How the entry arrived (`"api"`, `"ingest"`, `"library"`).
+    pub source: String,
+    /// The authenticated subject that wrote it, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+}
+
+/// A cached answer with its metadata: the value resk serialises into a [`crate::CacheStore`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    /// Layout version, see [`SCHEMA_VERSION`].
+    pub schema_version: u16,
+    /// The tenant the entry belongs to (checked again on read, defence in depth).
+    pub tenant: TenantId,
+    /// The query as the writer sent it (encrypted at rest along with the rest of the entry).
+    pub query: String,
+    /// The cached answer, any JSON value.
+    pub response: serde_json::Value,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops being served.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Who wrote it.
+    pub origin: Origin,
+}
+
+impl CacheEntry {
+    /// A new entry written now, living for `ttl`.
+    pub fn new(
+        tenant: TenantId,
+        query: String,
+        response: serde_json::Value,
+        ttl: Duration,
+        origin: Origin,
+    ) -> Self {
+        let created_at = OffsetDateTime::now_utc();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            tenant,
+            query,
+            response,
+            created_at,
+            expires_at: created_at + ttl,
+            origin,
+        }
+    }
+
+    /// Whether the entry is past its expiry at `now`.
+    pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
+        now >= self.expires_at
+    }
+
+    /// Serialise to bytes (JSON).
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(self).map_err(|e| {
+            Error::new(ErrorKind::InvalidInput, "entry", "encode", "entry is not serialisable")
+                .with_source(e)
+        })
+    }
+
+    /// Parse bytes written by [`CacheEntry::to_bytes`]; an unknown schema version is an error.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let entry: Self = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(ErrorKind::Backend, "entry", "decode", "stored entry is not readable")
+                .with_source(e)
+        })?;
+        if entry.schema_version != SCHEMA_VERSION {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "entry",
+                "decode",
+                format!("unsupported entry schema version {}", entry.schema_version),
+            ));
+        }
+        Ok(entry)
+    }
+}
+
+/// How long entries live: the TTL used when a writer gives none, and the most a writer may ask for.
+///
+/// ```
+/// use std::time::Duration;
+/// use resk_core::TtlPolicy;
+/// let policy = TtlPolicy::new(Duration::from_secs(3600), Duration::from_secs(86_400)).unwrap();
+/// assert_eq!(policy.resolve(None).unwrap(), Duration::from_secs(3600));
+/// assert_eq!(policy.resolve(Some(60)).unwrap(), Duration::from_secs(60));
+/// assert!(policy.resolve(Some(0)).is_err());
+/// assert!(policy.resolve(Some(86_401)).is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TtlPolicy {
+    default: Duration,
+    max: Duration,
+}
+
+impl TtlPolicy {
+    /// A policy; `default` must be non-zero and at most `max`.
+    pub fn new(default: Duration, max: Duration) -> Result<Self> {
+        if default.is_zero() || default > max {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "ttl",
+                "policy",
+                "default TTL must be greater than zero and at most the maximum TTL",
+            ));
+        }
+        Ok(Self { default, max })
+    }
+
+    /// The TTL used when a writer gives none.
+    pub fn default_ttl(&self) -> Duration {
+        self.default
+    }
+
+    /// The longest TTL a writer may ask for.
+    pub fn max_ttl(&self) -> Duration {
+        self.max
+    }
+
+    /// The TTL for a write that asked for `requested` seconds.
+    pub fn resolve(&self, requested: Option<u64>) -> Result<Duration> {
+        let Some(secs) = requested else { return Ok(self.default) };
+        if secs == 0 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "ttl",
+                "resolve",
+                "ttl must be at least 1 second",
+            ));
+        }
+        let ttl = Duration::from_secs(secs);
+        if ttl > self.max {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "ttl",
+                "resolve",
+                format!("ttl must be at most {} seconds", self.max.as_secs()),
+            ));
+        }
+        Ok(ttl)
+    }
+}

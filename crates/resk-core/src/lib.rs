@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+
+pub mod cache;
+pub mod cipher;
+pub mod embed;
+pub mod entry;
+pub mod error;
+pub mod key;
+pub mod tenant;
+pub mod vector;
+
+pub use cache::{
+    BackendInfo, CacheKey, CacheStore, CacheStoreDyn, CachedValue, Capabilities, PurgeScope,
+    SharedCacheStore,
+};
+pub use cipher::{Cipher, SharedCipher};
+pub use embed::{Embedder, EmbedderDyn, EmbedderInfo, Embedding, SharedEmbedder};
+pub use entry::{CacheEntry, Origin, SCHEMA_VERSION, TtlPolicy};
+pub use error::{Error, ErrorKind, Result};
+pub use key::{KeyBuilder, KeyInput, normalize_query};
+pub use tenant::TenantId;
+pub use vector::{
+    Filter, Metric, RecordId, Scored, SharedVectorStore, VectorQuery, VectorRecord, VectorStore,
+    VectorStoreDyn,
+};
+
+use std::{future::Future, pin::Pin};
+
+/// A boxed, `Send` future: what the object-safe `…Dyn` twins return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
