@@ -100,8 +100,10 @@ pub struct CachedValue {
 impl CachedValue {
     /// Time left before expiry (`None` for no expiry; zero once past it).
     pub fn remaining_ttl(&self) -> Option<Duration> {
-        self.expires_at
-            .map(|at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+        self.expires_at.map(|at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        })
     }
 }
 
@@ -130,7 +132,11 @@ pub struct Capabilities {
 impl Capabilities {
     /// Capabilities with every flag set as given.
     pub const fn new(durable: bool, shared: bool, evicts: bool) -> Self {
-        Self { durable, shared, evicts }
+        Self {
+            durable,
+            shared,
+            evicts,
+        }
     }
 }
 

@@ -23,8 +23,18 @@ pub struct EmbedderInfo {
 
 impl EmbedderInfo {
     /// Describe an embedder.
-    pub fn new(provider: &'static str, model: impl Into<String>, dims: usize, max_batch: usize) -> Self {
-        Self { provider, model: model.into(), dims, max_batch }
+    pub fn new(
+        provider: &'static str,
+        model: impl Into<String>,
+        dims: usize,
+        max_batch: usize,
+    ) -> Self {
+        Self {
+            provider,
+            model: model.into(),
+            dims,
+            max_batch,
+        }
     }
 }
 

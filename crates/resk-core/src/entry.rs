@@ -70,16 +70,26 @@ impl CacheEntry {
     /// Serialise to bytes (JSON).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         serde_json::to_vec(self).map_err(|e| {
-            Error::new(ErrorKind::InvalidInput, "entry", "encode", "entry is not serialisable")
-                .with_source(e)
+            Error::new(
+                ErrorKind::InvalidInput,
+                "entry",
+                "encode",
+                "entry is not serialisable",
+            )
+            .with_source(e)
         })
     }
 
     /// Parse bytes written by [`CacheEntry::to_bytes`]; an unknown schema version is an error.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let entry: Self = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(ErrorKind::Backend, "entry", "decode", "stored entry is not readable")
-                .with_source(e)
+            Error::new(
+                ErrorKind::Backend,
+                "entry",
+                "decode",
+                "stored entry is not readable",
+            )
+            .with_source(e)
         })?;
         if entry.schema_version != SCHEMA_VERSION {
             return Err(Error::new(
@@ -136,7 +146,9 @@ impl TtlPolicy {
 
     /// The TTL for a write that asked for `requested` seconds.
     pub fn resolve(&self, requested: Option<u64>) -> Result<Duration> {
-        let Some(secs) = requested else { return Ok(self.default) };
+        let Some(secs) = requested else {
+            return Ok(self.default);
+        };
         if secs == 0 {
             return Err(Error::new(
                 ErrorKind::InvalidInput,

@@ -85,7 +85,13 @@ impl Error {
         op: &'static str,
         message: impl Into<String>,
     ) -> Self {
-        Self { kind, backend, op, message: message.into(), source: None }
+        Self {
+            kind,
+            backend,
+            op,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// Attach the underlying cause.

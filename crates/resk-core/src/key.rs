@@ -45,7 +45,11 @@ fn normalize_once(text: &str) -> String {
     let composed: String = text.nfkc().collect();
     let folded = caseless::default_case_fold_str(&composed);
     let mut out = String::with_capacity(folded.len());
-    for word in folded.nfkc().filter(|c| !is_zero_width(*c)).collect::<String>().split_whitespace()
+    for word in folded
+        .nfkc()
+        .filter(|c| !is_zero_width(*c))
+        .collect::<String>()
+        .split_whitespace()
     {
         if !out.is_empty() {
             out.push(' ');
@@ -58,7 +62,10 @@ fn normalize_once(text: &str) -> String {
 /// Invisible characters that change nothing a reader sees (zero-width space/joiners, word joiner, BOM,
 /// soft hyphen).
 fn is_zero_width(c: char) -> bool {
-    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}')
+    matches!(
+        c,
+        '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+    )
 }
 
 /// Everything that decides which answer a query gets.
@@ -129,9 +136,23 @@ impl KeyBuilder {
         field(Some(tenant.as_str().as_bytes()));
         field(Some(normalize_query(input.query).as_bytes()));
         let language = input.language.map(|l| l.trim().to_ascii_lowercase());
-        field(language.as_deref().filter(|l| !l.is_empty()).map(str::as_bytes));
-        field(input.model.map(str::trim).filter(|m| !m.is_empty()).map(str::as_bytes));
-        let params = input.params.filter(|p| !is_empty_params(p)).map(canonical_json);
+        field(
+            language
+                .as_deref()
+                .filter(|l| !l.is_empty())
+                .map(str::as_bytes),
+        );
+        field(
+            input
+                .model
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::as_bytes),
+        );
+        let params = input
+            .params
+            .filter(|p| !is_empty_params(p))
+            .map(canonical_json);
         field(params.as_deref());
         let digest = mac.finalize().into_bytes();
         // 64 hex characters: always within CacheKey's name bounds.
@@ -214,11 +235,17 @@ mod tests {
     #[test]
     fn canonical_json_sorts_nested_keys() {
         let a = serde_json::json!({"b": 1, "a": {"y": [1, 2], "x": null}});
-        assert_eq!(canonical_json(&a), br#"{"a":{"x":null,"y":[1,2]},"b":1}"#.to_vec());
+        assert_eq!(
+            canonical_json(&a),
+            br#"{"a":{"x":null,"y":[1,2]},"b":1}"#.to_vec()
+        );
     }
 
     #[test]
     fn short_secret_is_rejected() {
-        assert_eq!(KeyBuilder::new(b"short").unwrap_err().kind(), ErrorKind::Config);
+        assert_eq!(
+            KeyBuilder::new(b"short").unwrap_err().kind(),
+            ErrorKind::Config
+        );
     }
 }

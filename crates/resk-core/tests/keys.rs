@@ -37,7 +37,13 @@ fn word() -> impl Strategy<Value = String> {
 
 fn white() -> impl Strategy<Value = String> {
     prop::collection::vec(
-        prop_oneof![Just(' '), Just('\t'), Just('\n'), Just('\u{00A0}'), Just('\u{3000}')],
+        prop_oneof![
+            Just(' '),
+            Just('\t'),
+            Just('\n'),
+            Just('\u{00A0}'),
+            Just('\u{3000}')
+        ],
         1..4,
     )
     .prop_map(|chars| chars.into_iter().collect())
@@ -134,8 +140,22 @@ fn param_key_order_does_not_matter() {
     let a = serde_json::json!({"temperature": 0.2, "system": {"id": 7, "v": 2}});
     let b = serde_json::json!({"system": {"v": 2, "id": 7}, "temperature": 0.2});
     assert_eq!(
-        k.key(&t, &KeyInput { query: "q", params: Some(&a), ..Default::default() }),
-        k.key(&t, &KeyInput { query: "q", params: Some(&b), ..Default::default() }),
+        k.key(
+            &t,
+            &KeyInput {
+                query: "q",
+                params: Some(&a),
+                ..Default::default()
+            }
+        ),
+        k.key(
+            &t,
+            &KeyInput {
+                query: "q",
+                params: Some(&b),
+                ..Default::default()
+            }
+        ),
     );
 }
 
@@ -144,19 +164,62 @@ fn language_is_case_insensitive_and_empty_params_mean_none() {
     let k = keys();
     let t = tenant("acme");
     let empty = serde_json::json!({});
-    let base = k.key(&t, &KeyInput { query: "q", language: Some("en-US"), ..Default::default() });
-    assert_eq!(base, k.key(&t, &KeyInput { query: "q", language: Some(" en-us "), ..Default::default() }));
-    assert_eq!(
-        k.key(&t, &KeyInput { query: "q", ..Default::default() }),
-        k.key(&t, &KeyInput { query: "q", params: Some(&empty), ..Default::default() }),
+    let base = k.key(
+        &t,
+        &KeyInput {
+            query: "q",
+            language: Some("en-US"),
+            ..Default::default()
+        },
     );
-    assert_ne!(base, k.key(&t, &KeyInput { query: "q", language: Some("fr"), ..Default::default() }));
+    assert_eq!(
+        base,
+        k.key(
+            &t,
+            &KeyInput {
+                query: "q",
+                language: Some(" en-us "),
+                ..Default::default()
+            }
+        )
+    );
+    assert_eq!(
+        k.key(
+            &t,
+            &KeyInput {
+                query: "q",
+                ..Default::default()
+            }
+        ),
+        k.key(
+            &t,
+            &KeyInput {
+                query: "q",
+                params: Some(&empty),
+                ..Default::default()
+            }
+        ),
+    );
+    assert_ne!(
+        base,
+        k.key(
+            &t,
+            &KeyInput {
+                query: "q",
+                language: Some("fr"),
+                ..Default::default()
+            }
+        )
+    );
 }
 
 #[test]
 fn different_secrets_give_different_keys() {
     let other = KeyBuilder::new(b"another secret that is long enough to use!!").unwrap();
     let t = tenant("acme");
-    let input = KeyInput { query: "q", ..Default::default() };
+    let input = KeyInput {
+        query: "q",
+        ..Default::default()
+    };
     assert_ne!(keys().key(&t, &input), other.key(&t, &input));
 }

@@ -1,0 +1,5 @@
+//! The shared cache conformance suite against the memory store, directly and as `SharedCacheStore`.
+
+use resk_cache_memory::{MemoryConfig, MemoryStore};
+
+resk_testkit::cache_suite!(async { MemoryStore::new(MemoryConfig::default()) });

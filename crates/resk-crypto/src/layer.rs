@@ -1,0 +1,91 @@
+//! A layer that encrypts values on their way into any cache store.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use resk_core::{BackendInfo, CacheKey, CacheStore, CachedValue, PurgeScope, Result, SharedCipher};
+
+/// Wraps a [`CacheStore`] so it only ever sees ciphertext.
+///
+/// Values are sealed with the key's tenant and [`CacheKey::associated_data`], so a value moved to
+/// another key or tenant inside the store no longer opens. A stored value that does not open is
+/// **never** returned: `get` answers `Ok(None)` (a miss), logs a warning naming only the key's tenant
+/// and the failure, and increments `resk_crypto_open_failures_total{backend}`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use resk_crypto::{AesGcmCipher, EncryptedStore, MasterKey};
+/// # fn wrap<S: resk_core::CacheStore>(store: S) {
+/// let store = EncryptedStore::new(store, Arc::new(AesGcmCipher::new(MasterKey::generate())));
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct EncryptedStore<S> {
+    inner: S,
+    cipher: SharedCipher,
+}
+
+impl<S: CacheStore> EncryptedStore<S> {
+    /// Encrypt everything written to `inner` with `cipher`.
+    pub fn new(inner: S, cipher: SharedCipher) -> Self {
+        Self { inner, cipher }
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+impl<S: CacheStore> CacheStore for EncryptedStore<S> {
+    fn info(&self) -> &BackendInfo {
+        self.inner.info()
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
+        let Some(value) = self.inner.get(key).await? else {
+            return Ok(None);
+        };
+        match self
+            .cipher
+            .open(key.tenant(), &key.associated_data(), &value.bytes)
+        {
+            Ok(plaintext) => Ok(Some(CachedValue {
+                bytes: Bytes::from(plaintext),
+                expires_at: value.expires_at,
+            })),
+            Err(err) => {
+                let backend = self.inner.info().name;
+                metrics::counter!("resk_crypto_open_failures_total", "backend" => backend)
+                    .increment(1);
+                tracing::warn!(
+                    tenant = %key.tenant(),
+                    backend,
+                    error = %err,
+                    "stored value failed to decrypt; treated as a miss"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        let sealed = self
+            .cipher
+            .seal(key.tenant(), &key.associated_data(), &value)?;
+        self.inner.set(key, Bytes::from(sealed), ttl).await
+    }
+
+    fn delete(&self, key: &CacheKey) -> impl Future<Output = Result<bool>> + Send {
+        self.inner.delete(key)
+    }
+
+    fn purge(&self, scope: &PurgeScope) -> impl Future<Output = Result<u64>> + Send {
+        self.inner.purge(scope)
+    }
+
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
+        self.inner.ping()
+    }
+}
