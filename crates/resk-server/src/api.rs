@@ -1,0 +1,129 @@
+//! Request and response bodies. The same types validate requests and generate the OpenAPI document.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `POST /api/cache`: store an answer.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WriteRequest {
+    /// The user's question. Normalised (case, spacing, Unicode form) before keying.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// The answer to cache: any JSON value except `null`.
+    pub response: serde_json::Value,
+    /// Time to live in seconds (default and maximum are configured on the server).
+    #[schemars(range(min = 1))]
+    pub ttl: Option<u64>,
+    /// Answer language (BCP 47 tag such as `en` or `fr-CA`); part of the key.
+    pub language: Option<String>,
+    /// The model that produced the answer; part of the key.
+    pub model: Option<String>,
+    /// Generation parameters that change the answer (temperature, prompt version, …); part of the key.
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `POST /api/cache/query`: look an answer up.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryRequest {
+    /// The user's question.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// Freshness bound in seconds: an entry written longer ago than this counts as a miss.
+    #[schemars(range(min = 1))]
+    pub ttl: Option<u64>,
+    /// Skip the cache and answer a miss (the caller will regenerate and write the answer).
+    #[serde(default)]
+    pub force_refresh: bool,
+    /// Answer language; must match what the writer sent.
+    pub language: Option<String>,
+    /// Model; must match what the writer sent.
+    pub model: Option<String>,
+    /// Generation parameters; must match what the writer sent (key order does not matter).
+    pub params: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Answer to a successful write.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WriteResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// The entry's key: an HMAC of the normalised query and its scope, never the query itself.
+    pub key: String,
+    /// The TTL applied, in seconds.
+    pub ttl: u64,
+    /// When the entry expires (RFC 3339).
+    pub expires_at: String,
+}
+
+/// Which layer answered a hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The in-process memory cache.
+    Memory,
+}
+
+/// Time spent per layer, in milliseconds.
+#[derive(Debug, Default, Serialize, JsonSchema)]
+pub struct Latency {
+    /// The whole lookup.
+    pub total: f64,
+    /// Validation and key derivation.
+    pub key: f64,
+    /// Cache read, including decryption.
+    pub cache: f64,
+}
+
+/// Answer to a lookup: a hit with the cached answer, or a miss.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct QueryResponse {
+    /// Whether a cached answer was found.
+    pub hit: bool,
+    /// Which layer answered (hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// The cached answer (hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
+    /// The entry's key (hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// When the entry was written (RFC 3339, hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// When the entry expires (RFC 3339, hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// `true` when a backend failed and the answer is a miss for that reason, not for lack of an entry.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub degraded: bool,
+    /// Per-layer latency.
+    pub latency_ms: Latency,
+}
+
+/// Answer to a purge.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PurgeResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// How many entries of the caller's tenant were removed.
+    pub purged: u64,
+}
+
+/// `GET /health`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct HealthResponse {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+/// `GET /ready` when ready.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReadyResponse {
+    /// `ready`.
+    pub status: &'static str,
+    /// Backend name → `ok`.
+    pub checks: serde_json::Map<String, serde_json::Value>,
+}

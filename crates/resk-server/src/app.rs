@@ -1,0 +1,404 @@
+//! Wiring: state, router, middleware and the serve loop.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use aide::{
+    axum::{
+        ApiRouter,
+        routing::{get_with, post_with},
+    },
+    openapi::{OpenApi, SecurityScheme},
+    transform::TransformOperation,
+};
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
+    http::{HeaderValue, StatusCode, header::HeaderName},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use metrics_exporter_prometheus::PrometheusHandle;
+use resk_core::{
+    CacheStore, Error, ErrorKind, KeyBuilder, SharedCacheStore, SharedCipher, TtlPolicy,
+};
+use resk_crypto::EncryptedStore;
+
+use crate::{
+    api::{HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, Source, WriteResponse},
+    auth::JwtVerifier,
+    config::{CacheBackend, Config, Limits},
+    error::{ApiError, ErrorBody},
+    ratelimit::{Decision, LocalRateLimiter, RateLimiter},
+    routes, telemetry,
+};
+
+/// What every handler shares. Built once at start-up from a [`Config`].
+pub struct AppState {
+    pub(crate) cache: SharedCacheStore,
+    pub(crate) source: Source,
+    pub(crate) keys: KeyBuilder,
+    pub(crate) ttl: TtlPolicy,
+    pub(crate) limits: Limits,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) openapi: Arc<OpenApi>,
+}
+
+/// What the authentication middleware needs.
+#[derive(Debug)]
+struct AuthState {
+    verifier: JwtVerifier,
+    limiter: Arc<dyn RateLimiter>,
+}
+
+fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheStore {
+    match cipher {
+        Some(cipher) => Arc::new(EncryptedStore::new(store, cipher)),
+        None => Arc::new(store),
+    }
+}
+
+/// Build the configured cache backend, wrapped in the encryption layer when a key is configured.
+pub fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore, Source)> {
+    match config.backend {
+        CacheBackend::Memory => {
+            #[cfg(feature = "cache-memory")]
+            {
+                use resk_cache_memory::{MemoryConfig, MemoryStore};
+                let store = MemoryStore::new(
+                    MemoryConfig::default()
+                        .with_max_entries(config.memory.max_entries)
+                        .with_max_bytes(config.memory.max_bytes),
+                );
+                Ok((wrap(store, config.cipher.clone()), Source::Memory))
+            }
+            #[cfg(not(feature = "cache-memory"))]
+            {
+                let _ = wrap::<resk_core::SharedCacheStore>;
+                Err(Error::new(
+                    ErrorKind::Config,
+                    "config",
+                    "cache",
+                    "backend \"memory\" not compiled in; rebuild with --features cache-memory",
+                ))
+            }
+        }
+    }
+}
+
+/// A built application: the router plus the pieces the serve loop maintains.
+pub struct App {
+    /// The complete router, state applied.
+    pub router: Router,
+    limiter: Arc<LocalRateLimiter>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secured<'a>(op: TransformOperation<'a>, scope: &'static str) -> TransformOperation<'a> {
+    op.security_requirement_scopes("bearer", [scope])
+        .response::<400, Json<ErrorBody>>()
+        .response::<401, Json<ErrorBody>>()
+        .response::<403, Json<ErrorBody>>()
+        .response::<429, Json<ErrorBody>>()
+}
+
+fn with_body(op: TransformOperation<'_>) -> TransformOperation<'_> {
+    op.response::<413, Json<ErrorBody>>()
+        .response::<415, Json<ErrorBody>>()
+}
+
+impl App {
+    /// Build the application from `config`, with the configured cache backend.
+    pub fn build(config: &Config) -> resk_core::Result<Self> {
+        let (cache, source) = build_cache(config)?;
+        Ok(Self::with_cache(config, cache, source))
+    }
+
+    /// Build the application around an existing cache store.
+    pub fn with_cache(config: &Config, cache: SharedCacheStore, source: Source) -> Self {
+        aide::generate::infer_responses(false);
+        aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
+        let limiter = Arc::new(LocalRateLimiter::new(config.rate_limit));
+        let auth = Arc::new(AuthState {
+            verifier: JwtVerifier::new(&config.jwt),
+            limiter: limiter.clone(),
+        });
+
+        let protected = ApiRouter::new()
+            .api_route(
+                "/api/cache",
+                post_with(routes::write_entry, |op| {
+                    with_body(secured(op, "cache:write"))
+                        .summary("Store an answer")
+                        .description("Stores `response` under the canonical key of `query` in the caller's tenant.")
+                        .response::<201, Json<WriteResponse>>()
+                        .response::<503, Json<ErrorBody>>()
+                })
+                .delete_with(routes::purge, |op| {
+                    secured(op, "cache:admin")
+                        .summary("Purge the caller's tenant")
+                        .response::<200, Json<PurgeResponse>>()
+                }),
+            )
+            .api_route(
+                "/api/cache/query",
+                post_with(routes::query_entry, |op| {
+                    with_body(secured(op, "cache:read"))
+                        .summary("Look an answer up")
+                        .description("A miss is a 200 with `hit: false`, not an error.")
+                        .response::<200, Json<QueryResponse>>()
+                }),
+            )
+            .route_layer(middleware::from_fn_with_state(auth, authenticate));
+
+        let public = ApiRouter::new()
+            .api_route(
+                "/health",
+                get_with(routes::health, |op| {
+                    op.summary("Liveness")
+                        .response::<200, Json<HealthResponse>>()
+                }),
+            )
+            .api_route(
+                "/ready",
+                get_with(routes::ready, |op| {
+                    op.summary("Readiness: backends reachable")
+                        .response::<200, Json<ReadyResponse>>()
+                        .response::<503, Json<ErrorBody>>()
+                }),
+            )
+            .route("/api/openapi.json", get(routes::openapi))
+            .route("/api/metrics", get(routes::metrics));
+
+        let mut api = OpenApi::default();
+        let router = public.merge(protected).finish_api_with(&mut api, |t| {
+            t.title("resk")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description("A secure cache for LLM chatbot answers.")
+                .security_scheme(
+                    "bearer",
+                    SecurityScheme::Http {
+                        scheme: "bearer".into(),
+                        bearer_format: Some("JWT".into()),
+                        description: Some(
+                            "HS256 JWT with `exp`, `sub`, and scopes in the `scope` claim".into(),
+                        ),
+                        extensions: Default::default(),
+                    },
+                )
+        });
+        let state = Arc::new(AppState {
+            cache,
+            source,
+            keys: config.keys.clone(),
+            ttl: config.ttl,
+            limits: config.limits,
+            metrics: telemetry::metrics_handle(),
+            openapi: Arc::new(api),
+        });
+        let router = router
+            .fallback(routes::not_found)
+            .method_not_allowed_fallback(routes::method_not_allowed)
+            .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+            .layer(middleware::from_fn_with_state(
+                config.limits.request_timeout,
+                timeout,
+            ))
+            .layer(middleware::from_fn(telemetry::observe))
+            .with_state(state);
+        Self { router, limiter }
+    }
+}
+
+async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "request timed out",
+        )
+        .into_response(),
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+static RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATE_LIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Verify the bearer token, apply the rate limit (per subject; per IP for requests without a valid
+/// token) and hand the [`crate::auth::Principal`] to the handler.
+async fn authenticate(
+    State(auth): State<Arc<AuthState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let token = bearer(&req);
+    let token_present = token.is_some();
+    let verified = match token {
+        Some(token) => auth.verifier.verify(token),
+        None => Err(crate::auth::AuthFailure {
+            description: "missing bearer token",
+            reason: "missing",
+        }),
+    };
+    let (limit_key, key_type) = match &verified {
+        Ok(p) => (format!("sub:{}:{}", p.tenant, p.subject), "subject"),
+        Err(_) => {
+            let ip = req
+                .extensions()
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            (format!("ip:{ip}"), "ip")
+        }
+    };
+    let (limit, remaining, reset) = match auth.limiter.check(&limit_key).await {
+        Decision::Allowed {
+            limit,
+            remaining,
+            reset,
+        } => (limit, remaining, reset),
+        Decision::Limited { limit, retry_after } => {
+            metrics::counter!("resk_rate_limited_total", "key_type" => key_type).increment(1);
+            let secs = ceil_secs(retry_after).max(1);
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("rate limit exceeded; retry in {secs} s"),
+            )
+            .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(secs))
+            .with_header(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit))
+            .with_header(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(0u32))
+            .with_header(RATE_LIMIT_RESET.clone(), HeaderValue::from(secs))
+            .into_response();
+        }
+    };
+    let principal = match verified {
+        Ok(principal) => principal,
+        Err(failure) => {
+            metrics::counter!("resk_auth_failures_total", "reason" => failure.reason).increment(1);
+            tracing::warn!(
+                audit = "authentication_failed",
+                reason = failure.reason,
+                "token rejected"
+            );
+            return ApiError::unauthorized(failure.description, token_present).into_response();
+        }
+    };
+    req.extensions_mut().insert(principal);
+    let mut response = next.run(req).await;
+    let headers = response.headers_mut();
+    headers.insert(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit));
+    headers.insert(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(remaining));
+    headers.insert(
+        RATE_LIMIT_RESET.clone(),
+        HeaderValue::from(ceil_secs(reset)),
+    );
+    response
+}
+
+/// Bind, serve until SIGINT/SIGTERM, then drain in-flight requests for at most the grace period.
+pub async fn serve(config: Config) -> resk_core::Result<()> {
+    let app = App::build(&config)?;
+    if config.jwt.dev_secret {
+        tracing::warn!(
+            "DEV MODE: tokens are verified with the public development secret; \
+             anyone can mint one. Never expose this server."
+        );
+    }
+    if config.cipher.is_none() {
+        tracing::warn!("CACHE_ENCRYPTION_KEY is not set: cached values are stored unencrypted");
+    }
+    app.limiter.spawn_janitor(Duration::from_secs(60));
+    let listener = tokio::net::TcpListener::bind((config.host, config.port))
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                "server",
+                "bind",
+                format!("cannot listen on {}:{}: {e}", config.host, config.port),
+            )
+        })?;
+    let local = listener.local_addr().map_err(|e| {
+        Error::new(
+            ErrorKind::Backend,
+            "server",
+            "bind",
+            format!("no local address: {e}"),
+        )
+    })?;
+    tracing::info!(address = %local, backend = ?config.backend, "resk-server listening");
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; draining in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        result = std::future::IntoFuture::into_future(server) => {
+            result.map_err(|e| Error::new(ErrorKind::Backend, "server", "serve", e.to_string()))?;
+            tracing::info!("shutdown complete");
+        }
+        _ = async {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests in flight");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

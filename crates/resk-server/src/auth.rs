@@ -1,0 +1,243 @@
+//! JWT authentication (HS256) and scope checks.
+//!
+//! Verification follows RFC 8725: one allowed algorithm (HS256, so `alg: none` and RS/HS confusion are
+//! rejected before any signature work), `exp` required, `nbf` and `iat` checked with a small leeway,
+//! `aud`/`iss` enforced when configured. Scopes come from the space-separated `scope` claim of RFC 9068,
+//! so access tokens from a standard identity provider work unchanged.
+
+use std::{collections::HashSet, fmt};
+
+use aide::{OperationInput, generate::GenContext, openapi::Operation};
+use axum::{extract::FromRequestParts, http::request::Parts};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use resk_core::TenantId;
+use serde_json::{Map, Value};
+
+use crate::{config::JwtConfig, error::ApiError};
+
+/// A permission carried in the token's `scope` claim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `cache:read`: query the cache.
+    Read,
+    /// `cache:write`: store answers.
+    Write,
+    /// `cache:admin`: purge.
+    Admin,
+}
+
+impl Scope {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "cache:read",
+            Scope::Write => "cache:write",
+            Scope::Admin => "cache:admin",
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`.
+    pub subject: String,
+    /// The tenant every read, write and purge of this request is confined to.
+    pub tenant: TenantId,
+    scopes: HashSet<String>,
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("subject", &self.subject)
+            .field("tenant", &self.tenant)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
+}
+
+impl Principal {
+    /// `Ok` when the token carries `scope`, else a 403.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(scope.as_str()) {
+            Ok(())
+        } else {
+            metrics::counter!("resk_auth_failures_total", "reason" => "insufficient_scope")
+                .increment(1);
+            tracing::warn!(
+                audit = "authorization_denied",
+                subject = %self.subject,
+                tenant = %self.tenant,
+                scope = scope.as_str(),
+                "token lacks the required scope"
+            );
+            Err(ApiError::insufficient_scope(scope.as_str()))
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("missing bearer token", false))
+    }
+}
+
+// Security requirements are declared per operation (with their scopes) where routes are built.
+impl OperationInput for Principal {
+    fn operation_input(_: &mut GenContext, _: &mut Operation) {}
+}
+
+/// Why a token was refused; the text is safe to return to the client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthFailure {
+    /// Short description for the `WWW-Authenticate` header and error body.
+    pub description: &'static str,
+    /// Metrics label.
+    pub reason: &'static str,
+}
+
+/// Verifies bearer tokens.
+#[derive(Clone)]
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    tenant_claim: String,
+    leeway_secs: u64,
+}
+
+impl fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("tenant_claim", &self.tenant_claim)
+            .finish_non_exhaustive()
+    }
+}
+
+const fn failure(description: &'static str, reason: &'static str) -> AuthFailure {
+    AuthFailure {
+        description,
+        reason,
+    }
+}
+
+/// Longest accepted `sub`, in bytes.
+const MAX_SUBJECT_LEN: usize = 256;
+
+impl JwtVerifier {
+    /// A verifier for `config`.
+    pub fn new(config: &JwtConfig) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = true;
+        validation.validate_nbf = true;
+        validation.leeway = config.leeway.as_secs();
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Self {
+            key: DecodingKey::from_secret(&config.secret),
+            validation,
+            tenant_claim: config.tenant_claim.clone(),
+            leeway_secs: config.leeway.as_secs(),
+        }
+    }
+
+    /// Verify `token` and return who it speaks for.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => failure("token expired", "expired"),
+            ErrorKind::ImmatureSignature => failure("token not yet valid", "not_yet_valid"),
+            ErrorKind::InvalidSignature => failure("invalid signature", "bad_signature"),
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                failure("algorithm not allowed", "bad_algorithm")
+            }
+            ErrorKind::InvalidAudience => failure("invalid audience", "bad_audience"),
+            ErrorKind::InvalidIssuer => failure("invalid issuer", "bad_issuer"),
+            ErrorKind::MissingRequiredClaim(_) => {
+                failure("token lacks a required claim", "missing_claim")
+            }
+            _ => failure("malformed token", "malformed"),
+        })?;
+        let claims = data.claims;
+        let now = jsonwebtoken::get_current_timestamp();
+        match claims.get("iat") {
+            None => {}
+            Some(Value::Number(n)) => {
+                let issued = n.as_f64().unwrap_or(f64::MAX);
+                if issued > (now + self.leeway_secs) as f64 {
+                    return Err(failure("token issued in the future", "bad_iat"));
+                }
+            }
+            Some(_) => return Err(failure("malformed iat claim", "bad_iat")),
+        }
+        let subject = match claims.get("sub") {
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT_LEN => s.clone(),
+            _ => return Err(failure("token needs a sub claim", "bad_subject")),
+        };
+        let tenant = match claims.get(&self.tenant_claim) {
+            None | Some(Value::Null) => TenantId::default_tenant(),
+            Some(Value::String(s)) => {
+                TenantId::new(s).map_err(|_| failure("invalid tenant claim", "bad_tenant"))?
+            }
+            Some(_) => return Err(failure("invalid tenant claim", "bad_tenant")),
+        };
+        let scopes = match claims.get("scope") {
+            None => HashSet::new(),
+            Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            Some(_) => return Err(failure("scope claim must be a string", "bad_scope")),
+        };
+        Ok(Principal {
+            subject,
+            tenant,
+            scopes,
+        })
+    }
+}
+
+/// Mint an HS256 token for `sub` with `scope`, valid for `ttl_secs`.
+pub fn mint(
+    config: &JwtConfig,
+    sub: &str,
+    scope: &str,
+    tenant: Option<&str>,
+    ttl_secs: u64,
+) -> resk_core::Result<String> {
+    let err =
+        |msg: String| resk_core::Error::new(resk_core::ErrorKind::InvalidInput, "jwt", "mint", msg);
+    if let Some(t) = tenant {
+        TenantId::new(t).map_err(|e| err(e.message().to_owned()))?;
+    }
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut claims = Map::new();
+    claims.insert("sub".into(), Value::from(sub));
+    claims.insert("scope".into(), Value::from(scope));
+    claims.insert("iat".into(), Value::from(now));
+    claims.insert("exp".into(), Value::from(now + ttl_secs));
+    if let Some(t) = tenant {
+        claims.insert(config.tenant_claim.clone(), Value::from(t));
+    }
+    if let Some(aud) = &config.audience {
+        claims.insert("aud".into(), Value::from(aud.as_str()));
+    }
+    if let Some(iss) = &config.issuer {
+        claims.insert("iss".into(), Value::from(iss.as_str()));
+    }
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&config.secret),
+    )
+    .map_err(|e| err(format!("could not sign token: {e}")))
+}

@@ -1,0 +1,476 @@
+//! Command line and environment, resolved once at start-up into typed configuration.
+//!
+//! Every flag has an environment variable of the same meaning (the names of the original Resk-Caching
+//! project where it had one). Handlers never read the environment: they get a [`Config`].
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hkdf::Hkdf;
+use resk_core::{Error, ErrorKind, KeyBuilder, Result, SharedCipher, TtlPolicy};
+use resk_crypto::{AesGcmCipher, MasterKey};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// The well-known JWT secret of `--dev` mode. Public on purpose: dev mode is for a laptop, never a
+/// deployment, and the server says so loudly when it uses it.
+pub const DEV_JWT_SECRET: &str = "resk-dev-mode-secret-do-not-use-in-production";
+
+/// Shortest accepted `JWT_SECRET`, in bytes (RFC 7518 §3.2: an HS256 key of at least 256 bits).
+pub const MIN_JWT_SECRET_LEN: usize = 32;
+
+/// resk-server: a JWT-protected, encrypted cache for LLM answers.
+#[derive(Debug, Parser)]
+#[command(
+    name = "resk-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to run; without a subcommand the server starts.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options (also accepted after `serve`).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the HTTP server (the default).
+    Serve(ServeArgs),
+    /// Mint a short-lived HS256 token signed with JWT_SECRET (for local use and tests).
+    Token(TokenArgs),
+    /// Print a new random CACHE_ENCRYPTION_KEY (base64 of 32 bytes).
+    Keygen,
+}
+
+/// Which cache backend stores entries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
+pub enum CacheBackend {
+    /// In-process memory (moka); nothing survives a restart.
+    Memory,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (default; for log shippers).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// JWT settings shared by `serve` and `token`.
+#[derive(Clone, Debug, Args)]
+pub struct JwtArgs {
+    /// HS256 secret, at least 32 bytes. Required unless --dev.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Claim that names the tenant; tokens without it use the tenant `default`.
+    #[arg(long, env = "JWT_TENANT_CLAIM", default_value = "tenant")]
+    pub jwt_tenant_claim: String,
+    /// Clock-skew leeway for `exp`, `nbf` and `iat`, in seconds.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// Development mode: use a well-known JWT secret when JWT_SECRET is unset. Never in production.
+    #[arg(long, env = "RESK_DEV", default_value_t = false)]
+    pub dev: bool,
+}
+
+/// Options of the server.
+#[derive(Clone, Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind.
+    #[arg(long, env = "HOST", default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on (0 picks a free one and logs it).
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// JWT settings.
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Cache backend.
+    #[arg(long, env = "CACHE_BACKEND", value_enum, default_value = "memory")]
+    pub cache_backend: CacheBackend,
+    /// Most entries in the memory cache.
+    #[arg(long, env = "CACHE_MAX_ENTRIES", default_value_t = 100_000)]
+    pub cache_max_entries: u64,
+    /// Most bytes in the memory cache.
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub cache_max_bytes: u64,
+    /// AES-256-GCM master key, base64 of 32 bytes (`resk-server keygen` makes one). Unset: values are
+    /// stored unencrypted.
+    #[arg(long, env = "CACHE_ENCRYPTION_KEY", hide_env_values = true)]
+    pub cache_encryption_key: Option<String>,
+    /// Earlier master keys, comma-separated base64, still accepted for reading (key rotation).
+    #[arg(long, env = "CACHE_ENCRYPTION_PREVIOUS_KEYS", hide_env_values = true)]
+    pub cache_encryption_previous_keys: Option<String>,
+    /// Secret for HMAC cache keys, at least 32 bytes. Unset: derived from JWT_SECRET (rotating the JWT
+    /// secret then also empties the cache).
+    #[arg(long, env = "CACHE_KEY_SECRET", hide_env_values = true)]
+    pub cache_key_secret: Option<String>,
+    /// TTL of entries written without one, in seconds.
+    #[arg(long, env = "CACHE_DEFAULT_TTL_SECS", default_value_t = 3600)]
+    pub cache_default_ttl_secs: u64,
+    /// Longest TTL a writer may ask for, in seconds.
+    #[arg(long, env = "CACHE_MAX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub cache_max_ttl_secs: u64,
+    /// Rate-limit window in milliseconds.
+    #[arg(long, env = "RATE_LIMIT_WINDOW_MS", default_value_t = 900_000)]
+    pub rate_limit_window_ms: u64,
+    /// Requests allowed per subject (or IP, for unauthenticated requests) per window.
+    #[arg(long, env = "RATE_LIMIT_MAX", default_value_t = 1000)]
+    pub rate_limit_max: u32,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest accepted query, in characters.
+    #[arg(long, env = "MAX_QUERY_CHARS", default_value_t = 10_000)]
+    pub max_query_chars: usize,
+    /// Time limit for one request, in seconds.
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests, in seconds.
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+    /// Log filter (`info`, `debug`, `resk_server=debug,info`, …).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+}
+
+/// Options of `token`.
+#[derive(Clone, Debug, Args)]
+pub struct TokenArgs {
+    /// JWT settings (the same variables the server reads).
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Subject (`sub`): who the token is for.
+    #[arg(long, default_value = "dev-user")]
+    pub sub: String,
+    /// Space-separated scopes.
+    #[arg(long, default_value = "cache:read cache:write")]
+    pub scope: String,
+    /// Tenant claim value; omitted: the `default` tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Lifetime in seconds (at most 86400).
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub ttl: u64,
+}
+
+/// Resolved JWT verification settings.
+#[derive(Clone)]
+pub struct JwtConfig {
+    /// HS256 secret.
+    pub secret: Arc<Zeroizing<Vec<u8>>>,
+    /// Required audience.
+    pub audience: Option<String>,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Tenant claim name.
+    pub tenant_claim: String,
+    /// Leeway for time claims.
+    pub leeway: Duration,
+    /// Whether the well-known development secret is in use.
+    pub dev_secret: bool,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("tenant_claim", &self.tenant_claim)
+            .field("leeway", &self.leeway)
+            .field("dev_secret", &self.dev_secret)
+            .finish_non_exhaustive()
+    }
+}
+
+fn config_err(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Config, "config", "load", message)
+}
+
+impl JwtArgs {
+    /// Validate into a [`JwtConfig`].
+    pub fn resolve(&self) -> Result<JwtConfig> {
+        let (secret, dev_secret) = match (&self.jwt_secret, self.dev) {
+            (Some(s), _) => (s.clone().into_bytes(), false),
+            (None, true) => (DEV_JWT_SECRET.as_bytes().to_vec(), true),
+            (None, false) => {
+                return Err(config_err(
+                    "JWT_SECRET is not set: set a secret of at least 32 bytes \
+                     (e.g. `openssl rand -base64 48`), or start with --dev (RESK_DEV=true) \
+                     for local development",
+                ));
+            }
+        };
+        if secret.len() < MIN_JWT_SECRET_LEN {
+            return Err(config_err(format!(
+                "JWT_SECRET is {} bytes; HS256 needs at least {MIN_JWT_SECRET_LEN}",
+                secret.len()
+            )));
+        }
+        if self.jwt_tenant_claim.trim().is_empty() {
+            return Err(config_err("JWT_TENANT_CLAIM must not be empty"));
+        }
+        Ok(JwtConfig {
+            secret: Arc::new(Zeroizing::new(secret)),
+            audience: self.jwt_audience.clone().filter(|s| !s.is_empty()),
+            issuer: self.jwt_issuer.clone().filter(|s| !s.is_empty()),
+            tenant_claim: self.jwt_tenant_claim.clone(),
+            leeway: Duration::from_secs(self.jwt_leeway_secs),
+            dev_secret,
+        })
+    }
+}
+
+/// Request limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Largest body, bytes.
+    pub max_body_bytes: usize,
+    /// Longest query, characters.
+    pub max_query_chars: usize,
+    /// Per-request time limit.
+    pub request_timeout: Duration,
+}
+
+/// Rate-limit settings.
+#[derive(Clone, Copy, Debug)]
+pub struct RateLimitConfig {
+    /// Window length.
+    pub window: Duration,
+    /// Requests per window.
+    pub max: u32,
+}
+
+/// Memory backend settings.
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryLimits {
+    /// Most entries.
+    pub max_entries: u64,
+    /// Most bytes.
+    pub max_bytes: u64,
+}
+
+/// Everything the server needs, validated.
+#[derive(Clone)]
+pub struct Config {
+    /// Bind address.
+    pub host: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// JWT verification.
+    pub jwt: JwtConfig,
+    /// Cache backend.
+    pub backend: CacheBackend,
+    /// Memory backend bounds.
+    pub memory: MemoryLimits,
+    /// Encryption at rest, when configured.
+    pub cipher: Option<SharedCipher>,
+    /// Cache key derivation.
+    pub keys: KeyBuilder,
+    /// TTL policy.
+    pub ttl: TtlPolicy,
+    /// Rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Request limits.
+    pub limits: Limits,
+    /// Shutdown grace period.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("jwt", &self.jwt)
+            .field("backend", &self.backend)
+            .field("memory", &self.memory)
+            .field("encryption", &self.cipher)
+            .field("ttl", &self.ttl)
+            .field("rate_limit", &self.rate_limit)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServeArgs {
+    /// Validate every option; the first problem is returned as a `Config` error naming the variable.
+    pub fn resolve(&self) -> Result<Config> {
+        let jwt = self.jwt.resolve()?;
+        let cipher = match &self.cache_encryption_key {
+            None => {
+                if self.cache_encryption_previous_keys.is_some() {
+                    return Err(config_err(
+                        "CACHE_ENCRYPTION_PREVIOUS_KEYS is set but CACHE_ENCRYPTION_KEY is not",
+                    ));
+                }
+                None
+            }
+            Some(current) => {
+                let current = MasterKey::from_base64(current)
+                    .map_err(|e| config_err(format!("CACHE_ENCRYPTION_KEY: {}", e.message())))?;
+                let previous = self
+                    .cache_encryption_previous_keys
+                    .iter()
+                    .flat_map(|s| s.split(','))
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|k| {
+                        MasterKey::from_base64(k).map_err(|e| {
+                            config_err(format!("CACHE_ENCRYPTION_PREVIOUS_KEYS: {}", e.message()))
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let cipher = AesGcmCipher::new(current).with_previous(previous)?;
+                Some(Arc::new(cipher) as SharedCipher)
+            }
+        };
+        let key_secret: Zeroizing<Vec<u8>> = match &self.cache_key_secret {
+            Some(s) if s.len() < KeyBuilder::MIN_SECRET_LEN => {
+                return Err(config_err("CACHE_KEY_SECRET must be at least 32 bytes"));
+            }
+            Some(s) => Zeroizing::new(s.clone().into_bytes()),
+            None => {
+                let mut derived = Zeroizing::new(vec![0u8; 32]);
+                Hkdf::<Sha256>::new(Some(b"resk/cache-key-secret/v1"), &jwt.secret)
+                    .expand(b"resk/cache-key-secret", &mut derived)
+                    .map_err(|_| config_err("could not derive the cache key secret"))?;
+                derived
+            }
+        };
+        let keys = KeyBuilder::new(&key_secret)?;
+        let ttl = TtlPolicy::new(
+            Duration::from_secs(self.cache_default_ttl_secs),
+            Duration::from_secs(self.cache_max_ttl_secs),
+        )
+        .map_err(|_| {
+            config_err("CACHE_DEFAULT_TTL_SECS must be at least 1 and at most CACHE_MAX_TTL_SECS")
+        })?;
+        if self.rate_limit_max == 0 || self.rate_limit_window_ms == 0 {
+            return Err(config_err(
+                "RATE_LIMIT_MAX and RATE_LIMIT_WINDOW_MS must be at least 1",
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(config_err("MAX_BODY_BYTES must be at least 1024"));
+        }
+        if self.max_query_chars == 0 {
+            return Err(config_err("MAX_QUERY_CHARS must be at least 1"));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(config_err("REQUEST_TIMEOUT_SECS must be at least 1"));
+        }
+        Ok(Config {
+            host: self.host,
+            port: self.port,
+            jwt,
+            backend: self.cache_backend,
+            memory: MemoryLimits {
+                max_entries: self.cache_max_entries,
+                max_bytes: self.cache_max_bytes,
+            },
+            cipher,
+            keys,
+            ttl,
+            rate_limit: RateLimitConfig {
+                window: Duration::from_millis(self.rate_limit_window_ms),
+                max: self.rate_limit_max,
+            },
+            limits: Limits {
+                max_body_bytes: self.max_body_bytes,
+                max_query_chars: self.max_query_chars,
+                request_timeout: Duration::from_secs(self.request_timeout_secs),
+            },
+            shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["resk-server"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap().serve
+    }
+
+    #[test]
+    fn refuses_to_start_without_secret() {
+        let err = parse(&[]).resolve().unwrap_err();
+        assert!(err.to_string().contains("JWT_SECRET is not set"), "{err}");
+    }
+
+    #[test]
+    fn dev_mode_uses_the_dev_secret() {
+        let cfg = parse(&["--dev"]).resolve().unwrap();
+        assert!(cfg.jwt.dev_secret);
+    }
+
+    #[test]
+    fn short_secret_is_refused() {
+        let err = parse(&["--jwt-secret", "short"]).resolve().unwrap_err();
+        assert!(err.to_string().contains("at least 32"), "{err}");
+    }
+
+    #[test]
+    fn bad_encryption_keys_are_clear() {
+        let secret = "x".repeat(32);
+        let err = parse(&["--jwt-secret", &secret, "--cache-encryption-key", "abc$"])
+            .resolve()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("CACHE_ENCRYPTION_KEY: encryption key is not valid base64"),
+            "{err}"
+        );
+        let err = parse(&[
+            "--jwt-secret",
+            &secret,
+            "--cache-encryption-key",
+            "c2hvcnQ=",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("must decode to 32 bytes"), "{err}");
+        let err = parse(&[
+            "--jwt-secret",
+            &secret,
+            "--cache-encryption-previous-keys",
+            "c2hvcnQ=",
+        ])
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("CACHE_ENCRYPTION_KEY is not"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ttl_policy_is_validated() {
+        let secret = "x".repeat(32);
+        let err = parse(&["--jwt-secret", &secret, "--cache-default-ttl-secs", "0"])
+            .resolve()
+            .unwrap_err();
+        assert!(err.to_string().contains("CACHE_DEFAULT_TTL_SECS"), "{err}");
+    }
+}

@@ -1,0 +1,82 @@
+//! The `resk-server` binary: `serve` (default), `token`, `keygen`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use resk_server::{
+    Cli, Command,
+    config::{ServeArgs, TokenArgs},
+    telemetry,
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::Token(args)) => token(&args),
+        Some(Command::Keygen) => keygen(),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    telemetry::init_tracing(&args.log_level, args.log_format);
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("resk-server: configuration error: {}", err.message());
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("resk-server: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(resk_server::serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "server stopped");
+            eprintln!("resk-server: {}", err.message());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // printing the token is this command's whole job
+fn token(args: &TokenArgs) -> ExitCode {
+    let jwt = match args.jwt.resolve() {
+        Ok(jwt) => jwt,
+        Err(err) => {
+            eprintln!("resk-server token: {}", err.message());
+            return ExitCode::from(2);
+        }
+    };
+    match resk_server::auth::mint(
+        &jwt,
+        &args.sub,
+        &args.scope,
+        args.tenant.as_deref(),
+        args.ttl,
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("resk-server token: {}", err.message());
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // printing the key is this command's whole job
+fn keygen() -> ExitCode {
+    println!("{}", resk_crypto::MasterKey::generate_base64().as_str());
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,343 @@
+//! Handlers. Each reads as one straight line: authorise → validate → key → cache → respond.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{Json, extract::State, http::StatusCode};
+use bytes::Bytes;
+use resk_core::{CacheEntry, CacheKey, CacheStore, KeyInput, Origin, PurgeScope};
+use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+
+use crate::{
+    api::{
+        HealthResponse, Latency, PurgeResponse, QueryRequest, QueryResponse, ReadyResponse,
+        WriteRequest, WriteResponse,
+    },
+    app::AppState,
+    auth::{Principal, Scope},
+    config::Limits,
+    error::ApiError,
+    json::ApiJson,
+};
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+/// The fields of a request that decide its key, validated.
+struct Scoped<'a> {
+    query: &'a str,
+    language: Option<&'a str>,
+    model: Option<&'a str>,
+    params: Option<serde_json::Value>,
+}
+
+const MAX_LANGUAGE_LEN: usize = 35;
+const MAX_MODEL_LEN: usize = 256;
+
+fn validate<'a>(
+    limits: &Limits,
+    query: &'a str,
+    language: Option<&'a str>,
+    model: Option<&'a str>,
+    params: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<Scoped<'a>, ApiError> {
+    if query.trim().is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "query must not be empty",
+        ));
+    }
+    let chars = query.chars().count();
+    if chars > limits.max_query_chars {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!(
+                "query is {chars} characters; the maximum is {}",
+                limits.max_query_chars
+            ),
+        ));
+    }
+    if let Some(lang) = language {
+        let ok = !lang.is_empty()
+            && lang.len() <= MAX_LANGUAGE_LEN
+            && lang.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(ApiError::bad_request(
+                "invalid_language",
+                "language must be a BCP 47 tag such as `en` or `fr-CA`",
+            ));
+        }
+    }
+    if let Some(m) = model
+        && (m.trim().is_empty() || m.len() > MAX_MODEL_LEN)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_model",
+            format!("model must be 1-{MAX_MODEL_LEN} bytes"),
+        ));
+    }
+    Ok(Scoped {
+        query,
+        language,
+        model,
+        params: params.cloned().map(serde_json::Value::Object),
+    })
+}
+
+fn cache_key(app: &AppState, principal: &Principal, scoped: &Scoped<'_>) -> CacheKey {
+    app.keys.key(
+        &principal.tenant,
+        &KeyInput {
+            query: scoped.query,
+            language: scoped.language,
+            model: scoped.model,
+            params: scoped.params.as_ref(),
+        },
+    )
+}
+
+fn backend_error(app: &AppState, op: &'static str, err: &resk_core::Error) {
+    let backend = app.cache.info().name;
+    metrics::counter!("resk_backend_errors_total", "backend" => backend, "op" => op).increment(1);
+    tracing::warn!(backend, op, error = %err, "cache backend error");
+}
+
+/// `POST /api/cache`.
+pub(crate) async fn write_entry(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<WriteRequest>,
+) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    principal.require(Scope::Write)?;
+    let scoped = validate(
+        &app.limits,
+        &req.query,
+        req.language.as_deref(),
+        req.model.as_deref(),
+        req.params.as_ref(),
+    )?;
+    if req.response.is_null() {
+        return Err(ApiError::bad_request(
+            "invalid_response",
+            "response must not be null",
+        ));
+    }
+    let ttl = app
+        .ttl
+        .resolve(req.ttl)
+        .map_err(|e| ApiError::bad_request("invalid_ttl", e.message()))?;
+    let key = cache_key(&app, &principal, &scoped);
+    let entry = CacheEntry::new(
+        principal.tenant.clone(),
+        req.query,
+        req.response,
+        ttl,
+        Origin {
+            source: "api".into(),
+            subject: Some(principal.subject.clone()),
+        },
+    );
+    let bytes = entry.to_bytes()?;
+    app.cache
+        .set(&key, Bytes::from(bytes), Some(ttl))
+        .await
+        .inspect_err(|e| {
+            backend_error(&app, "set", e);
+        })?;
+    metrics::counter!("resk_cache_writes_total", "backend" => app.cache.info().name).increment(1);
+    Ok((
+        StatusCode::CREATED,
+        Json(WriteResponse {
+            success: true,
+            key: key.name().to_owned(),
+            ttl: ttl.as_secs(),
+            expires_at: rfc3339(entry.expires_at),
+        }),
+    ))
+}
+
+/// `POST /api/cache/query`.
+pub(crate) async fn query_entry(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<QueryRequest>,
+) -> Result<Json<QueryResponse>, ApiError> {
+    let start = Instant::now();
+    principal.require(Scope::Read)?;
+    if req.ttl == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_ttl",
+            "ttl must be at least 1 second",
+        ));
+    }
+    let scoped = validate(
+        &app.limits,
+        &req.query,
+        req.language.as_deref(),
+        req.model.as_deref(),
+        req.params.as_ref(),
+    )?;
+    let key = cache_key(&app, &principal, &scoped);
+    let key_ms = ms(start);
+    metrics::histogram!("resk_layer_duration_seconds", "layer" => "key").record(key_ms / 1e3);
+
+    let mut latency = Latency {
+        key: key_ms,
+        ..Latency::default()
+    };
+    let mut degraded = false;
+    let found = if req.force_refresh {
+        None
+    } else {
+        let cache_start = Instant::now();
+        let read = app.cache.get(&key).await;
+        latency.cache = ms(cache_start);
+        metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache")
+            .record(latency.cache / 1e3);
+        match read {
+            Ok(found) => found,
+            Err(err) => {
+                // A read never fails the request: the caller regenerates, as on a miss.
+                backend_error(&app, "get", &err);
+                degraded = true;
+                None
+            }
+        }
+    };
+
+    let now = OffsetDateTime::now_utc();
+    let entry = found.and_then(|value| match CacheEntry::from_bytes(&value.bytes) {
+        Ok(entry) => Some(entry),
+        Err(err) => {
+            backend_error(&app, "decode", &err);
+            None
+        }
+    });
+    let entry = entry.filter(|e| {
+        e.tenant == principal.tenant
+            && !e.is_expired_at(now)
+            && req.ttl.is_none_or(|max_age| {
+                (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
+            })
+    });
+    let source = app.source;
+    let result = if entry.is_some() { "hit" } else { "miss" };
+    metrics::counter!("resk_cache_lookups_total", "result" => result, "source" => app.cache.info().name)
+        .increment(1);
+    latency.total = ms(start);
+    Ok(Json(match entry {
+        Some(entry) => QueryResponse {
+            hit: true,
+            source: Some(source),
+            key: Some(key.name().to_owned()),
+            created_at: Some(rfc3339(entry.created_at)),
+            expires_at: Some(rfc3339(entry.expires_at)),
+            response: Some(entry.response),
+            degraded,
+            latency_ms: latency,
+        },
+        None => QueryResponse {
+            hit: false,
+            source: None,
+            response: None,
+            key: None,
+            created_at: None,
+            expires_at: None,
+            degraded,
+            latency_ms: latency,
+        },
+    }))
+}
+
+/// `DELETE /api/cache`: purge the caller's tenant.
+pub(crate) async fn purge(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+) -> Result<Json<PurgeResponse>, ApiError> {
+    principal.require(Scope::Admin)?;
+    let purged = app
+        .cache
+        .purge(&PurgeScope::Tenant(principal.tenant.clone()))
+        .await
+        .inspect_err(|e| backend_error(&app, "purge", e))?;
+    metrics::counter!("resk_cache_purged_entries_total").increment(purged);
+    tracing::info!(
+        audit = "cache_purged",
+        subject = %principal.subject,
+        tenant = %principal.tenant,
+        purged,
+        "tenant cache purged"
+    );
+    Ok(Json(PurgeResponse {
+        success: true,
+        purged,
+    }))
+}
+
+/// `GET /health`: the process is up.
+pub(crate) async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok" })
+}
+
+/// `GET /ready`: the backends answer.
+pub(crate) async fn ready(
+    State(app): State<Arc<AppState>>,
+) -> Result<Json<ReadyResponse>, ApiError> {
+    let name = app.cache.info().name;
+    match app.cache.ping().await {
+        Ok(()) => {
+            let mut checks = serde_json::Map::new();
+            checks.insert(name.into(), "ok".into());
+            Ok(Json(ReadyResponse {
+                status: "ready",
+                checks,
+            }))
+        }
+        Err(err) => {
+            backend_error(&app, "ping", &err);
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                "a backend is not reachable",
+            )
+            .with_details(serde_json::json!({ "checks": { name: err.message() } })))
+        }
+    }
+}
+
+/// `GET /api/metrics`: Prometheus text exposition.
+pub(crate) async fn metrics(
+    State(app): State<Arc<AppState>>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+}
+
+/// `GET /api/openapi.json`.
+pub(crate) async fn openapi(State(app): State<Arc<AppState>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    Json(app.openapi.as_ref()).into_response()
+}
+
+/// The JSON 404 for unknown routes.
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// The JSON 405 for known routes with another method.
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route",
+    )
+}
