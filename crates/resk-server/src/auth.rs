@@ -134,7 +134,15 @@ impl JwtVerifier {
     /// A verifier for `config`.
     pub fn new(config: &JwtConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp"]);
+        // A configured audience or issuer must be present, not merely correct when present.
+        let mut required = vec!["exp"];
+        if config.audience.is_some() {
+            required.push("aud");
+        }
+        if config.issuer.is_some() {
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
         validation.validate_exp = true;
         validation.validate_nbf = true;
         validation.leeway = config.leeway.as_secs();

@@ -1,0 +1,176 @@
+//! Helpers shared by the server's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode},
+};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use resk_cache_memory::MemoryStore;
+use resk_core::{CacheStore, SharedCacheStore};
+use resk_server::{App, Cli, Config, api::Source};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+pub fn config(extra: &[&str]) -> Config {
+    let mut args = vec!["resk-server", "--jwt-secret", SECRET];
+    args.extend_from_slice(extra);
+    <Cli as clap::Parser>::try_parse_from(args)
+        .unwrap()
+        .serve
+        .resolve()
+        .unwrap()
+}
+
+/// An app over a memory store the test can inspect, optionally wrapped as the config says.
+pub struct TestApp {
+    pub router: Router,
+    pub store: MemoryStore,
+    pub config: Config,
+}
+
+pub fn app(extra: &[&str]) -> TestApp {
+    let config = config(extra);
+    let store = MemoryStore::default();
+    let shared: SharedCacheStore = match &config.cipher {
+        Some(c) => Arc::new(resk_crypto::EncryptedStore::new(store.clone(), c.clone())),
+        None => Arc::new(store.clone()),
+    };
+    let router = App::with_cache(&config, shared, Source::Memory).router;
+    TestApp {
+        router,
+        store,
+        config,
+    }
+}
+
+pub fn now() -> u64 {
+    jsonwebtoken::get_current_timestamp()
+}
+
+pub fn sign(claims: &Value) -> String {
+    sign_with(claims, SECRET, Algorithm::HS256)
+}
+
+pub fn sign_with(claims: &Value, secret: &str, alg: Algorithm) -> String {
+    jsonwebtoken::encode(
+        &Header::new(alg),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+pub fn token_for(sub: &str, tenant: &str, scope: &str) -> String {
+    sign(&json!({"sub": sub, "tenant": tenant, "scope": scope, "exp": now() + 600, "iat": now()}))
+}
+
+/// A token with every scope for `sub` in tenant `acme`.
+pub fn admin() -> String {
+    token_for("alice", "acme", "cache:read cache:write cache:admin")
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(req).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
+            None => req.body(Body::empty()),
+        };
+        self.send(req.unwrap()).await
+    }
+
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        self.send(req.body(body.into()).unwrap()).await
+    }
+
+    pub async fn write(&self, token: &str, body: Value) -> Reply {
+        self.call("POST", "/api/cache", Some(token), Some(&body))
+            .await
+    }
+
+    pub async fn query(&self, token: &str, body: Value) -> Reply {
+        self.call("POST", "/api/cache/query", Some(token), Some(&body))
+            .await
+    }
+
+    /// Entries in the underlying store (after moka's pending maintenance).
+    pub async fn entries(&self) -> u64 {
+        self.store.run_pending_tasks().await;
+        self.store.entry_count()
+    }
+
+    pub async fn ping(&self) {
+        self.store.ping().await.unwrap();
+    }
+}
+
+/// Assert the one error shape and return its code.
+pub fn error_code(reply: &Reply) -> String {
+    let err = reply
+        .body
+        .get("error")
+        .unwrap_or_else(|| panic!("not an error body: {}", reply.text));
+    assert!(
+        err.get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        reply.text
+    );
+    err.get("code").and_then(Value::as_str).unwrap().to_owned()
+}
