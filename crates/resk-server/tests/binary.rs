@@ -1,0 +1,362 @@
+//! The real `resk-server` binary, driven over HTTP on loopback.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_resk-server");
+const SECRET: &str = "binary-test-secret-0123456789abcdefghij";
+const ENC_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+fn command(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)]) -> Server {
+        let mut child = command(env)
+            .args(["--port", "0", "--log-format", "json"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("resk-server listening") {
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    let _ = tx.send(
+                        v["address"]
+                            .as_str()
+                            .unwrap()
+                            .parse::<SocketAddr>()
+                            .unwrap(),
+                    );
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start: {:?}", logs.lock().unwrap()));
+        Server { child, addr, logs }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    fn terminate(&mut self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn mint(env: &[(&str, &str)], args: &[&str]) -> String {
+    let out = command(env).arg("token").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_endpoint_over_http() {
+    let env = [("JWT_SECRET", SECRET), ("CACHE_ENCRYPTION_KEY", ENC_KEY)];
+    let server = Server::start(&env);
+    let admin = mint(
+        &env,
+        &[
+            "--sub",
+            "alice",
+            "--tenant",
+            "acme",
+            "--scope",
+            "cache:read cache:write cache:admin",
+        ],
+    );
+    let http = client();
+
+    let health = http.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        health.json::<Value>().await.unwrap(),
+        json!({"status": "ok"})
+    );
+    let ready = http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let unauth = http
+        .post(server.url("/api/cache/query"))
+        .json(&json!({"query": "q"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status(), 401);
+    assert!(unauth.headers().contains_key("www-authenticate"));
+
+    let write = http
+        .post(server.url("/api/cache"))
+        .bearer_auth(&admin)
+        .header("x-correlation-id", "binary-test-write-1")
+        .json(&json!({"query": "How do I reset my password?", "response": {"answer": "Use the reset link."}, "ttl": 300}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 201);
+    assert_eq!(write.headers()["x-correlation-id"], "binary-test-write-1");
+    let written: Value = write.json().await.unwrap();
+    assert_eq!(written["success"], true);
+    assert_eq!(written["ttl"], 300);
+
+    let hit: Value = http
+        .post(server.url("/api/cache/query"))
+        .bearer_auth(&admin)
+        .json(&json!({"query": "how do i reset my password?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hit["hit"], true, "{hit}");
+    assert_eq!(hit["source"], "memory");
+    assert_eq!(hit["response"], json!({"answer": "Use the reset link."}));
+    assert_eq!(hit["key"], written["key"]);
+
+    let purge = http
+        .delete(server.url("/api/cache"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(purge.status(), 200);
+    assert_eq!(
+        purge.json::<Value>().await.unwrap(),
+        json!({"success": true, "purged": 1})
+    );
+    let miss: Value = http
+        .post(server.url("/api/cache/query"))
+        .bearer_auth(&admin)
+        .json(&json!({"query": "how do i reset my password?"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(miss["hit"], false);
+
+    let spec: Value = http
+        .get(server.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spec["openapi"], "3.1.0");
+    let metrics = http
+        .get(server.url("/api/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("resk_http_requests_total"));
+    assert!(!metrics.contains("reset my password"));
+
+    // Structured JSON logs carry the correlation id and never the query text.
+    let logs = server.logs();
+    let line = logs
+        .iter()
+        .find(|l| l.contains("binary-test-write-1"))
+        .expect("correlation id not logged");
+    let parsed: Value = serde_json::from_str(line).expect("log lines are JSON");
+    assert!(
+        parsed["timestamp"].is_string() && parsed["level"].is_string(),
+        "{parsed}"
+    );
+    assert!(
+        logs.iter().all(|l| !l.contains("reset my password")),
+        "query text in logs"
+    );
+}
+
+#[test]
+fn refuses_to_start_without_a_valid_configuration() {
+    let out = command(&[]).args(["--port", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("JWT_SECRET is not set") && err.contains("--dev"),
+        "{err}"
+    );
+
+    let out = command(&[("JWT_SECRET", "too-short")]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 32"));
+
+    for (key, expect) in [
+        ("not-base64!!", "not valid base64"),
+        ("c2hvcnQ=", "must decode to 32 bytes"),
+    ] {
+        let out = command(&[("JWT_SECRET", SECRET), ("CACHE_ENCRYPTION_KEY", key)])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("CACHE_ENCRYPTION_KEY") && err.contains(expect),
+            "{err}"
+        );
+        assert!(!err.contains(key), "the key value was echoed");
+    }
+
+    let out = command(&[("JWT_SECRET", SECRET), ("CACHE_BACKEND", "cassandra")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "unknown backend is a usage error"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("memory"));
+
+    let help = command(&[]).arg("--help").output().unwrap();
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for var in [
+        "JWT_SECRET",
+        "CACHE_BACKEND",
+        "CACHE_ENCRYPTION_KEY",
+        "RATE_LIMIT_WINDOW_MS",
+        "RATE_LIMIT_MAX",
+        "LOG_LEVEL",
+        "PORT",
+    ] {
+        assert!(text.contains(var), "--help does not mention {var}");
+    }
+}
+
+#[tokio::test]
+async fn dev_mode_and_keygen() {
+    let env = [("RESK_DEV", "true")];
+    let server = Server::start(&env);
+    assert!(
+        server.logs().iter().any(|l| l.contains("DEV MODE")),
+        "dev mode must warn"
+    );
+    let token = mint(&env, &["--scope", "cache:read"]);
+    let r = client()
+        .post(server.url("/api/cache/query"))
+        .bearer_auth(token)
+        .json(&json!({"query": "q"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    let out = command(&[]).arg("keygen").output().unwrap();
+    assert!(out.status.success());
+    let key = String::from_utf8(out.stdout).unwrap();
+    assert!(resk_crypto::MasterKey::from_base64(key.trim()).is_ok());
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests() {
+    let env = [("JWT_SECRET", SECRET)];
+    let mut server = Server::start(&env);
+    let token = mint(&env, &["--scope", "cache:write"]);
+    let body = json!({"query": "in flight", "response": "done"}).to_string();
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "POST /api/cache HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let (head, tail) = body.split_at(10);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    server.terminate();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "exited with a request in flight"
+    );
+    stream.write_all(tail.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+    assert!(
+        server
+            .logs()
+            .iter()
+            .any(|l| l.contains("shutdown complete"))
+    );
+}
