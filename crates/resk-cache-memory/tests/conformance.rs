@@ -1,4 +1,5 @@
 //! The shared cache conformance suite against the memory store, directly and as `SharedCacheStore`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use resk_cache_memory::{MemoryConfig, MemoryStore};
 

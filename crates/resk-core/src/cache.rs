@@ -239,25 +239,20 @@ impl<T: CacheStoreDyn + ?Sized> CacheStore for Arc<T> {
     fn info(&self) -> &BackendInfo {
         (**self).info_dyn()
     }
-    fn get(&self, key: &CacheKey) -> impl Future<Output = Result<Option<CachedValue>>> + Send {
-        async move { (**self).get_dyn(key).await }
+    async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
+        (**self).get_dyn(key).await
     }
-    fn set(
-        &self,
-        key: &CacheKey,
-        value: Bytes,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move { (**self).set_dyn(key, value, ttl).await }
+    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        (**self).set_dyn(key, value, ttl).await
     }
-    fn delete(&self, key: &CacheKey) -> impl Future<Output = Result<bool>> + Send {
-        async move { (**self).delete_dyn(key).await }
+    async fn delete(&self, key: &CacheKey) -> Result<bool> {
+        (**self).delete_dyn(key).await
     }
-    fn purge(&self, scope: &PurgeScope) -> impl Future<Output = Result<u64>> + Send {
-        async move { (**self).purge_dyn(scope).await }
+    async fn purge(&self, scope: &PurgeScope) -> Result<u64> {
+        (**self).purge_dyn(scope).await
     }
-    fn ping(&self) -> impl Future<Output = Result<()>> + Send {
-        async move { (**self).ping_dyn().await }
+    async fn ping(&self) -> Result<()> {
+        (**self).ping_dyn().await
     }
 }
 

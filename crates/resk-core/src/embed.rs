@@ -77,8 +77,8 @@ impl<T: EmbedderDyn + ?Sized> Embedder for Arc<T> {
     fn info(&self) -> &EmbedderInfo {
         (**self).info_dyn()
     }
-    fn embed(&self, texts: &[String]) -> impl Future<Output = Result<Vec<Embedding>>> + Send {
-        async move { (**self).embed_dyn(texts).await }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Embedding>> {
+        (**self).embed_dyn(texts).await
     }
 }
 

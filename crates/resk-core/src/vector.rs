@@ -172,27 +172,14 @@ impl<T: VectorStoreDyn + ?Sized> VectorStore for Arc<T> {
     fn info(&self) -> &BackendInfo {
         (**self).info_dyn()
     }
-    fn upsert(
-        &self,
-        collection: &str,
-        records: Vec<VectorRecord>,
-    ) -> impl Future<Output = Result<()>> + Send {
-        async move { (**self).upsert_dyn(collection, records).await }
+    async fn upsert(&self, collection: &str, records: Vec<VectorRecord>) -> Result<()> {
+        (**self).upsert_dyn(collection, records).await
     }
-    fn query(
-        &self,
-        collection: &str,
-        query: &VectorQuery,
-    ) -> impl Future<Output = Result<Vec<Scored>>> + Send {
-        async move { (**self).query_dyn(collection, query).await }
+    async fn query(&self, collection: &str, query: &VectorQuery) -> Result<Vec<Scored>> {
+        (**self).query_dyn(collection, query).await
     }
-    fn delete(
-        &self,
-        collection: &str,
-        tenant: &TenantId,
-        ids: &[RecordId],
-    ) -> impl Future<Output = Result<u64>> + Send {
-        async move { (**self).delete_dyn(collection, tenant, ids).await }
+    async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {
+        (**self).delete_dyn(collection, tenant, ids).await
     }
 }
 

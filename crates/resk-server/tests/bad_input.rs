@@ -1,4 +1,5 @@
 //! Every client mistake gets a structured 4xx, never a panic or 5xx, and writes nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

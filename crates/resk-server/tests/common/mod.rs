@@ -1,4 +1,5 @@
 //! Helpers shared by the server's integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
