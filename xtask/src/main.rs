@@ -1,0 +1,443 @@
+//! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! * `test`  — the whole test suite (the README's test command): starts what the tests need where it
+//!   can, runs every crate's tests and doc tests, then builds and runs the library-use example.
+//! * `lint`  — `cargo fmt --check`, `cargo clippy -D warnings`, `cargo deny check`.
+//! * `ci`    — `lint`, then `test`.
+//! * `bench` — release-build load benchmark of a cache hit against a bare axum handler (needs `wrk`).
+#![allow(clippy::print_stdout)] // a command-line tool reports on stdout
+
+use std::{
+    env,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test") => test(),
+        Some("lint") => lint(),
+        Some("ci") => lint().and_then(|()| test()),
+        Some("bench") => bench(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <test|lint|ci|bench [--duration SECS] [--connections N]>"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Result {
+    eprintln!("xtask: running {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+fn have(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn test() -> Result {
+    // Every test of this foundation runs in process or on loopback with what cargo builds: the
+    // memory backend, the real resk-server binary, the example. Service-backed suites (Redis, SQLite,
+    // vector databases) are started here as they are added.
+    run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))?;
+    run(cargo().args(["test", "--workspace", "--doc"]))?;
+    run(cargo().args([
+        "run",
+        "--quiet",
+        "-p",
+        "resk-example-embedded",
+        "--",
+        "--self-test",
+    ]))?;
+    eprintln!("xtask: all tests passed");
+    Ok(())
+}
+
+fn lint() -> Result {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    if !have("cargo-deny", "--version") {
+        if in_ci() {
+            eprintln!("xtask: installing cargo-deny (CI=true, not found)");
+            run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+        } else {
+            println!("SKIP cargo-deny: not installed (`cargo install cargo-deny --locked`)");
+            return Ok(());
+        }
+    }
+    run(cargo().args(["deny", "--all-features", "check"]))
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench
+// ---------------------------------------------------------------------------------------------
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn wait_for_port(port: u16) -> Result {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!("nothing listening on port {port} after 30 s"))
+}
+
+/// One HTTP/1.1 request over a fresh connection; returns (status line, body).
+fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> Result<(String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    Ok((
+        head.lines().next().unwrap_or_default().to_owned(),
+        body.to_owned(),
+    ))
+}
+
+struct WrkResult {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn parse_latency(value: &str) -> Option<f64> {
+    let value = value.trim();
+    let (num, unit) = value.split_at(value.find(|c: char| c.is_ascii_alphabetic())?);
+    let n: f64 = num.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        _ => return None,
+    })
+}
+
+fn parse_wrk(out: &str) -> Result<WrkResult> {
+    let mut r = WrkResult {
+        rps: 0.0,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        errors: 0,
+    };
+    for line in out.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            r.rps = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("bad wrk line {line}"))?;
+        } else if let Some(v) = line.strip_prefix("50%") {
+            r.p50_ms = parse_latency(v).ok_or(format!("bad wrk line {line}"))?;
+        } else if let Some(v) = line.strip_prefix("99%") {
+            r.p99_ms = parse_latency(v).ok_or(format!("bad wrk line {line}"))?;
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            r.errors += v.trim().parse::<u64>().unwrap_or(1);
+        } else if line.starts_with("Socket errors:") {
+            // connect/read/write/timeout counts; any non-zero is worth flagging
+            r.errors += line
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    if r.rps == 0.0 || r.p50_ms.is_nan() || r.p99_ms.is_nan() {
+        return Err(format!("could not parse wrk output:\n{out}"));
+    }
+    Ok(r)
+}
+
+fn wrk(port: u16, token: &str, body: &str, secs: u64, conns: u32, dir: &Path) -> Result<WrkResult> {
+    let script = dir.join("post.lua");
+    let lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
+    );
+    std::fs::write(&script, lua).map_err(|e| e.to_string())?;
+    let url = format!("http://127.0.0.1:{port}/api/cache/query");
+    // Warm up (connection setup, allocator, caches), then measure.
+    let warm = Command::new("wrk")
+        .args(["-t2", &format!("-c{conns}"), "-d2s", "-s"])
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !warm.status.success() {
+        return Err(format!(
+            "wrk failed: {}",
+            String::from_utf8_lossy(&warm.stderr)
+        ));
+    }
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{conns}"),
+            &format!("-d{secs}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(&url)
+        .output()
+        .map_err(|e| e.to_string())?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn ensure_wrk() -> Result {
+    if have("wrk", "--version") || Command::new("wrk").output().is_ok() {
+        return Ok(());
+    }
+    eprintln!("xtask: wrk not found; trying `apt-get install -y wrk`");
+    let _ = Command::new("apt-get")
+        .args(["install", "-y", "wrk"])
+        .status();
+    if Command::new("wrk").output().is_ok() {
+        Ok(())
+    } else {
+        Err("wrk is needed for `cargo xtask bench` (Debian: apt-get install wrk)".into())
+    }
+}
+
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+const BENCH_SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";
+const BENCH_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+
+fn start_resk(bin: &Path, port: u16, encrypted: bool) -> Result<Proc> {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--port", &port.to_string()])
+        .env("JWT_SECRET", BENCH_SECRET)
+        .env("RATE_LIMIT_MAX", "1000000000")
+        .env("LOG_LEVEL", "warn")
+        .env_remove("CACHE_ENCRYPTION_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if encrypted {
+        cmd.env("CACHE_ENCRYPTION_KEY", BENCH_KEY);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    wait_for_port(port)?;
+    Ok(Proc(child))
+}
+
+fn mint(bin: &Path) -> Result<String> {
+    let out = Command::new(bin)
+        .args([
+            "token",
+            "--sub",
+            "bench",
+            "--scope",
+            "cache:read cache:write",
+            "--ttl",
+            "3600",
+        ])
+        .env("JWT_SECRET", BENCH_SECRET)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+const QUERY_BODY: &str = r#"{"query":"How do I reset my password?"}"#;
+
+fn bench_resk(bin: &Path, encrypted: bool, secs: u64, conns: u32, dir: &Path) -> Result<WrkResult> {
+    let port = free_port()?;
+    let _server = start_resk(bin, port, encrypted)?;
+    let token = mint(bin)?;
+    let write = r#"{"query":"How do I reset my password?","response":{"text":"Open Settings, then Security, then Reset password."},"ttl":3600}"#;
+    let (status, body) = http(port, "POST", "/api/cache", &token, write)?;
+    if !status.contains("201") {
+        return Err(format!("seeding failed: {status} {body}"));
+    }
+    let (_, hit) = http(port, "POST", "/api/cache/query", &token, QUERY_BODY)?;
+    if !hit.contains("\"hit\":true") {
+        return Err(format!("seeded entry is not a hit: {hit}"));
+    }
+    let result = wrk(port, &token, QUERY_BODY, secs, conns, dir)?;
+    let (_, after) = http(port, "POST", "/api/cache/query", &token, QUERY_BODY)?;
+    if !after.contains("\"hit\":true") {
+        return Err(format!("entry stopped hitting during the run: {after}"));
+    }
+    Ok(result)
+}
+
+fn bench(args: &[String]) -> Result {
+    let mut secs = 10u64;
+    let mut conns = 64u32;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--duration" => {
+                secs = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--duration N")?
+            }
+            "--connections" => {
+                conns = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or("--connections N")?;
+            }
+            other => return Err(format!("unknown bench option {other}")),
+        }
+    }
+    ensure_wrk()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "resk-server",
+        "--bin",
+        "resk-server",
+        "--example",
+        "bare",
+    ]))?;
+    let release = target_dir().join("release");
+    let resk = release.join("resk-server");
+    let bare = release.join("examples").join("bare");
+    let dir = env::temp_dir().join(format!("resk-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+
+    eprintln!("xtask: bare axum baseline ({secs} s, {conns} connections)");
+    let bare_result = {
+        let port = free_port()?;
+        let child = Command::new(&bare)
+            .arg(port.to_string())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bare.display()))?;
+        let _proc = Proc(child);
+        wait_for_port(port)?;
+        wrk(port, "unused", QUERY_BODY, secs, conns, &dir)?
+    };
+    eprintln!("xtask: resk-server, encryption on");
+    let enc = bench_resk(&resk, true, secs, conns, &dir)?;
+    eprintln!("xtask: resk-server, encryption off");
+    let plain = bench_resk(&resk, false, secs, conns, &dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!();
+    println!(
+        "## Cache hit: POST /api/cache/query ({secs} s, {conns} connections, wrk -t2, {cpus} CPUs, loopback)"
+    );
+    println!();
+    println!("| server | requests/s | p50 ms | p99 ms | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for (name, r) in [
+        ("bare axum handler (baseline)", &bare_result),
+        ("resk-server, JWT + rate limit + AES-GCM", &enc),
+        ("resk-server, JWT + rate limit, no encryption", &plain),
+    ] {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {} |",
+            r.rps, r.p50_ms, r.p99_ms, r.errors
+        );
+    }
+    let throughput = enc.rps / bare_result.rps;
+    let p99 = enc.p99_ms / bare_result.p99_ms;
+    let aes_cost = 1.0 - enc.rps / plain.rps;
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    println!();
+    println!("| figure | value | target | |");
+    println!("| --- | ---: | ---: | --- |");
+    println!(
+        "| hit throughput / bare | {throughput:.2}x | >= 0.70x | {} |",
+        verdict(throughput >= 0.70)
+    );
+    println!(
+        "| hit p99 / bare p99 | {p99:.2}x | <= 1.50x | {} |",
+        verdict(p99 <= 1.5)
+    );
+    println!(
+        "| AES-GCM throughput cost | {:.1} % | <= 5 % | {} |",
+        aes_cost * 100.0,
+        verdict(aes_cost <= 0.05)
+    );
+    if enc.errors + plain.errors + bare_result.errors > 0 {
+        return Err("some requests failed during the benchmark".into());
+    }
+    Ok(())
+}
