@@ -21,7 +21,7 @@ pub struct Origin {
 }
 
 /// A cached answer with its metadata: the value resk serialises into a [`crate::CacheStore`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// Layout version, see [`SCHEMA_VERSION`].
     pub schema_version: u16,
@@ -29,8 +29,9 @@ pub struct CacheEntry {
     pub tenant: TenantId,
     /// The query as the writer sent it (encrypted at rest along with the rest of the entry).
     pub query: String,
-    /// The cached answer, any JSON value.
-    pub response: serde_json::Value,
+    /// The cached answer, any JSON value, kept as raw JSON text: it is served back byte for byte
+    /// without being parsed and re-serialised on every hit.
+    pub response: Box<serde_json::value::RawValue>,
     /// When it was written.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -41,12 +42,25 @@ pub struct CacheEntry {
     pub origin: Origin,
 }
 
+impl PartialEq for CacheEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.schema_version == other.schema_version
+            && self.tenant == other.tenant
+            && self.query == other.query
+            && self.response.get() == other.response.get()
+            && self.created_at == other.created_at
+            && self.expires_at == other.expires_at
+            && self.origin == other.origin
+    }
+}
+
 impl CacheEntry {
-    /// A new entry written now, living for `ttl`.
+    /// A new entry written now, living for `ttl`. Use [`CacheEntry::raw`] to turn a
+    /// `serde_json::Value` into the raw response.
     pub fn new(
         tenant: TenantId,
         query: String,
-        response: serde_json::Value,
+        response: Box<serde_json::value::RawValue>,
         ttl: Duration,
         origin: Origin,
     ) -> Self {
@@ -60,6 +74,19 @@ impl CacheEntry {
             expires_at: created_at + ttl,
             origin,
         }
+    }
+
+    /// Serialise a JSON value into the raw form entries hold.
+    pub fn raw(value: &serde_json::Value) -> Result<Box<serde_json::value::RawValue>> {
+        serde_json::value::to_raw_value(value).map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "entry",
+                "encode",
+                "response is not serialisable",
+            )
+            .with_source(e)
+        })
     }
 
     /// Whether the entry is past its expiry at `now`.

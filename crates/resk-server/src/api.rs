@@ -84,9 +84,10 @@ pub struct QueryResponse {
     /// Which layer answered (hits only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
-    /// The cached answer (hits only).
+    /// The cached answer (hits only), exactly as written.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub response: Option<serde_json::Value>,
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub response: Option<Box<serde_json::value::RawValue>>,
     /// The entry's key (hits only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,

@@ -5,7 +5,7 @@
 //! `aud`/`iss` enforced when configured. Scopes come from the space-separated `scope` claim of RFC 9068,
 //! so access tokens from a standard identity provider work unchanged.
 
-use std::{collections::HashSet, fmt};
+use std::{fmt, sync::Arc, time::Duration};
 
 use aide::{OperationInput, generate::GenContext, openapi::Operation};
 use axum::{extract::FromRequestParts, http::request::Parts};
@@ -27,6 +27,16 @@ pub enum Scope {
 }
 
 impl Scope {
+    const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+
+    fn bit(self) -> u8 {
+        match self {
+            Scope::Read => 1,
+            Scope::Write => 2,
+            Scope::Admin => 4,
+        }
+    }
+
     /// The claim value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,14 +47,15 @@ impl Scope {
     }
 }
 
-/// The authenticated caller of a request.
+/// The authenticated caller of a request. Cheap to clone.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
     /// The token's `sub`.
-    pub subject: String,
+    pub subject: Arc<str>,
     /// The tenant every read, write and purge of this request is confined to.
     pub tenant: TenantId,
-    scopes: HashSet<String>,
+    /// The resk scopes the token carries, as bits (other scopes are ignored).
+    scopes: u8,
 }
 
 impl fmt::Debug for Principal {
@@ -52,15 +63,27 @@ impl fmt::Debug for Principal {
         f.debug_struct("Principal")
             .field("subject", &self.subject)
             .field("tenant", &self.tenant)
-            .field("scopes", &self.scopes)
+            .field(
+                "scopes",
+                &Scope::ALL
+                    .iter()
+                    .filter(|s| self.has(**s))
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
 impl Principal {
+    /// Whether the token carries `scope`.
+    pub fn has(&self, scope: Scope) -> bool {
+        self.scopes & scope.bit() != 0
+    }
+
     /// `Ok` when the token carries `scope`, else a 403.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        if self.scopes.contains(scope.as_str()) {
+        if self.has(scope) {
             Ok(())
         } else {
             metrics::counter!("resk_auth_failures_total", "reason" => "insufficient_scope")
@@ -104,12 +127,18 @@ pub struct AuthFailure {
 }
 
 /// Verifies bearer tokens.
+///
+/// Successfully verified tokens are remembered (keyed by the exact token text, at most
+/// [`JwtVerifier::CACHE_CAPACITY`] of them, each for at most [`JwtVerifier::CACHE_TTL`] and never
+/// past its own `exp`), so a client reusing its token does not pay for base64, JSON and HMAC work
+/// on every request. Tokens that fail verification are never remembered.
 #[derive(Clone)]
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
     tenant_claim: String,
     leeway_secs: u64,
+    verified: moka::sync::Cache<Box<str>, (Principal, u64)>,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -131,6 +160,11 @@ const fn failure(description: &'static str, reason: &'static str) -> AuthFailure
 const MAX_SUBJECT_LEN: usize = 256;
 
 impl JwtVerifier {
+    /// Most verified tokens remembered.
+    pub const CACHE_CAPACITY: u64 = 10_000;
+    /// Longest a verified token is remembered.
+    pub const CACHE_TTL: Duration = Duration::from_secs(60);
+
     /// A verifier for `config`.
     pub fn new(config: &JwtConfig) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
@@ -158,11 +192,28 @@ impl JwtVerifier {
             validation,
             tenant_claim: config.tenant_claim.clone(),
             leeway_secs: config.leeway.as_secs(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(Self::CACHE_CAPACITY)
+                .time_to_live(Self::CACHE_TTL)
+                .build(),
         }
     }
 
     /// Verify `token` and return who it speaks for.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some((principal, exp)) = self.verified.get(token) {
+            if now <= exp.saturating_add(self.leeway_secs) {
+                return Ok(principal);
+            }
+            self.verified.invalidate(token);
+        }
+        let (principal, exp) = self.verify_uncached(token, now)?;
+        self.verified.insert(token.into(), (principal.clone(), exp));
+        Ok(principal)
+    }
+
+    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Principal, u64), AuthFailure> {
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
             .map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => failure("token expired", "expired"),
@@ -179,7 +230,12 @@ impl JwtVerifier {
             _ => failure("malformed token", "malformed"),
         })?;
         let claims = data.claims;
-        let now = jsonwebtoken::get_current_timestamp();
+        // jsonwebtoken has checked `exp` is present and a number not in the past.
+        let exp = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            .max(0.0) as u64;
         match claims.get("iat") {
             None => {}
             Some(Value::Number(n)) => {
@@ -191,7 +247,9 @@ impl JwtVerifier {
             Some(_) => return Err(failure("malformed iat claim", "bad_iat")),
         }
         let subject = match claims.get("sub") {
-            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT_LEN => s.clone(),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT_LEN => {
+                Arc::from(s.as_str())
+            }
             _ => return Err(failure("token needs a sub claim", "bad_subject")),
         };
         let tenant = match claims.get(&self.tenant_claim) {
@@ -202,15 +260,21 @@ impl JwtVerifier {
             Some(_) => return Err(failure("invalid tenant claim", "bad_tenant")),
         };
         let scopes = match claims.get("scope") {
-            None => HashSet::new(),
-            Some(Value::String(s)) => s.split_ascii_whitespace().map(str::to_owned).collect(),
+            None => 0,
+            Some(Value::String(s)) => s
+                .split_ascii_whitespace()
+                .filter_map(|claimed| Scope::ALL.into_iter().find(|s| s.as_str() == claimed))
+                .fold(0, |bits, s| bits | s.bit()),
             Some(_) => return Err(failure("scope claim must be a string", "bad_scope")),
         };
-        Ok(Principal {
-            subject,
-            tenant,
-            scopes,
-        })
+        Ok((
+            Principal {
+                subject,
+                tenant,
+                scopes,
+            },
+            exp,
+        ))
     }
 }
 

@@ -134,11 +134,11 @@ pub(crate) async fn write_entry(
     let entry = CacheEntry::new(
         principal.tenant.clone(),
         req.query,
-        req.response,
+        CacheEntry::raw(&req.response)?,
         ttl,
         Origin {
             source: "api".into(),
-            subject: Some(principal.subject.clone()),
+            subject: Some(principal.subject.to_string()),
         },
     );
     let bytes = entry.to_bytes()?;

@@ -4,7 +4,7 @@ use std::{sync::OnceLock, time::Instant};
 
 use axum::{
     extract::{MatchedPath, Request},
-    http::{HeaderName, HeaderValue},
+    http::{HeaderName, HeaderValue, Method, StatusCode},
     middleware::Next,
     response::Response,
 };
@@ -106,6 +106,65 @@ pub fn init_tracing(filter: &str, format: LogFormat) {
     };
 }
 
+/// Every route template the router serves; metrics label requests with one of these or `unmatched`,
+/// so label values stay bounded whatever paths clients send.
+pub(crate) const ROUTES: &[&str] = &[
+    "/health",
+    "/ready",
+    "/api/cache",
+    "/api/cache/query",
+    "/api/openapi.json",
+    "/api/metrics",
+];
+
+fn route_label(path: Option<&MatchedPath>) -> &'static str {
+    path.and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()).copied())
+        .unwrap_or("unmatched")
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+fn status_label(status: StatusCode) -> &'static str {
+    const EXACT: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (413, "413"),
+        (415, "415"),
+        (429, "429"),
+        (500, "500"),
+        (501, "501"),
+        (503, "503"),
+    ];
+    let code = status.as_u16();
+    if let Some((_, label)) = EXACT.iter().find(|(c, _)| *c == code) {
+        return label;
+    }
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
 fn valid_correlation_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
@@ -129,35 +188,26 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
                 .unwrap_or(HeaderValue::from_static("invalid"))
         });
     req.extensions_mut().insert(CorrelationId(id.clone()));
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().clone();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let method = method_label(req.method());
     let span = tracing::info_span!(
         "request",
         correlation_id = %id.to_str().unwrap_or_default(),
-        method = %method,
-        route = %route,
+        method,
+        route,
     );
     let mut response = next.run(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = response.status();
-    let method_label = method.as_str().to_owned();
     metrics::counter!(
         "resk_http_requests_total",
-        "method" => method_label.clone(),
-        "route" => route.clone(),
-        "status" => status.as_u16().to_string(),
+        "method" => method,
+        "route" => route,
+        "status" => status_label(status),
     )
     .increment(1);
-    metrics::histogram!(
-        "resk_http_request_duration_seconds",
-        "method" => method_label,
-        "route" => route,
-    )
-    .record(elapsed.as_secs_f64());
+    metrics::histogram!("resk_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
@@ -174,6 +224,15 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_labels_are_bounded() {
+        let labels: std::collections::BTreeSet<_> = (100..1000)
+            .filter_map(|c| StatusCode::from_u16(c).ok())
+            .map(status_label)
+            .collect();
+        assert!(labels.len() < 25, "{labels:?}");
+    }
 
     #[test]
     fn correlation_ids_are_validated() {

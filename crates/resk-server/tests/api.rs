@@ -397,7 +397,7 @@ async fn encryption_at_rest_and_no_plaintext_downgrade() {
     let entry = resk_core::CacheEntry::new(
         resk_core::TenantId::new("acme").unwrap(),
         "What is the launch code?".into(),
-        json!("planted"),
+        resk_core::CacheEntry::raw(&json!("planted")).unwrap(),
         std::time::Duration::from_secs(60),
         resk_core::Origin {
             source: "attacker".into(),

@@ -244,6 +244,23 @@ async fn subject_tenant_and_scope_claims() {
 }
 
 #[tokio::test]
+async fn remembered_tokens_still_expire() {
+    let app = app(&["--jwt-leeway-secs", "0"]);
+    let token = sign(&with(claims(), "exp", json!(now() + 1)));
+    assert_eq!(
+        app.query(&token, json!({"query": "q"})).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.query(&token, json!({"query": "q"})).await.status,
+        StatusCode::OK,
+        "second use (cached)"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    rejected(&app, &token, "expired after being cached").await;
+}
+
+#[tokio::test]
 async fn custom_tenant_claim() {
     let app = app(&["--jwt-tenant-claim", "org_id"]);
     let t = sign(&with(
@@ -318,7 +335,7 @@ async fn minted_tokens_verify() {
         resk_server::auth::mint(&config.jwt, "svc", "cache:read", Some("acme"), 60).unwrap();
     let verifier = resk_server::auth::JwtVerifier::new(&config.jwt);
     let principal = verifier.verify(&token).unwrap();
-    assert_eq!(principal.subject, "svc");
+    assert_eq!(&*principal.subject, "svc");
     assert_eq!(principal.tenant.as_str(), "acme");
     assert!(principal.require(resk_server::auth::Scope::Read).is_ok());
     assert!(principal.require(resk_server::auth::Scope::Write).is_err());

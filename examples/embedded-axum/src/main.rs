@@ -67,10 +67,10 @@ async fn ask(
     let internal = |e: resk_core::Error| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     if let Some(value) = state.cache.get(&key).await.map_err(internal)?
         && let Ok(entry) = CacheEntry::from_bytes(&value.bytes)
-        && let Some(answer) = entry.response.as_str()
+        && let Ok(answer) = serde_json::from_str::<String>(entry.response.get())
     {
         return Ok(Json(Answer {
-            answer: answer.to_owned(),
+            answer,
             cached: true,
             llm_calls: state.llm_calls.load(Ordering::Relaxed),
         }));
@@ -80,7 +80,7 @@ async fn ask(
     let entry = CacheEntry::new(
         state.tenant.clone(),
         req.question,
-        serde_json::Value::from(answer.as_str()),
+        CacheEntry::raw(&serde_json::Value::from(answer.as_str())).map_err(internal)?,
         ttl,
         Origin {
             source: "library".into(),
