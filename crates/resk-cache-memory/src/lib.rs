@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
-use moka::{Expiry, future::Cache, policy::EvictionPolicy};
+use moka::{Expiry, policy::EvictionPolicy, sync::Cache};
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
     Result,
@@ -161,7 +161,7 @@ impl MemoryStore {
 
     /// Run moka's pending maintenance (evictions, expirations) now; useful in tests and benchmarks.
     pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+        self.cache.run_pending_tasks();
     }
 }
 
@@ -175,7 +175,7 @@ impl CacheStore for MemoryStore {
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
-        let Some(entry) = self.cache.get(key).await else {
+        let Some(entry) = self.cache.get(key) else {
             return Ok(None);
         };
         if entry.expires_at.is_some_and(|at| at <= SystemTime::now()) {
@@ -204,7 +204,7 @@ impl CacheStore for MemoryStore {
                 ),
             ));
         }
-        self.cache.insert(key.clone(), entry).await;
+        self.cache.insert(key.clone(), entry);
         Ok(())
     }
 
@@ -213,7 +213,6 @@ impl CacheStore for MemoryStore {
         Ok(self
             .cache
             .remove(key)
-            .await
             .is_some_and(|e| e.expires_at.is_none_or(|at| at > now)))
     }
 
@@ -229,7 +228,7 @@ impl CacheStore for MemoryStore {
             .collect();
         let mut removed = 0;
         for key in matching {
-            if self.cache.remove(&*key).await.is_some() {
+            if self.cache.remove(&*key).is_some() {
                 removed += 1;
             }
         }

@@ -44,6 +44,37 @@ pub struct QueryRequest {
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// The fields of a request that decide its cache key, borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct KeyFields<'a> {
+    /// The question.
+    pub query: &'a str,
+    /// Answer language.
+    pub language: Option<&'a str>,
+    /// Model.
+    pub model: Option<&'a str>,
+    /// Generation parameters.
+    pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+macro_rules! key_fields {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// The fields that decide the cache key.
+            pub fn key_fields(&self) -> KeyFields<'_> {
+                KeyFields {
+                    query: &self.query,
+                    language: self.language.as_deref(),
+                    model: self.model.as_deref(),
+                    params: self.params.as_ref(),
+                }
+            }
+        }
+    )*};
+}
+
+key_fields!(WriteRequest, QueryRequest);
+
 /// Answer to a successful write.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct WriteResponse {

@@ -36,12 +36,34 @@ use crate::{
 /// What every handler shares. Built once at start-up from a [`Config`].
 pub struct AppState {
     pub(crate) cache: SharedCacheStore,
+    pub(crate) stats: Stats,
     pub(crate) source: Source,
     pub(crate) keys: KeyBuilder,
     pub(crate) ttl: TtlPolicy,
     pub(crate) limits: Limits,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) openapi: Arc<OpenApi>,
+}
+
+/// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
+pub(crate) struct Stats {
+    pub(crate) hits: metrics::Counter,
+    pub(crate) misses: metrics::Counter,
+    pub(crate) writes: metrics::Counter,
+    pub(crate) key_seconds: metrics::Histogram,
+    pub(crate) cache_seconds: metrics::Histogram,
+}
+
+impl Stats {
+    fn new(backend: &'static str) -> Self {
+        Self {
+            hits: metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => backend),
+            misses: metrics::counter!("resk_cache_lookups_total", "result" => "miss", "source" => backend),
+            writes: metrics::counter!("resk_cache_writes_total", "backend" => backend),
+            key_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "key"),
+            cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
+        }
+    }
 }
 
 /// What the authentication middleware needs.
@@ -194,13 +216,16 @@ impl App {
                     },
                 )
         });
+        let metrics = telemetry::metrics_handle();
+        let stats = Stats::new(cache.info().name);
         let state = Arc::new(AppState {
             cache,
+            stats,
             source,
             keys: config.keys.clone(),
             ttl: config.ttl,
             limits: config.limits,
-            metrics: telemetry::metrics_handle(),
+            metrics,
             openapi: Arc::new(api),
         });
         let router = router
@@ -209,23 +234,10 @@ impl App {
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             .layer(middleware::from_fn_with_state(
                 config.limits.request_timeout,
-                timeout,
+                telemetry::observe,
             ))
-            .layer(middleware::from_fn(telemetry::observe))
             .with_state(state);
         Self { router, limiter }
-    }
-}
-
-async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "request timed out",
-        )
-        .into_response(),
     }
 }
 

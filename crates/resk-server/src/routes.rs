@@ -9,8 +9,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     api::{
-        HealthResponse, Latency, PurgeResponse, QueryRequest, QueryResponse, ReadyResponse,
-        WriteRequest, WriteResponse,
+        HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest, QueryResponse,
+        ReadyResponse, WriteRequest, WriteResponse,
     },
     app::AppState,
     auth::{Principal, Scope},
@@ -38,13 +38,13 @@ struct Scoped<'a> {
 const MAX_LANGUAGE_LEN: usize = 35;
 const MAX_MODEL_LEN: usize = 256;
 
-fn validate<'a>(
-    limits: &Limits,
-    query: &'a str,
-    language: Option<&'a str>,
-    model: Option<&'a str>,
-    params: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Result<Scoped<'a>, ApiError> {
+fn validate<'a>(limits: &Limits, fields: KeyFields<'a>) -> Result<Scoped<'a>, ApiError> {
+    let KeyFields {
+        query,
+        language,
+        model,
+        params,
+    } = fields;
     if query.trim().is_empty() {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -113,13 +113,7 @@ pub(crate) async fn write_entry(
     ApiJson(req): ApiJson<WriteRequest>,
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
     principal.require(Scope::Write)?;
-    let scoped = validate(
-        &app.limits,
-        &req.query,
-        req.language.as_deref(),
-        req.model.as_deref(),
-        req.params.as_ref(),
-    )?;
+    let scoped = validate(&app.limits, req.key_fields())?;
     if req.response.is_null() {
         return Err(ApiError::bad_request(
             "invalid_response",
@@ -148,7 +142,7 @@ pub(crate) async fn write_entry(
         .inspect_err(|e| {
             backend_error(&app, "set", e);
         })?;
-    metrics::counter!("resk_cache_writes_total", "backend" => app.cache.info().name).increment(1);
+    app.stats.writes.increment(1);
     Ok((
         StatusCode::CREATED,
         Json(WriteResponse {
@@ -174,16 +168,10 @@ pub(crate) async fn query_entry(
             "ttl must be at least 1 second",
         ));
     }
-    let scoped = validate(
-        &app.limits,
-        &req.query,
-        req.language.as_deref(),
-        req.model.as_deref(),
-        req.params.as_ref(),
-    )?;
+    let scoped = validate(&app.limits, req.key_fields())?;
     let key = cache_key(&app, &principal, &scoped);
     let key_ms = ms(start);
-    metrics::histogram!("resk_layer_duration_seconds", "layer" => "key").record(key_ms / 1e3);
+    app.stats.key_seconds.record(key_ms / 1e3);
 
     let mut latency = Latency {
         key: key_ms,
@@ -196,8 +184,7 @@ pub(crate) async fn query_entry(
         let cache_start = Instant::now();
         let read = app.cache.get(&key).await;
         latency.cache = ms(cache_start);
-        metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache")
-            .record(latency.cache / 1e3);
+        app.stats.cache_seconds.record(latency.cache / 1e3);
         match read {
             Ok(found) => found,
             Err(err) => {
@@ -225,9 +212,12 @@ pub(crate) async fn query_entry(
             })
     });
     let source = app.source;
-    let result = if entry.is_some() { "hit" } else { "miss" };
-    metrics::counter!("resk_cache_lookups_total", "result" => result, "source" => app.cache.info().name)
-        .increment(1);
+    if entry.is_some() {
+        &app.stats.hits
+    } else {
+        &app.stats.misses
+    }
+    .increment(1);
     latency.total = ms(start);
     Ok(Json(match entry {
         Some(entry) => QueryResponse {

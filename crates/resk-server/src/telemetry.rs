@@ -1,18 +1,21 @@
 //! Logs, metrics and correlation ids.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
 
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::{HeaderName, HeaderValue, Method, StatusCode},
     middleware::Next,
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::{config::LogFormat, error::ApiError};
 
 /// The correlation header, echoed when valid and generated otherwise.
 pub static CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -174,9 +177,11 @@ fn valid_correlation_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Outermost middleware: assigns the correlation id, opens the request span, records HTTP metrics
-/// with the route template (never the raw path) and logs one line per request.
-pub async fn observe(mut req: Request, next: Next) -> Response {
+/// Outermost middleware: assigns the correlation id, opens the request span, enforces the request
+/// time limit, records HTTP metrics with the route template (never the raw path) and logs one line
+/// per request. (One middleware rather than two: each `from_fn` layer costs a boxed future and a
+/// service clone per request.)
+pub async fn observe(State(limit): State<Duration>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let id = req
         .headers()
@@ -196,7 +201,16 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         method,
         route,
     );
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response =
+        match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "request timed out",
+            )
+            .into_response(),
+        };
     let elapsed = start.elapsed();
     let status = response.status();
     metrics::counter!(
