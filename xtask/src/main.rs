@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|bench [--duration SECS] [--connections N]>"
+                "usage: cargo xtask <test|lint|ci|bench [--duration SECS] [--connections N] [--rounds N]>"
             );
             return ExitCode::from(2);
         }
@@ -245,7 +245,15 @@ fn parse_wrk(out: &str) -> Result<WrkResult> {
     Ok(r)
 }
 
-fn wrk(port: u16, token: &str, body: &str, secs: u64, conns: u32, dir: &Path) -> Result<WrkResult> {
+fn wrk(
+    port: u16,
+    token: &str,
+    body: &str,
+    threads: u32,
+    secs: u64,
+    conns: u32,
+    dir: &Path,
+) -> Result<WrkResult> {
     let script = dir.join("post.lua");
     let lua = format!(
         "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
@@ -254,7 +262,7 @@ fn wrk(port: u16, token: &str, body: &str, secs: u64, conns: u32, dir: &Path) ->
     let url = format!("http://127.0.0.1:{port}/api/cache/query");
     // Warm up (connection setup, allocator, caches), then measure.
     let warm = Command::new("wrk")
-        .args(["-t2", &format!("-c{conns}"), "-d2s", "-s"])
+        .args([&format!("-t{threads}"), &format!("-c{conns}"), "-d2s", "-s"])
         .arg(&script)
         .arg(&url)
         .output()
@@ -267,7 +275,7 @@ fn wrk(port: u16, token: &str, body: &str, secs: u64, conns: u32, dir: &Path) ->
     }
     let out = Command::new("wrk")
         .args([
-            "-t2",
+            &format!("-t{threads}"),
             &format!("-c{conns}"),
             &format!("-d{secs}s"),
             "--latency",
@@ -345,9 +353,16 @@ fn mint(bin: &Path) -> Result<String> {
 
 const QUERY_BODY: &str = r#"{"query":"How do I reset my password?"}"#;
 
-fn bench_resk(bin: &Path, encrypted: bool, secs: u64, conns: u32, dir: &Path) -> Result<WrkResult> {
+/// A running resk-server with one seeded entry and a token to read it.
+struct Seeded {
+    _server: Proc,
+    port: u16,
+    token: String,
+}
+
+fn seed_resk(bin: &Path, encrypted: bool) -> Result<Seeded> {
     let port = free_port()?;
-    let _server = start_resk(bin, port, encrypted)?;
+    let server = start_resk(bin, port, encrypted)?;
     let token = mint(bin)?;
     let write = r#"{"query":"How do I reset my password?","response":{"text":"Open Settings, then Security, then Reset password."},"ttl":3600}"#;
     let (status, body) = http(port, "POST", "/api/cache", &token, write)?;
@@ -358,32 +373,52 @@ fn bench_resk(bin: &Path, encrypted: bool, secs: u64, conns: u32, dir: &Path) ->
     if !hit.contains("\"hit\":true") {
         return Err(format!("seeded entry is not a hit: {hit}"));
     }
-    let result = wrk(port, &token, QUERY_BODY, secs, conns, dir)?;
-    let (_, after) = http(port, "POST", "/api/cache/query", &token, QUERY_BODY)?;
+    Ok(Seeded {
+        _server: server,
+        port,
+        token,
+    })
+}
+
+fn bench_seeded(s: &Seeded, threads: u32, secs: u64, conns: u32, dir: &Path) -> Result<WrkResult> {
+    let result = wrk(s.port, &s.token, QUERY_BODY, threads, secs, conns, dir)?;
+    let (_, after) = http(s.port, "POST", "/api/cache/query", &s.token, QUERY_BODY)?;
     if !after.contains("\"hit\":true") {
         return Err(format!("entry stopped hitting during the run: {after}"));
     }
     Ok(result)
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn summarise(runs: &[WrkResult]) -> WrkResult {
+    WrkResult {
+        rps: median(runs.iter().map(|r| r.rps).collect()),
+        p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
+        p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
+        errors: runs.iter().map(|r| r.errors).sum(),
+    }
+}
+
 fn bench(args: &[String]) -> Result {
     let mut secs = 10u64;
     let mut conns = 64u32;
+    let mut rounds = 3usize;
     let mut it = args.iter();
+    let number = |name: &str, value: Option<&String>| -> Result<u64> {
+        value
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .ok_or(format!("{name} N"))
+    };
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--duration" => {
-                secs = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("--duration N")?
-            }
-            "--connections" => {
-                conns = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or("--connections N")?;
-            }
+            "--duration" => secs = number(a, it.next())?,
+            "--connections" => conns = number(a, it.next())? as u32,
+            "--rounds" => rounds = number(a, it.next())? as usize,
             other => return Err(format!("unknown bench option {other}")),
         }
     }
@@ -404,65 +439,84 @@ fn bench(args: &[String]) -> Result {
     let dir = env::temp_dir().join(format!("resk-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
 
-    eprintln!("xtask: bare axum baseline ({secs} s, {conns} connections)");
-    let bare_result = {
-        let port = free_port()?;
-        let child = Command::new(&bare)
-            .arg(port.to_string())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bare.display()))?;
-        let _proc = Proc(child);
-        wait_for_port(port)?;
-        wrk(port, "unused", QUERY_BODY, secs, conns, &dir)?
-    };
-    eprintln!("xtask: resk-server, encryption on");
-    let enc = bench_resk(&resk, true, secs, conns, &dir)?;
-    eprintln!("xtask: resk-server, encryption off");
-    let plain = bench_resk(&resk, false, secs, conns, &dir)?;
-    let _ = std::fs::remove_dir_all(&dir);
-
+    // The three servers run side by side and are measured in interleaved rounds, so drift in the
+    // machine's load affects all of them alike; each figure is the median over the rounds.
+    let bare_port = free_port()?;
+    let bare_child = Command::new(&bare)
+        .arg(bare_port.to_string())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bare.display()))?;
+    let _bare_proc = Proc(bare_child);
+    wait_for_port(bare_port)?;
+    let encrypted = seed_resk(&resk, true)?;
+    let unencrypted = seed_resk(&resk, false)?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    println!();
-    println!(
-        "## Cache hit: POST /api/cache/query ({secs} s, {conns} connections, wrk -t2, {cpus} CPUs, loopback)"
-    );
-    println!();
-    println!("| server | requests/s | p50 ms | p99 ms | errors |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    for (name, r) in [
-        ("bare axum handler (baseline)", &bare_result),
-        ("resk-server, JWT + rate limit + AES-GCM", &enc),
-        ("resk-server, JWT + rate limit, no encryption", &plain),
-    ] {
-        println!(
-            "| {name} | {:.0} | {:.3} | {:.3} | {} |",
-            r.rps, r.p50_ms, r.p99_ms, r.errors
+
+    // Two load-generator set-ups: one wrk thread (on a 2-CPU machine the generator then mostly keeps
+    // to one core and the server to the other) and two wrk threads (generator and server fight for
+    // both cores). Both are printed; neither is hidden.
+    let mut failed = false;
+    for threads in [1u32, 2] {
+        let (mut bare_runs, mut enc_runs, mut plain_runs) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 1..=rounds {
+            eprintln!(
+                "xtask: wrk -t{threads} -c{conns}, round {round}/{rounds}: bare, resk (AES-GCM), resk (no encryption), {secs} s each"
+            );
+            bare_runs.push(wrk(
+                bare_port, "unused", QUERY_BODY, threads, secs, conns, &dir,
+            )?);
+            enc_runs.push(bench_seeded(&encrypted, threads, secs, conns, &dir)?);
+            plain_runs.push(bench_seeded(&unencrypted, threads, secs, conns, &dir)?);
+        }
+        let (b, enc, plain) = (
+            summarise(&bare_runs),
+            summarise(&enc_runs),
+            summarise(&plain_runs),
         );
+        println!();
+        println!(
+            "## Cache hit, POST /api/cache/query: wrk -t{threads} -c{conns}, median of {rounds} x {secs} s, {cpus} CPUs, loopback"
+        );
+        println!();
+        println!("| server | requests/s | p50 ms | p99 ms | errors |");
+        println!("| --- | ---: | ---: | ---: | ---: |");
+        for (name, r) in [
+            ("bare axum handler (baseline)", &b),
+            ("resk-server: JWT + rate limit + AES-GCM", &enc),
+            ("resk-server: JWT + rate limit, no encryption", &plain),
+        ] {
+            println!(
+                "| {name} | {:.0} | {:.3} | {:.3} | {} |",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
+        }
+        let throughput = enc.rps / b.rps;
+        let p99 = enc.p99_ms / b.p99_ms;
+        let aes_cost = 1.0 - enc.rps / plain.rps;
+        let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+        println!();
+        println!("| figure | value | target | |");
+        println!("| --- | ---: | ---: | --- |");
+        println!(
+            "| hit throughput / bare | {throughput:.2}x | >= 0.70x | {} |",
+            verdict(throughput >= 0.70)
+        );
+        println!(
+            "| hit p99 / bare p99 | {p99:.2}x | <= 1.50x | {} |",
+            verdict(p99 <= 1.5)
+        );
+        println!(
+            "| AES-GCM throughput cost | {:.1} % | <= 5 % | {} |",
+            aes_cost * 100.0,
+            verdict(aes_cost <= 0.05)
+        );
+        failed |= b.errors + enc.errors + plain.errors > 0;
     }
-    let throughput = enc.rps / bare_result.rps;
-    let p99 = enc.p99_ms / bare_result.p99_ms;
-    let aes_cost = 1.0 - enc.rps / plain.rps;
-    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
-    println!();
-    println!("| figure | value | target | |");
-    println!("| --- | ---: | ---: | --- |");
-    println!(
-        "| hit throughput / bare | {throughput:.2}x | >= 0.70x | {} |",
-        verdict(throughput >= 0.70)
-    );
-    println!(
-        "| hit p99 / bare p99 | {p99:.2}x | <= 1.50x | {} |",
-        verdict(p99 <= 1.5)
-    );
-    println!(
-        "| AES-GCM throughput cost | {:.1} % | <= 5 % | {} |",
-        aes_cost * 100.0,
-        verdict(aes_cost <= 0.05)
-    );
-    if enc.errors + plain.errors + bare_result.errors > 0 {
+    let _ = std::fs::remove_dir_all(&dir);
+    if failed {
         return Err("some requests failed during the benchmark".into());
     }
     Ok(())

@@ -130,6 +130,54 @@ impl CacheEntry {
     }
 }
 
+/// A zero-copy view of a serialised [`CacheEntry`], for hot read paths: the query and the answer
+/// borrow from the stored bytes instead of being copied out.
+#[derive(Debug, Deserialize)]
+pub struct CacheEntryView<'a> {
+    /// Layout version, see [`SCHEMA_VERSION`].
+    pub schema_version: u16,
+    /// The tenant the entry belongs to.
+    #[serde(borrow)]
+    pub tenant: std::borrow::Cow<'a, str>,
+    /// The query as written.
+    #[serde(borrow)]
+    pub query: std::borrow::Cow<'a, str>,
+    /// The cached answer, raw JSON.
+    #[serde(borrow)]
+    pub response: &'a serde_json::value::RawValue,
+    /// When it was written.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When it stops being served.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl<'a> CacheEntryView<'a> {
+    /// Parse bytes written by [`CacheEntry::to_bytes`] without copying; an unknown schema version is
+    /// an error.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self> {
+        let view: Self = serde_json::from_slice(bytes).map_err(|e| {
+            Error::new(
+                ErrorKind::Backend,
+                "entry",
+                "decode",
+                "stored entry is not readable",
+            )
+            .with_source(e)
+        })?;
+        if view.schema_version != SCHEMA_VERSION {
+            return Err(Error::new(
+                ErrorKind::Backend,
+                "entry",
+                "decode",
+                format!("unsupported entry schema version {}", view.schema_version),
+            ));
+        }
+        Ok(view)
+    }
+}
+
 /// How long entries live: the TTL used when a writer gives none, and the most a writer may ask for.
 ///
 /// ```
@@ -194,5 +242,38 @@ impl TtlPolicy {
             ));
         }
         Ok(ttl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_matches_owned_decode() {
+        let entry = CacheEntry::new(
+            TenantId::new("acme").unwrap(),
+            "a \"quoted\" question\n".into(),
+            CacheEntry::raw(&serde_json::json!({"text": "é", "n": [1, 2]})).unwrap(),
+            Duration::from_secs(60),
+            Origin {
+                source: "test".into(),
+                subject: Some("s".into()),
+            },
+        );
+        let bytes = entry.to_bytes().unwrap();
+        let view = CacheEntryView::parse(&bytes).unwrap();
+        let owned = CacheEntry::from_bytes(&bytes).unwrap();
+        assert_eq!(owned, entry);
+        assert_eq!(view.tenant, "acme");
+        assert_eq!(view.query, entry.query);
+        assert_eq!(view.response.get(), entry.response.get());
+        assert_eq!(
+            (view.created_at, view.expires_at),
+            (entry.created_at, entry.expires_at)
+        );
+        let mut other = serde_json::to_value(&entry).unwrap();
+        other["schema_version"] = 99.into();
+        assert!(CacheEntryView::parse(&serde_json::to_vec(&other).unwrap()).is_err());
     }
 }

@@ -1,6 +1,10 @@
 //! AES-256-GCM with HKDF-derived per-tenant data keys.
 
-use std::fmt;
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, RwLock},
+};
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
@@ -147,11 +151,27 @@ impl MasterKey {
     }
 }
 
+/// Most derived (key, tenant) data keys kept ready; past this the cache is emptied and refilled.
+const DATA_KEY_CACHE: usize = 4096;
+
 /// AES-256-GCM cipher with a current key for writing and any number of previous keys for reading.
-#[derive(Clone)]
+///
+/// Derived per-tenant data keys (HKDF plus the AES key schedule) are kept in a bounded map, so a hit
+/// does not re-derive them; the AES key schedules are zeroized when dropped.
 pub struct AesGcmCipher {
     current: MasterKey,
     previous: Vec<MasterKey>,
+    data_keys: RwLock<HashMap<(KeyId, TenantId), Arc<Aes256Gcm>>>,
+}
+
+impl Clone for AesGcmCipher {
+    fn clone(&self) -> Self {
+        Self {
+            current: self.current.clone(),
+            previous: self.previous.clone(),
+            data_keys: RwLock::default(),
+        }
+    }
 }
 
 impl fmt::Debug for AesGcmCipher {
@@ -172,6 +192,7 @@ impl AesGcmCipher {
         Self {
             current,
             previous: Vec::new(),
+            data_keys: RwLock::default(),
         }
     }
 
@@ -205,6 +226,24 @@ impl AesGcmCipher {
             .chain(self.previous.iter())
             .find(|k| k.id == id)
     }
+
+    /// The data key of `master` for `tenant`, derived once and then reused.
+    fn data_key(&self, master: &MasterKey, tenant: &TenantId) -> Result<Arc<Aes256Gcm>> {
+        let slot = (master.id, tenant.clone());
+        if let Ok(keys) = self.data_keys.read()
+            && let Some(key) = keys.get(&slot)
+        {
+            return Ok(key.clone());
+        }
+        let key = Arc::new(master.data_key(tenant)?);
+        if let Ok(mut keys) = self.data_keys.write() {
+            if keys.len() >= DATA_KEY_CACHE {
+                keys.clear();
+            }
+            keys.insert(slot, key.clone());
+        }
+        Ok(key)
+    }
 }
 
 fn full_aad(header: &[u8], tenant: &TenantId, aad: &[u8]) -> Vec<u8> {
@@ -223,7 +262,7 @@ fn open_failed() -> Error {
 
 impl Cipher for AesGcmCipher {
     fn seal(&self, tenant: &TenantId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let cipher = self.current.data_key(tenant)?;
+        let cipher = self.data_key(&self.current, tenant)?;
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let mut header = [0u8; HEADER_LEN];
         header[0] = FORMAT_VERSION;
@@ -261,7 +300,7 @@ impl Cipher for AesGcmCipher {
         let (header, rest) = sealed.split_at(HEADER_LEN);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let aad = full_aad(header, tenant, aad);
-        key.data_key(tenant)?
+        self.data_key(key, tenant)?
             .decrypt(
                 Nonce::from_slice(nonce),
                 Payload {

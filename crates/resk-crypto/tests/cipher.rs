@@ -118,6 +118,26 @@ fn rotation_reads_old_writes_new() {
 }
 
 #[test]
+fn many_tenants_round_trip_past_the_data_key_cache() {
+    let c = AesGcmCipher::new(MasterKey::generate());
+    let sealed: Vec<_> = (0..5000)
+        .map(|i| {
+            let t = tenant(&format!("t{i}"));
+            (
+                t.clone(),
+                c.seal(&t, b"k", format!("v{i}").as_bytes()).unwrap(),
+            )
+        })
+        .collect();
+    for (i, (t, s)) in sealed.iter().enumerate() {
+        assert_eq!(c.open(t, b"k", s).unwrap(), format!("v{i}").as_bytes());
+    }
+    // A clone starts with an empty cache and still opens everything.
+    let copy = c.clone();
+    assert_eq!(copy.open(&sealed[7].0, b"k", &sealed[7].1).unwrap(), b"v7");
+}
+
+#[test]
 fn duplicate_keys_are_refused() {
     let err = AesGcmCipher::new(MasterKey::from_base64(KEY_A).unwrap())
         .with_previous([MasterKey::from_base64(KEY_A).unwrap()])

@@ -108,8 +108,10 @@ pub struct Latency {
 }
 
 /// Answer to a lookup: a hit with the cached answer, or a miss.
+///
+/// Borrows the answer and key from the stored entry, so a hit is serialised without copying them.
 #[derive(Debug, Serialize, JsonSchema)]
-pub struct QueryResponse {
+pub struct QueryResponse<'a> {
     /// Whether a cached answer was found.
     pub hit: bool,
     /// Which layer answered (hits only).
@@ -118,16 +120,24 @@ pub struct QueryResponse {
     /// The cached answer (hits only), exactly as written.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Value>")]
-    pub response: Option<Box<serde_json::value::RawValue>>,
+    pub response: Option<&'a serde_json::value::RawValue>,
     /// The entry's key (hits only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key: Option<String>,
+    pub key: Option<&'a str>,
     /// When the entry was written (RFC 3339, hits only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub created_at: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub created_at: Option<time::OffsetDateTime>,
     /// When the entry expires (RFC 3339, hits only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    #[schemars(with = "Option<String>")]
+    pub expires_at: Option<time::OffsetDateTime>,
     /// `true` when a backend failed and the answer is a miss for that reason, not for lack of an entry.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub degraded: bool,

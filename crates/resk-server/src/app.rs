@@ -175,7 +175,7 @@ impl App {
                     with_body(secured(op, "cache:read"))
                         .summary("Look an answer up")
                         .description("A miss is a 200 with `hit: false`, not an error.")
-                        .response::<200, Json<QueryResponse>>()
+                        .response::<200, Json<QueryResponse<'static>>>()
                 }),
             )
             .route_layer(middleware::from_fn_with_state(auth, authenticate));

@@ -3,8 +3,12 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    http::{HeaderValue, header},
+    response::{IntoResponse, Response},
+};
 use bytes::Bytes;
-use resk_core::{CacheEntry, CacheKey, CacheStore, KeyInput, Origin, PurgeScope};
+use resk_core::{CacheEntry, CacheEntryView, CacheKey, CacheStore, KeyInput, Origin, PurgeScope};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
@@ -159,7 +163,7 @@ pub(crate) async fn query_entry(
     State(app): State<Arc<AppState>>,
     principal: Principal,
     ApiJson(req): ApiJson<QueryRequest>,
-) -> Result<Json<QueryResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let start = Instant::now();
     principal.require(Scope::Read)?;
     if req.ttl == Some(0) {
@@ -197,21 +201,22 @@ pub(crate) async fn query_entry(
     };
 
     let now = OffsetDateTime::now_utc();
-    let entry = found.and_then(|value| match CacheEntry::from_bytes(&value.bytes) {
-        Ok(entry) => Some(entry),
-        Err(err) => {
-            backend_error(&app, "decode", &err);
-            None
-        }
-    });
+    let entry = found
+        .as_ref()
+        .and_then(|value| match CacheEntryView::parse(&value.bytes) {
+            Ok(entry) => Some(entry),
+            Err(err) => {
+                backend_error(&app, "decode", &err);
+                None
+            }
+        });
     let entry = entry.filter(|e| {
-        e.tenant == principal.tenant
-            && !e.is_expired_at(now)
+        e.tenant == principal.tenant.as_str()
+            && now < e.expires_at
             && req.ttl.is_none_or(|max_age| {
                 (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
             })
     });
-    let source = app.source;
     if entry.is_some() {
         &app.stats.hits
     } else {
@@ -219,14 +224,14 @@ pub(crate) async fn query_entry(
     }
     .increment(1);
     latency.total = ms(start);
-    Ok(Json(match entry {
+    let body = match &entry {
         Some(entry) => QueryResponse {
             hit: true,
-            source: Some(source),
-            key: Some(key.name().to_owned()),
-            created_at: Some(rfc3339(entry.created_at)),
-            expires_at: Some(rfc3339(entry.expires_at)),
+            source: Some(app.source),
             response: Some(entry.response),
+            key: Some(key.name()),
+            created_at: Some(entry.created_at),
+            expires_at: Some(entry.expires_at),
             degraded,
             latency_ms: latency,
         },
@@ -240,7 +245,24 @@ pub(crate) async fn query_entry(
             degraded,
             latency_ms: latency,
         },
-    }))
+    };
+    json_response(&body)
+}
+
+/// Serialise `body` straight into a response (the body may borrow from data the handler owns).
+fn json_response<T: serde::Serialize>(body: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(body).map_err(|e| {
+        tracing::error!(error = %e, "response serialisation failed");
+        ApiError::internal()
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response())
 }
 
 /// `DELETE /api/cache`: purge the caller's tenant.
