@@ -10,14 +10,7 @@ use aide::{
     openapi::{OpenApi, SecurityScheme},
     transform::TransformOperation,
 };
-use axum::{
-    Json, Router,
-    extract::{ConnectInfo, DefaultBodyLimit, Request, State},
-    http::{HeaderValue, StatusCode, header::HeaderName},
-    middleware::{self, Next},
-    response::{IntoResponse, Response},
-    routing::get,
-};
+use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use resk_core::{
     CacheStore, Error, ErrorKind, KeyBuilder, SharedCacheStore, SharedCipher, TtlPolicy,
@@ -28,8 +21,9 @@ use crate::{
     api::{HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, Source, WriteResponse},
     auth::JwtVerifier,
     config::{CacheBackend, Config, Limits},
-    error::{ApiError, ErrorBody},
-    ratelimit::{Decision, LocalRateLimiter, RateLimiter},
+    error::ErrorBody,
+    gate::{self, Gate},
+    ratelimit::LocalRateLimiter,
     routes, telemetry,
 };
 
@@ -64,13 +58,6 @@ impl Stats {
             cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
         }
     }
-}
-
-/// What the authentication middleware needs.
-#[derive(Debug)]
-struct AuthState {
-    verifier: JwtVerifier,
-    limiter: Arc<dyn RateLimiter>,
 }
 
 fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheStore {
@@ -148,9 +135,10 @@ impl App {
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
         let limiter = Arc::new(LocalRateLimiter::new(config.rate_limit));
-        let auth = Arc::new(AuthState {
+        let gate = Arc::new(Gate {
             verifier: JwtVerifier::new(&config.jwt),
             limiter: limiter.clone(),
+            timeout: config.limits.request_timeout,
         });
 
         let protected = ApiRouter::new()
@@ -177,8 +165,7 @@ impl App {
                         .description("A miss is a 200 with `hit: false`, not an error.")
                         .response::<200, Json<QueryResponse<'static>>>()
                 }),
-            )
-            .route_layer(middleware::from_fn_with_state(auth, authenticate));
+            );
 
         let public = ApiRouter::new()
             .api_route(
@@ -232,106 +219,10 @@ impl App {
             .fallback(routes::not_found)
             .method_not_allowed_fallback(routes::method_not_allowed)
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
-            .layer(middleware::from_fn_with_state(
-                config.limits.request_timeout,
-                telemetry::observe,
-            ))
+            .layer(middleware::from_fn_with_state(gate, gate::pipeline))
             .with_state(state);
         Self { router, limiter }
     }
-}
-
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
-static RATE_LIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-static RATE_LIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-static RATE_LIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-
-fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
-
-/// Verify the bearer token, apply the rate limit (per subject; per IP for requests without a valid
-/// token) and hand the [`crate::auth::Principal`] to the handler.
-async fn authenticate(
-    State(auth): State<Arc<AuthState>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let token = bearer(&req);
-    let token_present = token.is_some();
-    let verified = match token {
-        Some(token) => auth.verifier.verify(token),
-        None => Err(crate::auth::AuthFailure {
-            description: "missing bearer token",
-            reason: "missing",
-        }),
-    };
-    let (limit_key, key_type) = match &verified {
-        Ok(p) => (format!("sub:{}:{}", p.tenant, p.subject), "subject"),
-        Err(_) => {
-            let ip = req
-                .extensions()
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|ConnectInfo(addr)| addr.ip().to_string())
-                .unwrap_or_else(|| "unknown".into());
-            (format!("ip:{ip}"), "ip")
-        }
-    };
-    let (limit, remaining, reset) = match auth.limiter.check(&limit_key).await {
-        Decision::Allowed {
-            limit,
-            remaining,
-            reset,
-        } => (limit, remaining, reset),
-        Decision::Limited { limit, retry_after } => {
-            metrics::counter!("resk_rate_limited_total", "key_type" => key_type).increment(1);
-            let secs = ceil_secs(retry_after).max(1);
-            return ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("rate limit exceeded; retry in {secs} s"),
-            )
-            .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(secs))
-            .with_header(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit))
-            .with_header(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(0u32))
-            .with_header(RATE_LIMIT_RESET.clone(), HeaderValue::from(secs))
-            .into_response();
-        }
-    };
-    let principal = match verified {
-        Ok(principal) => principal,
-        Err(failure) => {
-            metrics::counter!("resk_auth_failures_total", "reason" => failure.reason).increment(1);
-            tracing::warn!(
-                audit = "authentication_failed",
-                reason = failure.reason,
-                "token rejected"
-            );
-            return ApiError::unauthorized(failure.description, token_present).into_response();
-        }
-    };
-    req.extensions_mut().insert(principal);
-    let mut response = next.run(req).await;
-    let headers = response.headers_mut();
-    headers.insert(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit));
-    headers.insert(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(remaining));
-    headers.insert(
-        RATE_LIMIT_RESET.clone(),
-        HeaderValue::from(ceil_secs(reset)),
-    );
-    response
 }
 
 /// Bind, serve until SIGINT/SIGTERM, then drain in-flight requests for at most the grace period.

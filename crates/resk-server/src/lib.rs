@@ -5,6 +5,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod gate;
 pub mod json;
 pub mod ratelimit;
 mod routes;

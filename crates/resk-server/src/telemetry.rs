@@ -1,21 +1,17 @@
 //! Logs, metrics and correlation ids.
 
-use std::{
-    sync::OnceLock,
-    time::{Duration, Instant},
-};
+use std::{future::Future, sync::OnceLock, time::Instant};
 
 use axum::{
-    extract::{MatchedPath, Request, State},
+    extract::{MatchedPath, Request},
     http::{HeaderName, HeaderValue, Method, StatusCode},
-    middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::{config::LogFormat, error::ApiError};
+use crate::config::LogFormat;
 
 /// The correlation header, echoed when valid and generated otherwise.
 pub static CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -177,11 +173,14 @@ fn valid_correlation_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
 
-/// Outermost middleware: assigns the correlation id, opens the request span, enforces the request
-/// time limit, records HTTP metrics with the route template (never the raw path) and logs one line
-/// per request. (One middleware rather than two: each `from_fn` layer costs a boxed future and a
-/// service clone per request.)
-pub async fn observe(State(limit): State<Duration>, mut req: Request, next: Next) -> Response {
+/// The outermost step of every request: assigns the correlation id, opens the request span, runs
+/// `inner` inside it, records HTTP metrics with the route template (never the raw path) and logs one
+/// line per request.
+pub(crate) async fn observe<F, Fut>(mut req: Request, inner: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
     let start = Instant::now();
     let id = req
         .headers()
@@ -201,16 +200,7 @@ pub async fn observe(State(limit): State<Duration>, mut req: Request, next: Next
         method,
         route,
     );
-    let mut response =
-        match tokio::time::timeout(limit, next.run(req).instrument(span.clone())).await {
-            Ok(response) => response,
-            Err(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                "request timed out",
-            )
-            .into_response(),
-        };
+    let mut response = inner(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = response.status();
     metrics::counter!(

@@ -352,6 +352,13 @@ async fn health_ready_and_unknown_routes() {
     let nf = app.call("GET", "/nope", None, None).await;
     assert_eq!(nf.status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&nf), "not_found");
+    // Unknown API paths need a token first: probing them reveals nothing without one.
+    let probe = app.call("GET", "/api/admin/secret", None, None).await;
+    assert_eq!(probe.status, StatusCode::UNAUTHORIZED);
+    let known = app
+        .call("GET", "/api/admin/secret", Some(&admin()), None)
+        .await;
+    assert_eq!(known.status, StatusCode::NOT_FOUND);
     let na = app.call("PUT", "/api/cache", Some(&admin()), None).await;
     assert_eq!(na.status, StatusCode::METHOD_NOT_ALLOWED, "{}", na.text);
     assert_eq!(error_code(&na), "method_not_allowed");
