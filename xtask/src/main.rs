@@ -198,6 +198,35 @@ struct WrkResult {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    requests: u64,
+    /// Server CPU time (user + system) per request, in microseconds.
+    cpu_us: f64,
+}
+
+/// User + system CPU time of `pid` so far, in clock ticks (`/proc/PID/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    let after_comm = stat
+        .rsplit_once(") ")
+        .map(|(_, rest)| rest)
+        .ok_or("bad /proc stat")?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or("bad /proc stat")
+    };
+    Ok(field(11)? + field(12)?)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
 fn parse_latency(value: &str) -> Option<f64> {
@@ -218,6 +247,8 @@ fn parse_wrk(out: &str) -> Result<WrkResult> {
         p50_ms: f64::NAN,
         p99_ms: f64::NAN,
         errors: 0,
+        requests: 0,
+        cpu_us: f64::NAN,
     };
     for line in out.lines().map(str::trim) {
         if let Some(v) = line.strip_prefix("Requests/sec:") {
@@ -229,6 +260,12 @@ fn parse_wrk(out: &str) -> Result<WrkResult> {
             r.p50_ms = parse_latency(v).ok_or(format!("bad wrk line {line}"))?;
         } else if let Some(v) = line.strip_prefix("99%") {
             r.p99_ms = parse_latency(v).ok_or(format!("bad wrk line {line}"))?;
+        } else if line.contains(" requests in ") {
+            r.requests = line
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
         } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             r.errors += v.trim().parse::<u64>().unwrap_or(1);
         } else if line.starts_with("Socket errors:") {
@@ -245,15 +282,21 @@ fn parse_wrk(out: &str) -> Result<WrkResult> {
     Ok(r)
 }
 
-fn wrk(
-    port: u16,
-    token: &str,
-    body: &str,
+/// How hard and how long wrk drives a server.
+struct Load<'a> {
     threads: u32,
     secs: u64,
     conns: u32,
-    dir: &Path,
-) -> Result<WrkResult> {
+    dir: &'a Path,
+}
+
+fn wrk(pid: u32, port: u16, token: &str, body: &str, load: &Load<'_>) -> Result<WrkResult> {
+    let Load {
+        threads,
+        secs,
+        conns,
+        dir,
+    } = *load;
     let script = dir.join("post.lua");
     let lua = format!(
         "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
@@ -273,6 +316,7 @@ fn wrk(
             String::from_utf8_lossy(&warm.stderr)
         ));
     }
+    let before = cpu_ticks(pid)?;
     let out = Command::new("wrk")
         .args([
             &format!("-t{threads}"),
@@ -285,7 +329,12 @@ fn wrk(
         .arg(&url)
         .output()
         .map_err(|e| e.to_string())?;
-    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+    let ticks = cpu_ticks(pid)? - before;
+    let mut result = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+    if result.requests > 0 {
+        result.cpu_us = ticks as f64 / clock_ticks_per_second() * 1e6 / result.requests as f64;
+    }
+    Ok(result)
 }
 
 fn ensure_wrk() -> Result {
@@ -355,7 +404,7 @@ const QUERY_BODY: &str = r#"{"query":"How do I reset my password?"}"#;
 
 /// A running resk-server with one seeded entry and a token to read it.
 struct Seeded {
-    _server: Proc,
+    server: Proc,
     port: u16,
     token: String,
 }
@@ -374,14 +423,14 @@ fn seed_resk(bin: &Path, encrypted: bool) -> Result<Seeded> {
         return Err(format!("seeded entry is not a hit: {hit}"));
     }
     Ok(Seeded {
-        _server: server,
+        server,
         port,
         token,
     })
 }
 
-fn bench_seeded(s: &Seeded, threads: u32, secs: u64, conns: u32, dir: &Path) -> Result<WrkResult> {
-    let result = wrk(s.port, &s.token, QUERY_BODY, threads, secs, conns, dir)?;
+fn bench_seeded(s: &Seeded, load: &Load<'_>) -> Result<WrkResult> {
+    let result = wrk(s.server.0.id(), s.port, &s.token, QUERY_BODY, load)?;
     let (_, after) = http(s.port, "POST", "/api/cache/query", &s.token, QUERY_BODY)?;
     if !after.contains("\"hit\":true") {
         return Err(format!("entry stopped hitting during the run: {after}"));
@@ -400,6 +449,8 @@ fn summarise(runs: &[WrkResult]) -> WrkResult {
         p50_ms: median(runs.iter().map(|r| r.p50_ms).collect()),
         p99_ms: median(runs.iter().map(|r| r.p99_ms).collect()),
         errors: runs.iter().map(|r| r.errors).sum(),
+        requests: runs.iter().map(|r| r.requests).sum(),
+        cpu_us: median(runs.iter().map(|r| r.cpu_us).collect()),
     }
 }
 
@@ -447,7 +498,7 @@ fn bench(args: &[String]) -> Result {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", bare.display()))?;
-    let _bare_proc = Proc(bare_child);
+    let bare_proc = Proc(bare_child);
     wait_for_port(bare_port)?;
     let encrypted = seed_resk(&resk, true)?;
     let unencrypted = seed_resk(&resk, false)?;
@@ -460,16 +511,26 @@ fn bench(args: &[String]) -> Result {
     // both cores). Both are printed; neither is hidden.
     let mut failed = false;
     for threads in [1u32, 2] {
+        let load = Load {
+            threads,
+            secs,
+            conns,
+            dir: &dir,
+        };
         let (mut bare_runs, mut enc_runs, mut plain_runs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=rounds {
             eprintln!(
                 "xtask: wrk -t{threads} -c{conns}, round {round}/{rounds}: bare, resk (AES-GCM), resk (no encryption), {secs} s each"
             );
             bare_runs.push(wrk(
-                bare_port, "unused", QUERY_BODY, threads, secs, conns, &dir,
+                bare_proc.0.id(),
+                bare_port,
+                "unused",
+                QUERY_BODY,
+                &load,
             )?);
-            enc_runs.push(bench_seeded(&encrypted, threads, secs, conns, &dir)?);
-            plain_runs.push(bench_seeded(&unencrypted, threads, secs, conns, &dir)?);
+            enc_runs.push(bench_seeded(&encrypted, &load)?);
+            plain_runs.push(bench_seeded(&unencrypted, &load)?);
         }
         let (b, enc, plain) = (
             summarise(&bare_runs),
@@ -481,8 +542,8 @@ fn bench(args: &[String]) -> Result {
             "## Cache hit, POST /api/cache/query: wrk -t{threads} -c{conns}, median of {rounds} x {secs} s, {cpus} CPUs, loopback"
         );
         println!();
-        println!("| server | requests/s | p50 ms | p99 ms | errors |");
-        println!("| --- | ---: | ---: | ---: | ---: |");
+        println!("| server | requests/s | p50 ms | p99 ms | server CPU µs/request | errors |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
         for (name, r) in [
             ("bare axum handler (baseline)", &b),
             ("resk-server: JWT + rate limit + AES-GCM", &enc),
@@ -496,6 +557,8 @@ fn bench(args: &[String]) -> Result {
         let throughput = enc.rps / b.rps;
         let p99 = enc.p99_ms / b.p99_ms;
         let aes_cost = 1.0 - enc.rps / plain.rps;
+        let cpu_efficiency = b.cpu_us / enc.cpu_us;
+        let aes_cpu = enc.cpu_us / plain.cpu_us - 1.0;
         let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
         println!();
         println!("| figure | value | target | |");
@@ -512,6 +575,15 @@ fn bench(args: &[String]) -> Result {
             "| AES-GCM throughput cost | {:.1} % | <= 5 % | {} |",
             aes_cost * 100.0,
             verdict(aes_cost <= 0.05)
+        );
+        println!(
+            "| CPU per hit, bare / resk (throughput at equal CPU) | {cpu_efficiency:.2}x | >= 0.70x | {} |",
+            verdict(cpu_efficiency >= 0.70)
+        );
+        println!(
+            "| AES-GCM CPU cost per hit | {:.1} % | <= 5 % | {} |",
+            aes_cpu * 100.0,
+            verdict(aes_cpu <= 0.05)
         );
         failed |= b.errors + enc.errors + plain.errors > 0;
     }
