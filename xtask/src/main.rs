@@ -550,8 +550,8 @@ fn bench(args: &[String]) -> Result {
             ("resk-server: JWT + rate limit, no encryption", &plain),
         ] {
             println!(
-                "| {name} | {:.0} | {:.3} | {:.3} | {} |",
-                r.rps, r.p50_ms, r.p99_ms, r.errors
+                "| {name} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+                r.rps, r.p50_ms, r.p99_ms, r.cpu_us, r.errors
             );
         }
         let throughput = enc.rps / b.rps;
@@ -588,6 +588,41 @@ fn bench(args: &[String]) -> Result {
         failed |= b.errors + enc.errors + plain.errors > 0;
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+    // The AES-GCM layer in isolation: no network and no scheduler, so a few hundred nanoseconds are
+    // resolvable, unlike in the load runs above.
+    let layer = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "resk-crypto",
+            "--example",
+            "layer_cost",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run layer_cost: {e}"))?;
+    let line = String::from_utf8_lossy(&layer.stdout).trim().to_owned();
+    let field = |name: &str| -> Option<f64> {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+    };
+    match (field("plain_ns"), field("encrypted_ns"), field("added_ns")) {
+        (Some(plain), Some(encrypted), Some(added)) => {
+            println!();
+            println!(
+                "## AES-GCM layer, in process (median of 5 x 200 000 gets of a ~300-byte entry)"
+            );
+            println!();
+            println!("| get through | ns per hit |");
+            println!("| --- | ---: |");
+            println!("| MemoryStore | {plain:.0} |");
+            println!("| EncryptedStore<MemoryStore> | {encrypted:.0} |");
+            println!("| added by AES-GCM (open + AAD + key lookup) | {added:.0} |");
+        }
+        _ => return Err(format!("layer_cost printed nothing usable: {line}")),
+    }
     if failed {
         return Err("some requests failed during the benchmark".into());
     }
