@@ -50,6 +50,13 @@ impl TenantId {
     }
 }
 
+/// Lets maps keyed by `TenantId` be searched with a `&str` (hash and equality are those of the str).
+impl std::borrow::Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Debug for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TenantId({})", self.0)

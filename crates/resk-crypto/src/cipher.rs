@@ -1,10 +1,6 @@
 //! AES-256-GCM with HKDF-derived per-tenant data keys.
 
-use std::{
-    collections::HashMap,
-    fmt,
-    sync::{Arc, RwLock},
-};
+use std::{collections::HashMap, fmt, sync::RwLock};
 
 use aes_gcm::{
     Aes256Gcm, KeyInit, Nonce,
@@ -161,7 +157,7 @@ const DATA_KEY_CACHE: usize = 4096;
 pub struct AesGcmCipher {
     current: MasterKey,
     previous: Vec<MasterKey>,
-    data_keys: RwLock<HashMap<(KeyId, TenantId), Arc<Aes256Gcm>>>,
+    data_keys: RwLock<HashMap<KeyId, HashMap<TenantId, Aes256Gcm>>>,
 }
 
 impl Clone for AesGcmCipher {
@@ -227,22 +223,29 @@ impl AesGcmCipher {
             .find(|k| k.id == id)
     }
 
-    /// The data key of `master` for `tenant`, derived once and then reused.
-    fn data_key(&self, master: &MasterKey, tenant: &TenantId) -> Result<Arc<Aes256Gcm>> {
-        let slot = (master.id, tenant.clone());
+    /// Run `f` with the data key of `master` for `tenant`, derived once and then reused. Looked up
+    /// by `&str` and used in place, so a hit touches no shared reference count.
+    fn with_data_key<R>(
+        &self,
+        master: &MasterKey,
+        tenant: &TenantId,
+        f: impl FnOnce(&Aes256Gcm) -> R,
+    ) -> Result<R> {
         if let Ok(keys) = self.data_keys.read()
-            && let Some(key) = keys.get(&slot)
+            && let Some(key) = keys.get(&master.id).and_then(|m| m.get(tenant.as_str()))
         {
-            return Ok(key.clone());
+            return Ok(f(key));
         }
-        let key = Arc::new(master.data_key(tenant)?);
+        let key = master.data_key(tenant)?;
+        let out = f(&key);
         if let Ok(mut keys) = self.data_keys.write() {
-            if keys.len() >= DATA_KEY_CACHE {
-                keys.clear();
+            let per_key = keys.entry(master.id).or_default();
+            if per_key.len() >= DATA_KEY_CACHE {
+                per_key.clear();
             }
-            keys.insert(slot, key.clone());
+            per_key.insert(tenant.clone(), key);
         }
-        Ok(key)
+        Ok(out)
     }
 }
 
@@ -262,20 +265,19 @@ fn open_failed() -> Error {
 
 impl Cipher for AesGcmCipher {
     fn seal(&self, tenant: &TenantId, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
-        let cipher = self.data_key(&self.current, tenant)?;
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let mut header = [0u8; HEADER_LEN];
         header[0] = FORMAT_VERSION;
         header[1..].copy_from_slice(&self.current.id.0);
         let aad = full_aad(&header, tenant, aad);
-        let ciphertext = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
+        let payload = Payload {
+            msg: plaintext,
+            aad: &aad,
+        };
+        let ciphertext = self
+            .with_data_key(&self.current, tenant, |cipher| {
+                cipher.encrypt(&nonce, payload)
+            })?
             .map_err(|_| Error::new(ErrorKind::Crypto, BACKEND, "seal", "encryption failed"))?;
         let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
         out.extend_from_slice(&header);
@@ -300,14 +302,13 @@ impl Cipher for AesGcmCipher {
         let (header, rest) = sealed.split_at(HEADER_LEN);
         let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
         let aad = full_aad(header, tenant, aad);
-        self.data_key(key, tenant)?
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| open_failed())
+        let payload = Payload {
+            msg: ciphertext,
+            aad: &aad,
+        };
+        self.with_data_key(key, tenant, |cipher| {
+            cipher.decrypt(Nonce::from_slice(nonce), payload)
+        })?
+        .map_err(|_| open_failed())
     }
 }
