@@ -109,24 +109,7 @@ impl CacheEntry {
 
     /// Parse bytes written by [`CacheEntry::to_bytes`]; an unknown schema version is an error.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let entry: Self = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                "entry",
-                "decode",
-                "stored entry is not readable",
-            )
-            .with_source(e)
-        })?;
-        if entry.schema_version != SCHEMA_VERSION {
-            return Err(Error::new(
-                ErrorKind::Backend,
-                "entry",
-                "decode",
-                format!("unsupported entry schema version {}", entry.schema_version),
-            ));
-        }
-        Ok(entry)
+        decode(bytes, |entry: &Self| entry.schema_version)
     }
 }
 
@@ -157,24 +140,29 @@ impl<'a> CacheEntryView<'a> {
     /// Parse bytes written by [`CacheEntry::to_bytes`] without copying; an unknown schema version is
     /// an error.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
-        let view: Self = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                "entry",
-                "decode",
-                "stored entry is not readable",
-            )
-            .with_source(e)
-        })?;
-        if view.schema_version != SCHEMA_VERSION {
-            return Err(Error::new(
-                ErrorKind::Backend,
-                "entry",
-                "decode",
-                format!("unsupported entry schema version {}", view.schema_version),
-            ));
-        }
-        Ok(view)
+        decode(bytes, |view: &Self| view.schema_version)
+    }
+}
+
+/// Parse an entry (owned or borrowed) and refuse any schema version but [`SCHEMA_VERSION`].
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], version: impl Fn(&T) -> u16) -> Result<T> {
+    let entry: T = serde_json::from_slice(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::Backend,
+            "entry",
+            "decode",
+            "stored entry is not readable",
+        )
+        .with_source(e)
+    })?;
+    match version(&entry) {
+        SCHEMA_VERSION => Ok(entry),
+        other => Err(Error::new(
+            ErrorKind::Backend,
+            "entry",
+            "decode",
+            format!("unsupported entry schema version {other}"),
+        )),
     }
 }
 

@@ -119,6 +119,18 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+async fn query(http: &reqwest::Client, server: &Server, token: &str, q: &str) -> Value {
+    let response = http
+        .post(server.url("/api/cache/query"))
+        .bearer_auth(token)
+        .json(&json!({ "query": q }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
 #[tokio::test]
 async fn every_endpoint_over_http() {
     let env = [("JWT_SECRET", SECRET), ("CACHE_ENCRYPTION_KEY", ENC_KEY)];
@@ -168,16 +180,7 @@ async fn every_endpoint_over_http() {
     assert_eq!(written["success"], true);
     assert_eq!(written["ttl"], 300);
 
-    let hit: Value = http
-        .post(server.url("/api/cache/query"))
-        .bearer_auth(&admin)
-        .json(&json!({"query": "how do i reset my password?"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let hit = query(&http, &server, &admin, "how do i reset my password?").await;
     assert_eq!(hit["hit"], true, "{hit}");
     assert_eq!(hit["source"], "memory");
     assert_eq!(hit["response"], json!({"answer": "Use the reset link."}));
@@ -194,16 +197,7 @@ async fn every_endpoint_over_http() {
         purge.json::<Value>().await.unwrap(),
         json!({"success": true, "purged": 1})
     );
-    let miss: Value = http
-        .post(server.url("/api/cache/query"))
-        .bearer_auth(&admin)
-        .json(&json!({"query": "how do i reset my password?"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let miss = query(&http, &server, &admin, "how do i reset my password?").await;
     assert_eq!(miss["hit"], false);
 
     let spec: Value = http
