@@ -2,9 +2,10 @@
 
 use std::{sync::Arc, time::Instant};
 
-use axum::{Json, extract::State, http::StatusCode};
 use axum::{
-    http::{HeaderValue, header},
+    Json,
+    extract::State,
+    http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
