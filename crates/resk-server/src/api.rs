@@ -94,6 +94,8 @@ pub struct WriteResponse {
 pub enum Source {
     /// The in-process memory cache.
     Memory,
+    /// The SQLite file.
+    Sqlite,
 }
 
 /// Time spent per layer, in milliseconds.

@@ -60,6 +60,10 @@ impl Stats {
     }
 }
 
+#[cfg_attr(
+    not(any(feature = "cache-memory", feature = "cache-sqlite")),
+    allow(dead_code)
+)]
 fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheStore {
     match cipher {
         Some(cipher) => Arc::new(EncryptedStore::new(store, cipher)),
@@ -67,8 +71,22 @@ fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheSto
     }
 }
 
+/// The start-up error for a backend named in configuration but left out of this build.
+#[cfg_attr(
+    all(feature = "cache-memory", feature = "cache-sqlite"),
+    allow(dead_code)
+)]
+fn not_compiled(backend: &str, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        "config",
+        "cache",
+        format!("backend \"{backend}\" not compiled in; rebuild with --features {feature}"),
+    )
+}
+
 /// Build the configured cache backend, wrapped in the encryption layer when a key is configured.
-pub fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore, Source)> {
+pub async fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore, Source)> {
     match config.backend {
         CacheBackend::Memory => {
             #[cfg(feature = "cache-memory")]
@@ -83,13 +101,26 @@ pub fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore, Sour
             }
             #[cfg(not(feature = "cache-memory"))]
             {
-                let _ = wrap::<resk_core::SharedCacheStore>;
-                Err(Error::new(
-                    ErrorKind::Config,
-                    "config",
-                    "cache",
-                    "backend \"memory\" not compiled in; rebuild with --features cache-memory",
-                ))
+                Err(not_compiled("memory", "cache-memory"))
+            }
+        }
+        CacheBackend::Sqlite => {
+            #[cfg(feature = "cache-sqlite")]
+            {
+                use resk_cache_sqlite::{Durability, SqliteConfig, SqliteStore};
+                let durability = match config.sqlite_sync {
+                    crate::config::SqliteSync::Full => Durability::Full,
+                    crate::config::SqliteSync::Normal => Durability::Normal,
+                };
+                let store = SqliteStore::connect(
+                    SqliteConfig::new(&config.sqlite_path).with_durability(durability),
+                )
+                .await?;
+                Ok((wrap(store, config.cipher.clone()), Source::Sqlite))
+            }
+            #[cfg(not(feature = "cache-sqlite"))]
+            {
+                Err(not_compiled("sqlite", "cache-sqlite"))
             }
         }
     }
@@ -125,8 +156,8 @@ fn with_body(op: TransformOperation<'_>) -> TransformOperation<'_> {
 
 impl App {
     /// Build the application from `config`, with the configured cache backend.
-    pub fn build(config: &Config) -> resk_core::Result<Self> {
-        let (cache, source) = build_cache(config)?;
+    pub async fn build(config: &Config) -> resk_core::Result<Self> {
+        let (cache, source) = build_cache(config).await?;
         Ok(Self::with_cache(config, cache, source))
     }
 
@@ -227,7 +258,7 @@ impl App {
 
 /// Bind, serve until SIGINT/SIGTERM, then drain in-flight requests for at most the grace period.
 pub async fn serve(config: Config) -> resk_core::Result<()> {
-    let app = App::build(&config)?;
+    let app = App::build(&config).await?;
     if config.jwt.dev_secret {
         tracing::warn!(
             "DEV MODE: tokens are verified with the public development secret; \

@@ -53,6 +53,17 @@ pub enum Command {
 pub enum CacheBackend {
     /// In-process memory (moka); nothing survives a restart.
     Memory,
+    /// One SQLite file (`SQLITE_PATH`); survives restarts and crashes.
+    Sqlite,
+}
+
+/// How hard SQLite works to make each write durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    /// fsync every commit: acknowledged writes survive power loss.
+    Full,
+    /// fsync at checkpoints: acknowledged writes survive a process crash, maybe not power loss.
+    Normal,
 }
 
 /// Log line format.
@@ -108,6 +119,12 @@ pub struct ServeArgs {
     /// Most bytes in the memory cache.
     #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub cache_max_bytes: u64,
+    /// SQLite database file for CACHE_BACKEND=sqlite (created if missing).
+    #[arg(long, env = "SQLITE_PATH", default_value = "resk-cache.sqlite")]
+    pub sqlite_path: std::path::PathBuf,
+    /// SQLite commit durability.
+    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    pub sqlite_synchronous: SqliteSync,
     /// AES-256-GCM master key, base64 of 32 bytes (`resk-server keygen` makes one). Unset: values are
     /// stored unencrypted.
     #[arg(long, env = "CACHE_ENCRYPTION_KEY", hide_env_values = true)]
@@ -280,6 +297,10 @@ pub struct Config {
     pub backend: CacheBackend,
     /// Memory backend bounds.
     pub memory: MemoryLimits,
+    /// SQLite database file.
+    pub sqlite_path: std::path::PathBuf,
+    /// SQLite commit durability.
+    pub sqlite_sync: SqliteSync,
     /// Encryption at rest, when configured.
     pub cipher: Option<SharedCipher>,
     /// Cache key derivation.
@@ -386,6 +407,8 @@ impl ServeArgs {
                 max_entries: self.cache_max_entries,
                 max_bytes: self.cache_max_bytes,
             },
+            sqlite_path: self.sqlite_path.clone(),
+            sqlite_sync: self.sqlite_synchronous,
             cipher,
             keys,
             ttl,

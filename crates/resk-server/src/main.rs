@@ -47,7 +47,12 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(err) => {
             tracing::error!(error = %err, "server stopped");
             eprintln!("resk-server: {}", err.message());
-            ExitCode::FAILURE
+            // A backend that cannot be opened is a configuration problem, like a bad variable.
+            if err.kind() == resk_core::ErrorKind::Config {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

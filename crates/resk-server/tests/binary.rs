@@ -74,6 +74,15 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    fn kill9(&mut self) {
+        let status = Command::new("kill")
+            .args(["-KILL", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+
     fn terminate(&mut self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -354,4 +363,119 @@ fn sigterm_drains_in_flight_requests() {
             .iter()
             .any(|l| l.contains("shutdown complete"))
     );
+}
+
+fn sqlite_path() -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("resk-server-sqlite");
+    std::fs::create_dir_all(&dir).unwrap();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    dir.join(format!("{}-{nanos}.sqlite", std::process::id()))
+}
+
+#[tokio::test]
+async fn sqlite_keeps_every_acknowledged_write_across_kill_9_and_restarts() {
+    let path = sqlite_path();
+    let path_text = path.display().to_string();
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("CACHE_BACKEND", "sqlite"),
+        ("SQLITE_PATH", path_text.as_str()),
+        ("CACHE_ENCRYPTION_KEY", ENC_KEY),
+        ("RATE_LIMIT_MAX", "100000000"),
+    ];
+    let mut server = Server::start(&env);
+    let token = mint(&env, &["--scope", "cache:read cache:write"]);
+    let http = client();
+    let ready: Value = http
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["checks"]["sqlite"], "ok");
+
+    // A burst of writes, acknowledged one by one, cut short by SIGKILL.
+    let url = server.url("/api/cache");
+    let writer = {
+        let (http, token) = (http.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..1_000_000u32 {
+                let body = json!({"query": format!("durable question {i}"), "response": {"n": i}});
+                match http.post(&url).bearer_auth(&token).json(&body).send().await {
+                    Ok(r) if r.status() == 201 => acknowledged.push(i),
+                    _ => break,
+                }
+            }
+            acknowledged
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.kill9();
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged.len() >= 5,
+        "too few writes before the kill: {}",
+        acknowledged.len()
+    );
+
+    let mut server = Server::start(&env);
+    for i in &acknowledged {
+        let hit = query(&http, &server, &token, &format!("durable question {i}")).await;
+        assert_eq!(
+            hit["hit"], true,
+            "acknowledged write {i} lost after kill -9"
+        );
+        assert_eq!(hit["source"], "sqlite");
+        assert_eq!(hit["response"], json!({"n": i}));
+    }
+
+    // The database files hold ciphertext only.
+    for suffix in ["", "-wal"] {
+        let file = format!("{path_text}{suffix}");
+        if let Ok(bytes) = std::fs::read(&file) {
+            assert!(
+                !bytes.windows(17).any(|w| w == b"durable question "),
+                "plaintext in {file}"
+            );
+        }
+    }
+
+    // A clean restart keeps them too.
+    server.terminate();
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
+    let server = Server::start(&env);
+    let last = acknowledged.last().unwrap();
+    let hit = query(&http, &server, &token, &format!("durable question {last}")).await;
+    assert_eq!(hit["hit"], true);
+    eprintln!(
+        "kill -9 durability: {} acknowledged writes, all present",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn unusable_sqlite_files_stop_start_up_clearly() {
+    let corrupt = sqlite_path();
+    std::fs::write(&corrupt, b"definitely not a database ".repeat(200)).unwrap();
+    let corrupt_text = corrupt.display().to_string();
+    for path in ["/proc/resk-no-such-dir/cache.sqlite", corrupt_text.as_str()] {
+        let out = command(&[
+            ("JWT_SECRET", SECRET),
+            ("CACHE_BACKEND", "sqlite"),
+            ("SQLITE_PATH", path),
+        ])
+        .args(["--port", "0", "--log-format", "json"])
+        .output()
+        .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(path) && err.contains("SQLite"), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
 }
