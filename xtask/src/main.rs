@@ -80,9 +80,9 @@ fn have(program: &str, arg: &str) -> bool {
 }
 
 fn test() -> Result {
-    // Every test of this foundation runs in process or on loopback with what cargo builds: the
-    // memory backend, the real resk-server binary, the example. Service-backed suites (Redis, SQLite,
-    // vector databases) are started here as they are added.
+    // Every test so far runs in process or on loopback with what cargo builds: the memory and SQLite
+    // backends (SQLite is bundled by sqlx), the real resk-server binary, the example. Suites that need
+    // a service (Redis, vector databases) will be started from here as they are added.
     run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
