@@ -74,21 +74,24 @@ impl Server {
         self.logs.lock().unwrap().clone()
     }
 
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([signal, pid.as_str()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     fn kill9(&mut self) {
-        let status = Command::new("kill")
-            .args(["-KILL", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-KILL");
         let _ = self.child.wait();
     }
 
     fn terminate(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        self.signal("-TERM");
     }
 
     fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
@@ -125,6 +128,16 @@ fn client() -> reqwest::Client {
         .no_proxy()
         .timeout(Duration::from_secs(10))
         .build()
+        .unwrap()
+}
+
+async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> Value {
+    http.get(server.url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
         .unwrap()
 }
 
@@ -209,14 +222,7 @@ async fn every_endpoint_over_http() {
     let miss = query(&http, &server, &admin, "how do i reset my password?").await;
     assert_eq!(miss["hit"], false);
 
-    let spec: Value = http
-        .get(server.url("/api/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = get_json(&http, &server, "/api/openapi.json").await;
     assert_eq!(spec["openapi"], "3.1.0");
     let metrics = http
         .get(server.url("/api/metrics"))
@@ -389,14 +395,7 @@ async fn sqlite_keeps_every_acknowledged_write_across_kill_9_and_restarts() {
     let mut server = Server::start(&env);
     let token = mint(&env, &["--scope", "cache:read cache:write"]);
     let http = client();
-    let ready: Value = http
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = get_json(&http, &server, "/ready").await;
     assert_eq!(ready["checks"]["sqlite"], "ok");
 
     // A burst of writes, acknowledged one by one, cut short by SIGKILL.
