@@ -79,11 +79,52 @@ fn have(program: &str, arg: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// A private redis-server on a free loopback port for the Redis suites, unless the caller already
+/// points them at one with `RESK_TEST_REDIS_URL`. `None` when neither is possible (the suites then
+/// print `SKIP`, or fail under `CI=true`).
+fn private_redis() -> Result<Option<(Proc, String)>> {
+    if env::var("RESK_TEST_REDIS_URL").is_ok_and(|v| !v.is_empty()) {
+        eprintln!("xtask: Redis suites use RESK_TEST_REDIS_URL from the environment");
+        return Ok(None);
+    }
+    if !have("redis-server", "--version") {
+        println!(
+            "SKIP redis suites: redis-server is not installed (Debian: apt-get install redis-server)"
+        );
+        return Ok(None);
+    }
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+    let server = Proc(child);
+    wait_for_port(port)?;
+    eprintln!("xtask: started a private redis-server on 127.0.0.1:{port}");
+    Ok(Some((server, format!("redis://127.0.0.1:{port}/0"))))
+}
+
 fn test() -> Result {
-    // Every test so far runs in process or on loopback with what cargo builds: the memory and SQLite
-    // backends (SQLite is bundled by sqlx), the real resk-server binary, the example. Suites that need
-    // a service (Redis, vector databases) will be started from here as they are added.
-    run(cargo().args(["test", "--workspace", "--all-targets", "--no-fail-fast"]))?;
+    // Every suite runs for real on loopback: memory and SQLite in process (SQLite is bundled by
+    // sqlx), Redis on a private redis-server started here, the real resk-server binary, the example.
+    let redis = private_redis()?;
+    let mut tests = cargo();
+    tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
+    if let Some((_, url)) = &redis {
+        tests.env("RESK_TEST_REDIS_URL", url);
+    }
+    run(&mut tests)?;
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
         "run",
@@ -93,6 +134,7 @@ fn test() -> Result {
         "--",
         "--self-test",
     ]))?;
+    drop(redis);
     eprintln!("xtask: all tests passed");
     Ok(())
 }

@@ -21,11 +21,47 @@ pub fn unique_id() -> String {
     )
 }
 
+/// The URL of a test service from `RESK_TEST_<SERVICE>_URL`.
+///
+/// Absent: `None` (the caller prints `SKIP <test>: …`), unless `CI=true`, where an absent service is a
+/// failure, never a skip.
+pub fn service_url(service: &str) -> Option<String> {
+    let var = format!("RESK_TEST_{service}_URL");
+    match std::env::var(&var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+            panic!(
+                "{var} is not set and CI=true: the {service} tests must run in CI (`cargo xtask test` starts one)"
+            )
+        }
+        _ => None,
+    }
+}
+
+/// Report a skipped test where a person sees it: straight to the process's stderr, which the test
+/// harness does not capture (it captures `print!`/`eprint!` only).
+pub fn skip(test: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP {test}: service not configured (set RESK_TEST_<SERVICE>_URL, or run `cargo xtask test`)"
+    );
+}
+
 /// Expands one `#[tokio::test]` per cache scenario, on the store and on it as a `SharedCacheStore`.
 ///
 /// `$make` is an expression evaluating to a future of a fresh, isolated `CacheStore`.
 #[macro_export]
 macro_rules! cache_suite {
+    ($make:expr) => {
+        $crate::cache_suite_if!(async { Some($make.await) });
+    };
+}
+
+/// Like [`cache_suite!`] for stores that need a service: `$make` evaluates to a future of
+/// `Option<store>`, and `None` prints `SKIP <scenario>: service not configured`.
+#[macro_export]
+macro_rules! cache_suite_if {
     ($make:expr) => {
         $crate::__cache_suite!($make;
             set_then_get,
@@ -51,7 +87,10 @@ macro_rules! __cache_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let store = $make.await;
+                let Some(store) = $make.await else {
+                    $crate::skip(stringify!($name));
+                    return;
+                };
                 $crate::cache::$name(&store).await;
             }
         )*
@@ -63,8 +102,11 @@ macro_rules! __cache_suite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    let store: $crate::__private::SharedCacheStore =
-                        ::std::sync::Arc::new($make.await);
+                    let Some(store) = $make.await else {
+                        $crate::skip(concat!("shared::", stringify!($name)));
+                        return;
+                    };
+                    let store: $crate::__private::SharedCacheStore = ::std::sync::Arc::new(store);
                     $crate::cache::$name(&store).await;
                 }
             )*

@@ -1,0 +1,216 @@
+#![doc = include_str!("../README.md")]
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use fred::{
+    prelude::{
+        Builder, ClientLike, Config, Error as FredError, ErrorKind as FredErrorKind, Expiration,
+        KeysInterface, Pool, ReconnectPolicy,
+    },
+    types::Key,
+};
+use futures_util::StreamExt;
+use resk_core::{
+    BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
+    Result,
+};
+
+/// The scheme name of this backend.
+pub const SCHEME: &str = "redis";
+
+/// Configuration of a [`RedisStore`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host:port/db` (or a cluster or sentinel URL, see fred's `Config`).
+    pub url: String,
+    /// Prefix of every key this store writes; purges never touch keys outside it.
+    pub prefix: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// Time limit for establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Defaults for `url`: prefix `resk`, 4 connections, 5 s connect timeout.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "resk".into(),
+            pool_size: 4,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Set the key prefix.
+    #[must_use]
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+}
+
+fn convert(op: &'static str, err: FredError) -> Error {
+    let kind = match err.kind() {
+        FredErrorKind::IO
+        | FredErrorKind::Timeout
+        | FredErrorKind::Canceled
+        | FredErrorKind::Backpressure
+        | FredErrorKind::Cluster => ErrorKind::Unavailable,
+        FredErrorKind::Auth => ErrorKind::Config,
+        FredErrorKind::Config | FredErrorKind::Url => ErrorKind::Config,
+        _ => ErrorKind::Backend,
+    };
+    Error::new(kind, SCHEME, op, err.details().to_owned()).with_source(err)
+}
+
+/// Escape Redis glob characters so `text` matches only itself in a `SCAN MATCH` pattern.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A cache store shared by every process that points at the same Redis and prefix.
+#[derive(Debug)]
+pub struct RedisStore {
+    pool: Pool,
+    prefix: String,
+    info: BackendInfo,
+}
+
+impl RedisStore {
+    /// Connect the pool. An unreachable server is an `Unavailable` error; a malformed URL a `Config` one.
+    pub async fn connect(config: RedisConfig) -> Result<Self> {
+        let fred_config = Config::from_url(&config.url).map_err(|e| convert("connect", e))?;
+        let pool = Builder::from_config(fred_config)
+            .with_connection_config(|c| {
+                c.connection_timeout = config.connect_timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 10_000, 2))
+            .build_pool(config.pool_size.max(1))
+            .map_err(|e| convert("connect", e))?;
+        pool.init().await.map_err(|e| convert("connect", e))?;
+        Ok(Self {
+            pool,
+            prefix: config.prefix,
+            info: BackendInfo {
+                name: SCHEME,
+                capabilities: Capabilities::new(true, true, true),
+            },
+        })
+    }
+
+    fn redis_key(&self, key: &CacheKey) -> String {
+        format!("{}:{}:{}", self.prefix, key.tenant(), key.name())
+    }
+
+    fn pattern(&self, scope: &PurgeScope) -> String {
+        match scope {
+            PurgeScope::Tenant(tenant) => format!("{}:{}:*", escape_glob(&self.prefix), tenant),
+            _ => format!("{}:*", escape_glob(&self.prefix)),
+        }
+    }
+
+    /// Close every connection.
+    pub async fn quit(&self) {
+        let _ = self.pool.quit().await;
+    }
+}
+
+/// Keys unlinked per command during a purge.
+const PURGE_BATCH: usize = 500;
+
+impl CacheStore for RedisStore {
+    fn info(&self) -> &BackendInfo {
+        &self.info
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
+        let redis_key = self.redis_key(key);
+        let pipeline = self.pool.next().pipeline();
+        let _: () = pipeline
+            .get(&redis_key)
+            .await
+            .map_err(|e| convert("get", e))?;
+        let _: () = pipeline
+            .pttl(&redis_key)
+            .await
+            .map_err(|e| convert("get", e))?;
+        let (value, pttl): (Option<Bytes>, i64) =
+            pipeline.all().await.map_err(|e| convert("get", e))?;
+        Ok(value.map(|bytes| CachedValue {
+            bytes,
+            expires_at: (pttl >= 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64)),
+        }))
+    }
+
+    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+        let expiry = ttl.map(|t| Expiration::PX(t.as_millis().clamp(1, i64::MAX as u128) as i64));
+        let _: () = self
+            .pool
+            .set(self.redis_key(key), value, expiry, None, false)
+            .await
+            .map_err(|e| convert("set", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, key: &CacheKey) -> Result<bool> {
+        let removed: i64 = self
+            .pool
+            .unlink(self.redis_key(key))
+            .await
+            .map_err(|e| convert("delete", e))?;
+        Ok(removed > 0)
+    }
+
+    async fn purge(&self, scope: &PurgeScope) -> Result<u64> {
+        let client = self.pool.next();
+        let mut keys = client.scan_buffered(self.pattern(scope), Some(1000), None);
+        let mut batch: Vec<Key> = Vec::with_capacity(PURGE_BATCH);
+        let mut removed = 0u64;
+        while let Some(key) = keys.next().await {
+            batch.push(key.map_err(|e| convert("purge", e))?);
+            if batch.len() == PURGE_BATCH {
+                let n: i64 = self
+                    .pool
+                    .unlink(std::mem::take(&mut batch))
+                    .await
+                    .map_err(|e| convert("purge", e))?;
+                removed += n.max(0) as u64;
+            }
+        }
+        if !batch.is_empty() {
+            let n: i64 = self
+                .pool
+                .unlink(batch)
+                .await
+                .map_err(|e| convert("purge", e))?;
+            removed += n.max(0) as u64;
+        }
+        Ok(removed)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        let _: String = self.pool.ping(None).await.map_err(|e| convert("ping", e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(escape_glob("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
+        assert_eq!(escape_glob("resk"), "resk");
+    }
+}
