@@ -96,6 +96,8 @@ pub enum Source {
     Memory,
     /// The SQLite file.
     Sqlite,
+    /// Redis.
+    Redis,
 }
 
 /// Time spent per layer, in milliseconds.

@@ -123,6 +123,21 @@ pub async fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore
                 Err(not_compiled("sqlite", "cache-sqlite"))
             }
         }
+        CacheBackend::Redis => {
+            #[cfg(feature = "cache-redis")]
+            {
+                use resk_cache_redis::{RedisConfig, RedisStore};
+                let store = RedisStore::connect(
+                    RedisConfig::new(&config.redis_url).with_prefix(&config.redis_prefix),
+                )
+                .await?;
+                Ok((wrap(store, config.cipher.clone()), Source::Redis))
+            }
+            #[cfg(not(feature = "cache-redis"))]
+            {
+                Err(not_compiled("redis", "cache-redis"))
+            }
+        }
     }
 }
 

@@ -55,6 +55,8 @@ pub enum CacheBackend {
     Memory,
     /// One SQLite file (`SQLITE_PATH`); survives restarts and crashes.
     Sqlite,
+    /// Redis (`REDIS_URL`), shared by every instance pointing at it.
+    Redis,
 }
 
 /// How hard SQLite works to make each write durable.
@@ -125,6 +127,17 @@ pub struct ServeArgs {
     /// SQLite commit durability.
     #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
     pub sqlite_synchronous: SqliteSync,
+    /// Redis URL for CACHE_BACKEND=redis (`redis://[user:password@]host:port/db`).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0",
+        hide_env_values = true
+    )]
+    pub redis_url: String,
+    /// Prefix of every Redis key resk writes; purges never touch keys outside it.
+    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "resk")]
+    pub redis_key_prefix: String,
     /// AES-256-GCM master key, base64 of 32 bytes (`resk-server keygen` makes one). Unset: values are
     /// stored unencrypted.
     #[arg(long, env = "CACHE_ENCRYPTION_KEY", hide_env_values = true)]
@@ -301,6 +314,10 @@ pub struct Config {
     pub sqlite_path: std::path::PathBuf,
     /// SQLite commit durability.
     pub sqlite_sync: SqliteSync,
+    /// Redis URL.
+    pub redis_url: String,
+    /// Redis key prefix.
+    pub redis_prefix: String,
     /// Encryption at rest, when configured.
     pub cipher: Option<SharedCipher>,
     /// Cache key derivation.
@@ -392,6 +409,11 @@ impl ServeArgs {
         if self.max_body_bytes < 1024 {
             return Err(config_err("MAX_BODY_BYTES must be at least 1024"));
         }
+        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(char::is_whitespace) {
+            return Err(config_err(
+                "REDIS_KEY_PREFIX must be non-empty and without white space",
+            ));
+        }
         if self.max_query_chars == 0 {
             return Err(config_err("MAX_QUERY_CHARS must be at least 1"));
         }
@@ -409,6 +431,8 @@ impl ServeArgs {
             },
             sqlite_path: self.sqlite_path.clone(),
             sqlite_sync: self.sqlite_synchronous,
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_key_prefix.clone(),
             cipher,
             keys,
             ttl,

@@ -478,3 +478,60 @@ fn unusable_sqlite_files_stop_start_up_clearly() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[tokio::test]
+async fn two_instances_share_one_redis() {
+    let Some(url) = resk_testkit::service_url("REDIS") else {
+        resk_testkit::skip("two_instances_share_one_redis");
+        return;
+    };
+    let prefix = format!("resk-mi-{}", resk_testkit::unique_id());
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("CACHE_BACKEND", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("CACHE_ENCRYPTION_KEY", ENC_KEY),
+    ];
+    let (a, b) = (Server::start(&env), Server::start(&env));
+    let token = mint(
+        &env,
+        &[
+            "--tenant",
+            "acme",
+            "--scope",
+            "cache:read cache:write cache:admin",
+        ],
+    );
+    let http = client();
+    assert_eq!(get_json(&http, &b, "/ready").await["checks"]["redis"], "ok");
+
+    let write = http
+        .post(a.url("/api/cache"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "Shared across instances?", "response": "yes, through Redis"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 201);
+    let hit = query(&http, &b, &token, "shared across INSTANCES?").await;
+    assert_eq!(
+        hit["hit"], true,
+        "written through A, must hit through B: {hit}"
+    );
+    assert_eq!(hit["source"], "redis");
+    assert_eq!(hit["response"], "yes, through Redis");
+
+    let purge = http
+        .delete(a.url("/api/cache"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        purge.json::<Value>().await.unwrap(),
+        json!({"success": true, "purged": 1})
+    );
+    let miss = query(&http, &b, &token, "shared across instances?").await;
+    assert_eq!(miss["hit"], false, "purged through A, must miss through B");
+}
