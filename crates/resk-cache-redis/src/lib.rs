@@ -29,8 +29,11 @@ pub struct RedisConfig {
     pub prefix: String,
     /// Connections in the pool.
     pub pool_size: usize,
-    /// Time limit for establishing a connection.
+    /// Time limit for establishing a connection, and for waiting on it at start-up.
     pub connect_timeout: Duration,
+    /// Time limit for one command; past it the call fails with `Unavailable` instead of hanging while
+    /// Redis is away.
+    pub command_timeout: Duration,
 }
 
 impl RedisConfig {
@@ -40,7 +43,8 @@ impl RedisConfig {
             url: url.into(),
             prefix: "resk".into(),
             pool_size: 4,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(2),
         }
     }
 
@@ -87,17 +91,32 @@ pub struct RedisStore {
 }
 
 impl RedisStore {
-    /// Connect the pool. An unreachable server is an `Unavailable` error; a malformed URL a `Config` one.
+    /// Build the pool and start connecting. A malformed URL is a `Config` error. An unreachable server
+    /// is not an error: the store is returned at once, keeps reconnecting in the background (backoff
+    /// from 100 ms doubling to 2 s), and its calls fail with `Unavailable` until Redis answers, which
+    /// [`CacheStore::ping`] reports.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let fred_config = Config::from_url(&config.url).map_err(|e| convert("connect", e))?;
+        let mut fred_config = Config::from_url(&config.url).map_err(|e| convert("connect", e))?;
+        fred_config.fail_fast = false;
         let pool = Builder::from_config(fred_config)
             .with_connection_config(|c| {
                 c.connection_timeout = config.connect_timeout;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 10_000, 2))
+            .with_performance_config(|p| {
+                p.default_command_timeout = config.command_timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
             .build_pool(config.pool_size.max(1))
             .map_err(|e| convert("connect", e))?;
-        pool.init().await.map_err(|e| convert("connect", e))?;
+        // `init` spawns the connection tasks and waits for them; with `fail_fast` off they keep
+        // retrying after this wait gives up, so the store comes up while Redis is away.
+        match tokio::time::timeout(config.connect_timeout, pool.init()).await {
+            Ok(Ok(_handle)) => {}
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "Redis not reachable yet; retrying in the background");
+            }
+            Err(_) => tracing::warn!("Redis not reachable yet; retrying in the background"),
+        }
         Ok(Self {
             pool,
             prefix: config.prefix,

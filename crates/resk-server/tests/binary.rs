@@ -535,3 +535,179 @@ async fn two_instances_share_one_redis() {
     let miss = query(&http, &b, &token, "shared across instances?").await;
     assert_eq!(miss["hit"], false, "purged through A, must miss through B");
 }
+
+/// A private redis-server on `port`, killed on drop.
+struct RedisProc(std::process::Child);
+
+impl RedisProc {
+    fn start(port: u16) -> RedisProc {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisProc(child)
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn write_status(http: &reqwest::Client, server: &Server, token: &str, q: &str) -> u16 {
+    let body = json!({"query": q, "response": "ok"});
+    let r = http
+        .post(server.url("/api/cache"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
+/// Poll until a write is accepted again (Redis back and reconnected), or fail after `limit`.
+async fn until_writes_recover(
+    http: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    while write_status(http, server, token, "recovery probe").await != 201 {
+        assert!(
+            Instant::now() < deadline,
+            "writes did not recover after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
+    let have_redis = Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have_redis {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "redis-server is required when CI=true"
+        );
+        resk_testkit::skip("redis_outage_degrades_reads_refuses_writes_and_recovers");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("CACHE_BACKEND", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("RATE_LIMIT_MAX", "100000000"),
+    ];
+    // Redis is not running: the server still starts, and says it is not ready and why.
+    let server = Server::start(&env);
+    let token = mint(&env, &["--scope", "cache:read cache:write"]);
+    let http = client();
+    let ready = http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(
+        body["error"]["details"]["checks"]["redis"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+
+    // Without Redis, reads are degraded misses (never 5xx) and writes a clear 503.
+    let check_degraded = |what: &'static str| {
+        let (http, server, token) = (&http, &server, &token);
+        async move {
+            let q = http
+                .post(server.url("/api/cache/query"))
+                .bearer_auth(token)
+                .json(&json!({"query": "anything"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(q.status(), 200, "{what}: a read must not fail");
+            let q: Value = q.json().await.unwrap();
+            assert_eq!(
+                (q["hit"].clone(), q["degraded"].clone()),
+                (json!(false), json!(true)),
+                "{what}: {q}"
+            );
+            let w = http
+                .post(server.url("/api/cache"))
+                .bearer_auth(token)
+                .json(&json!({"query": "anything", "response": 1}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(w.status(), 503, "{what}");
+            assert_eq!(
+                w.json::<Value>().await.unwrap()["error"]["code"],
+                "unavailable",
+                "{what}"
+            );
+        }
+    };
+    check_degraded("before Redis started").await;
+
+    // Redis appears: the server connects by itself.
+    let redis = RedisProc::start(port);
+    until_writes_recover(&http, &server, &token, Duration::from_secs(20)).await;
+    assert_eq!(
+        http.get(server.url("/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        write_status(&http, &server, &token, "kept while up").await,
+        201
+    );
+    assert_eq!(
+        query(&http, &server, &token, "kept while up").await["hit"],
+        true
+    );
+
+    // Redis lost mid-traffic, then back: degraded meanwhile, automatic recovery after.
+    drop(redis);
+    check_degraded("after Redis died").await;
+    let _redis = RedisProc::start(port);
+    until_writes_recover(&http, &server, &token, Duration::from_secs(20)).await;
+    assert_eq!(
+        write_status(&http, &server, &token, "after recovery").await,
+        201
+    );
+    assert_eq!(
+        query(&http, &server, &token, "after recovery").await["hit"],
+        true
+    );
+}
