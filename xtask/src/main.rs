@@ -403,8 +403,9 @@ fn target_dir() -> PathBuf {
 const BENCH_SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";
 const BENCH_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
 
-fn start_resk(bin: &Path, port: u16, encrypted: bool) -> Result<Proc> {
+fn start_resk(bin: &Path, port: u16, encrypted: bool, env: &[(&str, &str)]) -> Result<Proc> {
     let mut cmd = Command::new(bin);
+    cmd.envs(env.iter().copied());
     cmd.args(["--port", &port.to_string()])
         .env("JWT_SECRET", BENCH_SECRET)
         .env("RATE_LIMIT_MAX", "1000000000")
@@ -451,9 +452,9 @@ struct Seeded {
     token: String,
 }
 
-fn seed_resk(bin: &Path, encrypted: bool) -> Result<Seeded> {
+fn seed_resk(bin: &Path, encrypted: bool, env: &[(&str, &str)]) -> Result<Seeded> {
     let port = free_port()?;
-    let server = start_resk(bin, port, encrypted)?;
+    let server = start_resk(bin, port, encrypted, env)?;
     let token = mint(bin)?;
     let write = r#"{"query":"How do I reset my password?","response":{"text":"Open Settings, then Security, then Reset password."},"ttl":3600}"#;
     let (status, body) = http(port, "POST", "/api/cache", &token, write)?;
@@ -478,6 +479,95 @@ fn bench_seeded(s: &Seeded, load: &Load<'_>) -> Result<WrkResult> {
         return Err(format!("entry stopped hitting during the run: {after}"));
     }
     Ok(result)
+}
+
+/// `redis-benchmark -t get` requests/s against the Redis on `port`.
+fn redis_benchmark_get(port: u16, conns: u32) -> Result<f64> {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "get",
+            "-c",
+            &conns.to_string(),
+            "-n",
+            "300000",
+            "-q",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run redis-benchmark: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "GET: 81234.56 requests per second, p50=0.311 msec" (the line may follow carriage returns)
+    text.split(['\r', '\n'])
+        .filter_map(|l| l.trim().strip_prefix("GET:"))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse::<f64>().ok())
+        .next_back()
+        .ok_or_else(|| format!("could not parse redis-benchmark output: {text}"))
+}
+
+/// Redis-backed hits next to `redis-benchmark -t get` on the same private Redis.
+fn bench_redis(resk: &Path, rounds: usize, secs: u64, conns: u32, dir: &Path) -> Result {
+    if !have("redis-server", "--version") || !have("redis-benchmark", "--version") {
+        println!("SKIP Redis bench: redis-server / redis-benchmark not installed");
+        return Ok(());
+    }
+    let redis_port = free_port()?;
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+    let _redis = Proc(child);
+    wait_for_port(redis_port)?;
+    let url = format!("redis://127.0.0.1:{redis_port}/0");
+    let env = [("CACHE_BACKEND", "redis"), ("REDIS_URL", url.as_str())];
+    let seeded = seed_resk(resk, true, &env)?;
+    let load = Load {
+        threads: 1,
+        secs,
+        conns,
+        dir,
+    };
+    let (mut resk_runs, mut raw) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        eprintln!(
+            "xtask: Redis round {round}/{rounds}: resk (redis backend, AES-GCM), redis-benchmark -t get"
+        );
+        resk_runs.push(bench_seeded(&seeded, &load)?);
+        raw.push(redis_benchmark_get(redis_port, conns)?);
+    }
+    let r = summarise(&resk_runs);
+    let raw = median(raw);
+    println!();
+    println!(
+        "## Redis-backed cache hit vs redis-benchmark GET (same private Redis, {conns} connections, median of {rounds})"
+    );
+    println!();
+    println!("| measured | requests/s | p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: | ---: |");
+    println!(
+        "| resk-server hit, CACHE_BACKEND=redis, AES-GCM, wrk -t1 | {:.0} | {:.3} | {:.3} |",
+        r.rps, r.p50_ms, r.p99_ms
+    );
+    println!("| redis-benchmark -t get | {raw:.0} | | |");
+    let ratio = r.rps / raw;
+    let verdict = if ratio >= 0.5 { "PASS" } else { "FAIL" };
+    println!();
+    println!("| figure | value | target | |");
+    println!("| --- | ---: | ---: | --- |");
+    println!("| Redis-backed hit / redis-benchmark GET | {ratio:.2}x | >= 0.50x | {verdict} |");
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -542,8 +632,8 @@ fn bench(args: &[String]) -> Result {
         .map_err(|e| format!("cannot start {}: {e}", bare.display()))?;
     let bare_proc = Proc(bare_child);
     wait_for_port(bare_port)?;
-    let encrypted = seed_resk(&resk, true)?;
-    let unencrypted = seed_resk(&resk, false)?;
+    let encrypted = seed_resk(&resk, true, &[])?;
+    let unencrypted = seed_resk(&resk, false, &[])?;
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -630,6 +720,8 @@ fn bench(args: &[String]) -> Result {
         failed |= b.errors + enc.errors + plain.errors > 0;
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+    bench_redis(&resk, rounds, secs, conns, &dir)?;
 
     // The AES-GCM layer in isolation: no network and no scheduler, so a few hundred nanoseconds are
     // resolvable, unlike in the load runs above.
