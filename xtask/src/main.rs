@@ -719,9 +719,8 @@ fn bench(args: &[String]) -> Result {
         );
         failed |= b.errors + enc.errors + plain.errors > 0;
     }
-    let _ = std::fs::remove_dir_all(&dir);
-
     bench_redis(&resk, rounds, secs, conns, &dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
 
     // The AES-GCM layer in isolation: no network and no scheduler, so a few hundred nanoseconds are
     // resolvable, unlike in the load runs above.
