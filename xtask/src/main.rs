@@ -93,6 +93,13 @@ fn private_redis() -> Result<Option<(Proc, String)>> {
         );
         return Ok(None);
     }
+    let (server, port) = spawn_redis()?;
+    eprintln!("xtask: started a private redis-server on 127.0.0.1:{port}");
+    Ok(Some((server, format!("redis://127.0.0.1:{port}/0"))))
+}
+
+/// Start a private redis-server (no persistence) on a free loopback port and wait until it listens.
+fn spawn_redis() -> Result<(Proc, u16)> {
     let port = free_port()?;
     let child = Command::new("redis-server")
         .args([
@@ -111,8 +118,7 @@ fn private_redis() -> Result<Option<(Proc, String)>> {
         .map_err(|e| format!("cannot start redis-server: {e}"))?;
     let server = Proc(child);
     wait_for_port(port)?;
-    eprintln!("xtask: started a private redis-server on 127.0.0.1:{port}");
-    Ok(Some((server, format!("redis://127.0.0.1:{port}/0"))))
+    Ok((server, port))
 }
 
 fn test() -> Result {
@@ -512,24 +518,7 @@ fn bench_redis(resk: &Path, rounds: usize, secs: u64, conns: u32, dir: &Path) ->
         println!("SKIP Redis bench: redis-server / redis-benchmark not installed");
         return Ok(());
     }
-    let redis_port = free_port()?;
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &redis_port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start redis-server: {e}"))?;
-    let _redis = Proc(child);
-    wait_for_port(redis_port)?;
+    let (_redis, redis_port) = spawn_redis()?;
     let url = format!("redis://127.0.0.1:{redis_port}/0");
     let env = [("CACHE_BACKEND", "redis"), ("REDIS_URL", url.as_str())];
     let seeded = seed_resk(resk, true, &env)?;

@@ -3,12 +3,8 @@
 
 use resk_cache_sqlite::{SqliteConfig, SqliteStore};
 
-/// A fresh database file under cargo's per-package temporary directory (inside the target dir).
-pub fn fresh_path() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("resk-sqlite-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{}.sqlite", resk_testkit::unique_id()))
-}
+mod common;
+use common::fresh_path;
 
 mod file {
     use super::*;

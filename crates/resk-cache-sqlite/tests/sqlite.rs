@@ -8,11 +8,8 @@ use bytes::Bytes;
 use resk_cache_sqlite::{SqliteConfig, SqliteStore};
 use resk_core::{CacheKey, CacheStore, ErrorKind, TenantId};
 
-fn fresh_path() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("resk-sqlite-tests");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{}.sqlite", resk_testkit::unique_id()))
-}
+mod common;
+use common::fresh_path;
 
 fn key(name: &str) -> CacheKey {
     CacheKey::new(TenantId::new("acme").unwrap(), name).unwrap()
