@@ -184,6 +184,7 @@ impl CacheStore for MemoryStore {
         Ok(Some(CachedValue {
             bytes: entry.bytes,
             expires_at: entry.expires_at,
+            source: SCHEME,
         }))
     }
 

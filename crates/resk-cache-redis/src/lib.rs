@@ -1,5 +1,9 @@
 #![doc = include_str!("../README.md")]
 
+mod bus;
+
+pub use bus::RedisBus;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -56,7 +60,7 @@ impl RedisConfig {
     }
 }
 
-fn convert(op: &'static str, err: FredError) -> Error {
+pub(crate) fn convert(op: &'static str, err: FredError) -> Error {
     let kind = match err.kind() {
         FredErrorKind::IO
         | FredErrorKind::Timeout
@@ -82,6 +86,22 @@ fn escape_glob(text: &str) -> String {
     out
 }
 
+/// A fred builder for `config`: parsed URL, timeouts, and reconnection with backoff.
+pub(crate) fn builder(config: &RedisConfig) -> Result<Builder> {
+    let mut fred_config = Config::from_url(&config.url).map_err(|e| convert("connect", e))?;
+    fred_config.fail_fast = false;
+    let mut builder = Builder::from_config(fred_config);
+    builder
+        .with_connection_config(|c| {
+            c.connection_timeout = config.connect_timeout;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = config.command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(builder)
+}
+
 /// A cache store shared by every process that points at the same Redis and prefix.
 #[derive(Debug)]
 pub struct RedisStore {
@@ -96,16 +116,7 @@ impl RedisStore {
     /// from 100 ms doubling to 2 s), and its calls fail with `Unavailable` until Redis answers, which
     /// [`CacheStore::ping`] reports.
     pub async fn connect(config: RedisConfig) -> Result<Self> {
-        let mut fred_config = Config::from_url(&config.url).map_err(|e| convert("connect", e))?;
-        fred_config.fail_fast = false;
-        let pool = Builder::from_config(fred_config)
-            .with_connection_config(|c| {
-                c.connection_timeout = config.connect_timeout;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = config.command_timeout;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        let pool = builder(&config)?
             .build_pool(config.pool_size.max(1))
             .map_err(|e| convert("connect", e))?;
         // `init` spawns the connection tasks and waits for them; with `fail_fast` off they keep
@@ -153,29 +164,37 @@ impl CacheStore for RedisStore {
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
-        let redis_key = self.redis_key(key);
-        let pipeline = self.pool.next().pipeline();
-        let _: () = pipeline
-            .get(&redis_key)
+        let stored: Option<Bytes> = self
+            .pool
+            .get(self.redis_key(key))
             .await
             .map_err(|e| convert("get", e))?;
-        let _: () = pipeline
-            .pttl(&redis_key)
-            .await
-            .map_err(|e| convert("get", e))?;
-        let (value, pttl): (Option<Bytes>, i64) =
-            pipeline.all().await.map_err(|e| convert("get", e))?;
-        Ok(value.map(|bytes| CachedValue {
-            bytes,
-            expires_at: (pttl >= 0).then(|| SystemTime::now() + Duration::from_millis(pttl as u64)),
-        }))
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        // Values carry their expiry in a header (`CachedValue::frame`): Redis enforces the expiry
+        // itself (`SET … PX`), and the header lets one `GET` return it, instead of `GET` + `PTTL`.
+        match CachedValue::unframe(stored, SCHEME) {
+            Some(value) => Ok((!value.is_expired()).then_some(value)),
+            None => {
+                tracing::warn!(key = %key, "Redis value shorter than its header; treated as a miss");
+                Ok(None)
+            }
+        }
     }
 
     async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
         let expiry = ttl.map(|t| Expiration::PX(t.as_millis().clamp(1, i64::MAX as u128) as i64));
+        let expires_at = ttl.map(|t| SystemTime::now() + t);
         let _: () = self
             .pool
-            .set(self.redis_key(key), value, expiry, None, false)
+            .set(
+                self.redis_key(key),
+                CachedValue::frame(&value, expires_at),
+                expiry,
+                None,
+                false,
+            )
             .await
             .map_err(|e| convert("set", e))?;
         Ok(())

@@ -325,6 +325,7 @@ impl CacheStore for SqliteStore {
         Ok(Some(CachedValue {
             bytes: Bytes::from(value),
             expires_at: expires.map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+            source: SCHEME,
         }))
     }
 

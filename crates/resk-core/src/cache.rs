@@ -95,15 +95,76 @@ pub struct CachedValue {
     pub bytes: Bytes,
     /// When the entry expires; `None` when it was written without a TTL.
     pub expires_at: Option<SystemTime>,
+    /// The [`BackendInfo::name`] of the store that held the value. Layers pass it through, so behind
+    /// a tiered store it names the tier that answered (`"memory"` for layer 1, `"redis"` for layer 2).
+    pub source: &'static str,
 }
 
 impl CachedValue {
+    /// Length of the header [`CachedValue::frame`] puts in front of the bytes.
+    pub const FRAME_HEADER_LEN: usize = 8;
+
+    /// `value` behind an 8-byte header holding `expires_at` (Unix milliseconds, big-endian, `0` for
+    /// none), for stores whose own expiry read would cost a second command (Redis) or whose own
+    /// expiry differs from the entry's (a tiered store's layer 1, capped).
+    pub fn frame(value: &[u8], expires_at: Option<SystemTime>) -> Bytes {
+        let ms = expires_at
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+            });
+        let mut out = Vec::with_capacity(Self::FRAME_HEADER_LEN + value.len());
+        out.extend_from_slice(&ms.to_be_bytes());
+        out.extend_from_slice(value);
+        Bytes::from(out)
+    }
+
+    /// The inverse of [`CachedValue::frame`] (zero-copy); `None` when `stored` is shorter than the
+    /// header.
+    pub fn unframe(mut stored: Bytes, source: &'static str) -> Option<Self> {
+        if stored.len() < Self::FRAME_HEADER_LEN {
+            return None;
+        }
+        let header = stored.split_to(Self::FRAME_HEADER_LEN);
+        let mut ms = [0u8; Self::FRAME_HEADER_LEN];
+        ms.copy_from_slice(&header);
+        let ms = u64::from_be_bytes(ms);
+        Some(Self {
+            bytes: stored,
+            expires_at: (ms != 0).then(|| std::time::UNIX_EPOCH + Duration::from_millis(ms)),
+            source,
+        })
+    }
+
+    /// Whether the entry has expired.
+    pub fn is_expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| at <= SystemTime::now())
+    }
+
     /// Time left before expiry (`None` for no expiry; zero once past it).
     pub fn remaining_ttl(&self) -> Option<Duration> {
         self.expires_at.map(|at| {
             at.duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let at = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let v = CachedValue::unframe(CachedValue::frame(b"value", Some(at)), "x").unwrap();
+        assert_eq!(
+            (&v.bytes[..], v.expires_at, v.source),
+            (&b"value"[..], Some(at), "x")
+        );
+        let v = CachedValue::unframe(CachedValue::frame(b"", None), "x").unwrap();
+        assert_eq!((&v.bytes[..], v.expires_at), (&b""[..], None));
+        assert!(CachedValue::unframe(Bytes::from_static(b"short"), "x").is_none());
     }
 }
 

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod bus;
 pub mod cache;
 pub mod cipher;
 pub mod embed;
@@ -9,6 +10,7 @@ pub mod key;
 pub mod tenant;
 pub mod vector;
 
+pub use bus::{Bus, BusDyn, BusEvent, BusMessage, BusReceiver, LocalBus, SharedBus};
 pub use cache::{
     BackendInfo, CacheKey, CacheStore, CacheStoreDyn, CachedValue, Capabilities, PurgeScope,
     SharedCacheStore,

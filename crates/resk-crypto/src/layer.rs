@@ -54,6 +54,7 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
             Ok(plaintext) => Ok(Some(CachedValue {
                 bytes: Bytes::from(plaintext),
                 expires_at: value.expires_at,
+                source: value.source,
             })),
             Err(err) => {
                 let backend = self.inner.info().name;
