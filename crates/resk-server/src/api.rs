@@ -100,6 +100,39 @@ pub enum Source {
     Redis,
 }
 
+impl Source {
+    /// Every source, in index order.
+    pub const ALL: [Source; 3] = [Source::Memory, Source::Sqlite, Source::Redis];
+
+    /// The lowercase name, as serialised.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::Memory => "memory",
+            Source::Sqlite => "sqlite",
+            Source::Redis => "redis",
+        }
+    }
+
+    /// The source for a store's backend name (`CachedValue::source`).
+    pub fn from_backend(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Index into per-source arrays.
+    pub(crate) const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Answer to a single-entry delete.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeleteResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// Whether an entry existed under the key.
+    pub deleted: bool,
+}
+
 /// Time spent per layer, in milliseconds.
 #[derive(Debug, Default, Serialize, JsonSchema)]
 pub struct Latency {

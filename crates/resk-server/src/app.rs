@@ -13,25 +13,30 @@ use aide::{
 use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
 use resk_core::{
-    CacheStore, Error, ErrorKind, KeyBuilder, SharedCacheStore, SharedCipher, TtlPolicy,
+    CacheStore, Error, ErrorKind, KeyBuilder, LocalBus, Result, SharedBus, SharedCacheStore,
+    SharedCipher, TtlPolicy,
 };
 use resk_crypto::EncryptedStore;
 
 use crate::{
-    api::{HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, Source, WriteResponse},
+    api::{
+        DeleteResponse, HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, Source,
+        WriteResponse,
+    },
     auth::JwtVerifier,
     config::{CacheBackend, Config, Limits},
     error::ErrorBody,
     gate::{self, Gate},
     ratelimit::LocalRateLimiter,
     routes, telemetry,
+    ws::Hub,
 };
 
 /// What every handler shares. Built once at start-up from a [`Config`].
 pub struct AppState {
     pub(crate) cache: SharedCacheStore,
     pub(crate) stats: Stats,
-    pub(crate) source: Source,
+    pub(crate) hub: Hub,
     pub(crate) keys: KeyBuilder,
     pub(crate) ttl: TtlPolicy,
     pub(crate) limits: Limits,
@@ -41,7 +46,10 @@ pub struct AppState {
 
 /// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
 pub(crate) struct Stats {
-    pub(crate) hits: metrics::Counter,
+    /// Hits by the layer that answered, indexed by [`Source`].
+    pub(crate) hits: [metrics::Counter; Source::ALL.len()],
+    /// Hits from a store outside [`Source`] (a custom backend given to [`App::with_backends`]).
+    pub(crate) other_hits: metrics::Counter,
     pub(crate) misses: metrics::Counter,
     pub(crate) writes: metrics::Counter,
     pub(crate) key_seconds: metrics::Histogram,
@@ -51,8 +59,11 @@ pub(crate) struct Stats {
 impl Stats {
     fn new(backend: &'static str) -> Self {
         Self {
-            hits: metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => backend),
-            misses: metrics::counter!("resk_cache_lookups_total", "result" => "miss", "source" => backend),
+            hits: Source::ALL.map(|source| {
+                metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => source.as_str())
+            }),
+            other_hits: metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => "other"),
+            misses: metrics::counter!("resk_cache_lookups_total", "result" => "miss", "source" => "none"),
             writes: metrics::counter!("resk_cache_writes_total", "backend" => backend),
             key_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "key"),
             cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
@@ -60,10 +71,6 @@ impl Stats {
     }
 }
 
-#[cfg_attr(
-    not(any(feature = "cache-memory", feature = "cache-sqlite")),
-    allow(dead_code)
-)]
 fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheStore {
     match cipher {
         Some(cipher) => Arc::new(EncryptedStore::new(store, cipher)),
@@ -72,10 +79,7 @@ fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheSto
 }
 
 /// The start-up error for a backend named in configuration but left out of this build.
-#[cfg_attr(
-    all(feature = "cache-memory", feature = "cache-sqlite"),
-    allow(dead_code)
-)]
+#[allow(dead_code)] // unused when every backend is compiled in
 fn not_compiled(backend: &str, feature: &str) -> Error {
     Error::new(
         ErrorKind::Config,
@@ -85,19 +89,74 @@ fn not_compiled(backend: &str, feature: &str) -> Error {
     )
 }
 
-/// Build the configured cache backend, wrapped in the encryption layer when a key is configured.
-pub async fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore, Source)> {
+/// The cache and the bus the server runs on.
+#[derive(Clone, Debug)]
+pub struct Backends {
+    /// Where entries live (tiered and encrypted as configured).
+    pub cache: SharedCacheStore,
+    /// Where cache events and WebSocket messages travel: Redis pub/sub with the Redis backend, this
+    /// process only otherwise.
+    pub bus: SharedBus,
+}
+
+impl Backends {
+    /// `cache` with an in-process bus.
+    pub fn local(cache: SharedCacheStore) -> Self {
+        Self {
+            cache,
+            bus: Arc::new(LocalBus::default()),
+        }
+    }
+}
+
+#[cfg(feature = "cache-memory")]
+fn memory_store(config: &Config) -> resk_cache_memory::MemoryStore {
+    use resk_cache_memory::{MemoryConfig, MemoryStore};
+    MemoryStore::new(
+        MemoryConfig::default()
+            .with_max_entries(config.memory.max_entries)
+            .with_max_bytes(config.memory.max_bytes),
+    )
+}
+
+/// `l2` behind a layer-1 memory cache when configured, then behind encryption when configured.
+/// Encryption goes outermost, so layer 1 holds ciphertext too.
+#[allow(dead_code)] // unused when neither SQLite nor Redis is compiled in
+fn layered<L2: CacheStore>(config: &Config, l2: L2, bus: &SharedBus) -> Result<SharedCacheStore> {
+    let Some(l1_max_ttl) = config.l1_max_ttl else {
+        return Ok(wrap(l2, config.cipher.clone()));
+    };
+    #[cfg(feature = "cache-memory")]
+    {
+        use resk_cache_tiered::{TieredConfig, TieredStore};
+        let tiered = TieredStore::new(
+            memory_store(config),
+            l2,
+            bus.clone(),
+            TieredConfig::default().with_l1_max_ttl(l1_max_ttl),
+        );
+        Ok(wrap(tiered, config.cipher.clone()))
+    }
+    #[cfg(not(feature = "cache-memory"))]
+    {
+        let _ = (l1_max_ttl, l2, bus);
+        Err(not_compiled(
+            "memory (layer 1; or set CACHE_L1=false)",
+            "cache-memory",
+        ))
+    }
+}
+
+/// Build the configured backends.
+pub async fn build_backends(config: &Config) -> Result<Backends> {
     match config.backend {
         CacheBackend::Memory => {
             #[cfg(feature = "cache-memory")]
             {
-                use resk_cache_memory::{MemoryConfig, MemoryStore};
-                let store = MemoryStore::new(
-                    MemoryConfig::default()
-                        .with_max_entries(config.memory.max_entries)
-                        .with_max_bytes(config.memory.max_bytes),
-                );
-                Ok((wrap(store, config.cipher.clone()), Source::Memory))
+                Ok(Backends::local(wrap(
+                    memory_store(config),
+                    config.cipher.clone(),
+                )))
             }
             #[cfg(not(feature = "cache-memory"))]
             {
@@ -116,7 +175,11 @@ pub async fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore
                     SqliteConfig::new(&config.sqlite_path).with_durability(durability),
                 )
                 .await?;
-                Ok((wrap(store, config.cipher.clone()), Source::Sqlite))
+                let bus: SharedBus = Arc::new(LocalBus::default());
+                Ok(Backends {
+                    cache: layered(config, store, &bus)?,
+                    bus,
+                })
             }
             #[cfg(not(feature = "cache-sqlite"))]
             {
@@ -126,12 +189,14 @@ pub async fn build_cache(config: &Config) -> resk_core::Result<(SharedCacheStore
         CacheBackend::Redis => {
             #[cfg(feature = "cache-redis")]
             {
-                use resk_cache_redis::{RedisConfig, RedisStore};
-                let store = RedisStore::connect(
-                    RedisConfig::new(&config.redis_url).with_prefix(&config.redis_prefix),
-                )
-                .await?;
-                Ok((wrap(store, config.cipher.clone()), Source::Redis))
+                use resk_cache_redis::{RedisBus, RedisConfig, RedisStore};
+                let redis = RedisConfig::new(&config.redis_url).with_prefix(&config.redis_prefix);
+                let store = RedisStore::connect(redis.clone()).await?;
+                let bus: SharedBus = Arc::new(RedisBus::connect(&redis).await?);
+                Ok(Backends {
+                    cache: layered(config, store, &bus)?,
+                    bus,
+                })
             }
             #[cfg(not(feature = "cache-redis"))]
             {
@@ -170,14 +235,14 @@ fn with_body(op: TransformOperation<'_>) -> TransformOperation<'_> {
 }
 
 impl App {
-    /// Build the application from `config`, with the configured cache backend.
-    pub async fn build(config: &Config) -> resk_core::Result<Self> {
-        let (cache, source) = build_cache(config).await?;
-        Ok(Self::with_cache(config, cache, source))
+    /// Build the application from `config`, with the configured backends.
+    pub async fn build(config: &Config) -> Result<Self> {
+        Ok(Self::with_backends(config, build_backends(config).await?))
     }
 
-    /// Build the application around an existing cache store.
-    pub fn with_cache(config: &Config, cache: SharedCacheStore, source: Source) -> Self {
+    /// Build the application around existing backends.
+    pub fn with_backends(config: &Config, backends: Backends) -> Self {
+        let Backends { cache, bus } = backends;
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
         let limiter = Arc::new(LocalRateLimiter::new(config.rate_limit));
@@ -201,6 +266,30 @@ impl App {
                     secured(op, "cache:admin")
                         .summary("Purge the caller's tenant")
                         .response::<200, Json<PurgeResponse>>()
+                }),
+            )
+            .api_route(
+                "/api/cache/{key}",
+                aide::axum::routing::delete_with(routes::delete_entry, |op| {
+                    secured(op, "cache:write")
+                        .summary("Delete one entry")
+                        .description("Removes the entry of the caller's tenant under `key` (as returned by a write).")
+                        .response::<200, Json<DeleteResponse>>()
+                        .response::<503, Json<ErrorBody>>()
+                }),
+            )
+            .api_route(
+                crate::ws::ROUTE,
+                get_with(crate::ws::upgrade, |op| {
+                    secured(op, "cache:read")
+                        .summary("WebSocket pub/sub")
+                        .description(
+                            "Upgrades to a WebSocket (subprotocol `resk.v1`). Browsers pass the token as a \
+                             `bearer.<jwt>` subprotocol. Messages: subscribe, unsubscribe, publish, ping; \
+                             the server publishes cache events on the `cache` channel.",
+                        )
+                        .response::<101, ()>()
+                        .response::<503, Json<ErrorBody>>()
                 }),
             )
             .api_route(
@@ -251,10 +340,11 @@ impl App {
         });
         let metrics = telemetry::metrics_handle();
         let stats = Stats::new(cache.info().name);
+        let hub = Hub::new(bus, config.ws);
         let state = Arc::new(AppState {
             cache,
             stats,
-            source,
+            hub,
             keys: config.keys.clone(),
             ttl: config.ttl,
             limits: config.limits,
@@ -272,7 +362,7 @@ impl App {
 }
 
 /// Bind, serve until SIGINT/SIGTERM, then drain in-flight requests for at most the grace period.
-pub async fn serve(config: Config) -> resk_core::Result<()> {
+pub async fn serve(config: Config) -> Result<()> {
     let app = App::build(&config).await?;
     if config.jwt.dev_secret {
         tracing::warn!(

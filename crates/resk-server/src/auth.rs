@@ -56,6 +56,9 @@ pub struct Principal {
     pub tenant: TenantId,
     /// The resk scopes the token carries, as bits (other scopes are ignored).
     scopes: u8,
+    /// The token's `exp` (Unix seconds) plus the configured leeway: when a long-lived connection
+    /// opened with this token must end.
+    valid_until: u64,
 }
 
 impl fmt::Debug for Principal {
@@ -76,6 +79,11 @@ impl fmt::Debug for Principal {
 }
 
 impl Principal {
+    /// Unix time (seconds) after which the token no longer authenticates anything, leeway included.
+    pub fn valid_until(&self) -> u64 {
+        self.valid_until
+    }
+
     /// Whether the token carries `scope`.
     pub fn has(&self, scope: Scope) -> bool {
         self.scopes & scope.bit() != 0
@@ -272,6 +280,7 @@ impl JwtVerifier {
                 subject,
                 tenant,
                 scopes,
+                valid_until: exp.saturating_add(self.leeway_secs),
             },
             exp,
         ))

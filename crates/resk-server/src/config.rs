@@ -38,6 +38,8 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+// Parsed once at start-up; boxing would only complicate every match on it.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Start the HTTP server (the default).
     Serve(ServeArgs),
@@ -138,6 +140,29 @@ pub struct ServeArgs {
     /// Prefix of every Redis key resk writes; purges never touch keys outside it.
     #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "resk")]
     pub redis_key_prefix: String,
+    /// Keep a layer-1 memory cache (bounded by CACHE_MAX_ENTRIES / CACHE_MAX_BYTES) in front of SQLite
+    /// or Redis. With Redis, other instances' writes, deletes and purges evict it over Redis pub/sub.
+    #[arg(long, env = "CACHE_L1", default_value_t = true, action = clap::ArgAction::Set)]
+    pub cache_l1: bool,
+    /// Longest time an entry stays in layer 1 whatever its TTL, in seconds: the staleness bound should
+    /// an invalidation message be lost.
+    #[arg(long, env = "CACHE_L1_MAX_TTL_SECS", default_value_t = 300)]
+    pub cache_l1_max_ttl_secs: u64,
+    /// Largest WebSocket message accepted from a client, in bytes.
+    #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
+    pub ws_max_message_bytes: usize,
+    /// Most channels one WebSocket connection may subscribe to.
+    #[arg(long, env = "WS_MAX_SUBSCRIPTIONS", default_value_t = 32)]
+    pub ws_max_subscriptions: usize,
+    /// Messages queued for one slow WebSocket client before further ones are dropped (and counted).
+    #[arg(long, env = "WS_SEND_QUEUE", default_value_t = 256)]
+    pub ws_send_queue: usize,
+    /// Seconds between server pings; a client that has not answered for two intervals is dropped.
+    #[arg(long, env = "WS_PING_SECS", default_value_t = 30)]
+    pub ws_ping_secs: u64,
+    /// Most concurrent WebSocket connections per instance.
+    #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub ws_max_connections: usize,
     /// AES-256-GCM master key, base64 of 32 bytes (`resk-server keygen` makes one). Unset: values are
     /// stored unencrypted.
     #[arg(long, env = "CACHE_ENCRYPTION_KEY", hide_env_values = true)]
@@ -288,6 +313,21 @@ pub struct RateLimitConfig {
     pub max: u32,
 }
 
+/// WebSocket limits.
+#[derive(Clone, Copy, Debug)]
+pub struct WsLimits {
+    /// Largest client message, bytes.
+    pub max_message_bytes: usize,
+    /// Most subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Per-client send queue length.
+    pub send_queue: usize,
+    /// Ping interval.
+    pub ping_interval: Duration,
+    /// Most concurrent connections.
+    pub max_connections: usize,
+}
+
 /// Memory backend settings.
 #[derive(Clone, Copy, Debug)]
 pub struct MemoryLimits {
@@ -308,8 +348,12 @@ pub struct Config {
     pub jwt: JwtConfig,
     /// Cache backend.
     pub backend: CacheBackend,
-    /// Memory backend bounds.
+    /// Memory backend bounds (also layer 1's).
     pub memory: MemoryLimits,
+    /// Layer-1 TTL cap, when a layer 1 is kept in front of SQLite or Redis.
+    pub l1_max_ttl: Option<Duration>,
+    /// WebSocket limits.
+    pub ws: WsLimits,
     /// SQLite database file.
     pub sqlite_path: std::path::PathBuf,
     /// SQLite commit durability.
@@ -340,6 +384,8 @@ impl std::fmt::Debug for Config {
             .field("jwt", &self.jwt)
             .field("backend", &self.backend)
             .field("memory", &self.memory)
+            .field("l1_max_ttl", &self.l1_max_ttl)
+            .field("ws", &self.ws)
             .field("encryption", &self.cipher)
             .field("ttl", &self.ttl)
             .field("rate_limit", &self.rate_limit)
@@ -417,6 +463,20 @@ impl ServeArgs {
         if self.max_query_chars == 0 {
             return Err(config_err("MAX_QUERY_CHARS must be at least 1"));
         }
+        if self.cache_l1 && self.cache_l1_max_ttl_secs == 0 {
+            return Err(config_err("CACHE_L1_MAX_TTL_SECS must be at least 1"));
+        }
+        if self.ws_max_message_bytes < 256
+            || self.ws_max_subscriptions == 0
+            || self.ws_send_queue == 0
+            || self.ws_ping_secs == 0
+            || self.ws_max_connections == 0
+        {
+            return Err(config_err(
+                "WS_MAX_MESSAGE_BYTES must be at least 256, and WS_MAX_SUBSCRIPTIONS, WS_SEND_QUEUE, \
+                 WS_PING_SECS and WS_MAX_CONNECTIONS at least 1",
+            ));
+        }
         if self.request_timeout_secs == 0 {
             return Err(config_err("REQUEST_TIMEOUT_SECS must be at least 1"));
         }
@@ -428,6 +488,16 @@ impl ServeArgs {
             memory: MemoryLimits {
                 max_entries: self.cache_max_entries,
                 max_bytes: self.cache_max_bytes,
+            },
+            l1_max_ttl: self
+                .cache_l1
+                .then(|| Duration::from_secs(self.cache_l1_max_ttl_secs)),
+            ws: WsLimits {
+                max_message_bytes: self.ws_max_message_bytes,
+                max_subscriptions: self.ws_max_subscriptions,
+                send_queue: self.ws_send_queue,
+                ping_interval: Duration::from_secs(self.ws_ping_secs),
+                max_connections: self.ws_max_connections,
             },
             sqlite_path: self.sqlite_path.clone(),
             sqlite_sync: self.sqlite_synchronous,

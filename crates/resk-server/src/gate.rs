@@ -59,16 +59,25 @@ pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: 
     .await
 }
 
-fn bearer(req: &Request) -> Option<&str> {
-    let value = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)?
-        .to_str()
-        .ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
+/// The bearer token: from `Authorization`, or, on the WebSocket route only, from a
+/// `bearer.<token>` subprotocol (browsers cannot set headers on a WebSocket; see [`crate::ws`]).
+fn bearer<'r>(req: &'r Request, matched: Option<&str>) -> Option<&'r str> {
+    if let Some(value) = req.headers().get(axum::http::header::AUTHORIZATION) {
+        let (scheme, token) = value.to_str().ok()?.split_once(' ')?;
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim())
+            .filter(|t| !t.is_empty());
+    }
+    if matched != Some(crate::ws::ROUTE) {
+        return None;
+    }
+    req.headers()
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(crate::ws::TOKEN_PROTOCOL_PREFIX))
         .filter(|t| !t.is_empty())
 }
 
@@ -91,7 +100,7 @@ impl Gate {
         if !needs_token(matched, req.uri().path()) {
             return next.run(req).await;
         }
-        let token = bearer(&req);
+        let token = bearer(&req, matched);
         let token_present = token.is_some();
         let verified = match token {
             Some(token) => self.verifier.verify(token),

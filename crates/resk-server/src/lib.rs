@@ -10,6 +10,7 @@ pub mod json;
 pub mod ratelimit;
 mod routes;
 pub mod telemetry;
+mod ws;
 
-pub use app::{App, serve};
+pub use app::{App, Backends, build_backends, serve};
 pub use config::{Cli, Command, Config, ServeArgs};

@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{
     Json,
-    extract::State,
+    extract::{Path, State},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -14,8 +14,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     api::{
-        HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest, QueryResponse,
-        ReadyResponse, WriteRequest, WriteResponse,
+        DeleteResponse, HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest,
+        QueryResponse, ReadyResponse, Source, WriteRequest, WriteResponse,
     },
     app::AppState,
     auth::{Principal, Scope},
@@ -148,6 +148,12 @@ pub(crate) async fn write_entry(
             backend_error(&app, "set", e);
         })?;
     app.stats.writes.increment(1);
+    app.hub
+        .cache_event(
+            &principal.tenant,
+            serde_json::json!({ "event": "set", "key": key.name(), "expires_at": rfc3339(entry.expires_at) }),
+        )
+        .await;
     Ok((
         StatusCode::CREATED,
         Json(WriteResponse {
@@ -218,17 +224,19 @@ pub(crate) async fn query_entry(
                 (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
             })
     });
-    if entry.is_some() {
-        &app.stats.hits
-    } else {
-        &app.stats.misses
+    let source = found
+        .as_ref()
+        .and_then(|value| Source::from_backend(value.source));
+    match (&entry, source) {
+        (Some(_), Some(source)) => app.stats.hits[source.index()].increment(1),
+        (Some(_), None) => app.stats.other_hits.increment(1),
+        (None, _) => app.stats.misses.increment(1),
     }
-    .increment(1);
     latency.total = ms(start);
     let body = match &entry {
         Some(entry) => QueryResponse {
             hit: true,
-            source: Some(app.source),
+            source,
             response: Some(entry.response),
             key: Some(key.name()),
             created_at: Some(entry.created_at),
@@ -278,6 +286,12 @@ pub(crate) async fn purge(
         .await
         .inspect_err(|e| backend_error(&app, "purge", e))?;
     metrics::counter!("resk_cache_purged_entries_total").increment(purged);
+    app.hub
+        .cache_event(
+            &principal.tenant,
+            serde_json::json!({ "event": "purge", "purged": purged }),
+        )
+        .await;
     tracing::info!(
         audit = "cache_purged",
         subject = %principal.subject,
@@ -288,6 +302,47 @@ pub(crate) async fn purge(
     Ok(Json(PurgeResponse {
         success: true,
         purged,
+    }))
+}
+
+/// The length of the keys the API hands out (hex HMAC-SHA-256).
+const KEY_LEN: usize = 64;
+
+/// `DELETE /api/cache/{key}`: remove one entry of the caller's tenant by the key a write returned.
+pub(crate) async fn delete_entry(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    principal.require(Scope::Write)?;
+    let well_formed = name.len() == KEY_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return Err(ApiError::bad_request(
+            "invalid_key",
+            "key must be the 64 lowercase hex characters a write returned",
+        ));
+    }
+    let key = CacheKey::new(principal.tenant.clone(), name)
+        .map_err(|e| ApiError::bad_request("invalid_key", e.message()))?;
+    let deleted = app
+        .cache
+        .delete(&key)
+        .await
+        .inspect_err(|e| backend_error(&app, "delete", e))?;
+    if deleted {
+        app.hub
+            .cache_event(
+                &principal.tenant,
+                serde_json::json!({ "event": "delete", "key": key.name() }),
+            )
+            .await;
+    }
+    Ok(Json(DeleteResponse {
+        success: true,
+        deleted,
     }))
 }
 

@@ -112,6 +112,8 @@ pub(crate) const ROUTES: &[&str] = &[
     "/ready",
     "/api/cache",
     "/api/cache/query",
+    "/api/cache/{key}",
+    "/api/ws",
     "/api/openapi.json",
     "/api/metrics",
 ];

@@ -12,7 +12,7 @@ use axum::{
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use resk_cache_memory::MemoryStore;
 use resk_core::{CacheStore, SharedCacheStore};
-use resk_server::{App, Cli, Config, api::Source};
+use resk_server::{App, Backends, Cli, Config};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -42,7 +42,7 @@ pub fn app(extra: &[&str]) -> TestApp {
         Some(c) => Arc::new(resk_crypto::EncryptedStore::new(store.clone(), c.clone())),
         None => Arc::new(store.clone()),
     };
-    let router = App::with_cache(&config, shared, Source::Memory).router;
+    let router = App::with_backends(&config, Backends::local(shared)).router;
     TestApp {
         router,
         store,
