@@ -175,3 +175,18 @@ pub fn error_code(reply: &Reply) -> String {
     );
     err.get("code").and_then(Value::as_str).unwrap().to_owned()
 }
+
+impl TestApp {
+    /// Serve the app on a loopback port (for WebSocket clients); the server lives as long as the
+    /// test's runtime.
+    pub async fn listen(&self) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let service = self
+            .router
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, service).await.unwrap() });
+        addr
+    }
+}
