@@ -18,9 +18,6 @@ use resk_core::{
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
-/// The backend name a tiered store reports in `info()`.
-pub const SCHEME: &str = "tiered";
-
 /// Settings of a [`TieredStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -160,14 +157,16 @@ impl<L1: CacheStore, L2: CacheStore> TieredStore<L1, L2> {
             id,
         ));
         let l2_caps = l2.info().capabilities;
+        let l2_name = l2.info().name;
         Self {
             shared,
             l2,
             bus,
             config,
             id,
+            // Layer 2's name: it is what `ping` checks and what readiness and metrics should name.
             info: BackendInfo {
-                name: SCHEME,
+                name: l2_name,
                 capabilities: Capabilities::new(l2_caps.durable, l2_caps.shared, true),
             },
             listener,

@@ -479,6 +479,75 @@ fn unusable_sqlite_files_stop_start_up_clearly() {
     }
 }
 
+/// A WebSocket client on `server`, subscribed to `channels`.
+async fn ws_subscribe(
+    server: &Server,
+    token: &str,
+    channels: &[&str],
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
+    let mut req = format!("ws://{}/api/ws", server.addr)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&format!("resk.v1, bearer.{token}")).unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    for channel in channels {
+        ws.send(Message::text(
+            json!({"type": "subscribe", "channel": channel}).to_string(),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(ws_next(&mut ws).await["type"], "subscribed");
+    }
+    ws
+}
+
+/// The next JSON message on `ws`.
+async fn ws_next(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no WebSocket message within 10 s")
+            .expect("WebSocket closed")
+            .unwrap();
+        if let Message::Text(text) = frame {
+            return serde_json::from_str(&text).unwrap();
+        }
+    }
+}
+
+/// Query through `server` until the answer satisfies `done` (an invalidation crossing Redis is
+/// asynchronous); fails after 5 s. Returns the answer and how many queries it took.
+async fn query_until(
+    http: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    q: &str,
+    done: impl Fn(&Value) -> bool,
+) -> (Value, u32) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let answer = query(http, server, token, q).await;
+        if done(&answer) {
+            return (answer, tries);
+        }
+        assert!(Instant::now() < deadline, "still {answer} after 5 s");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[tokio::test]
 async fn two_instances_share_one_redis() {
     let Some(url) = resk_testkit::service_url("REDIS") else {
@@ -505,23 +574,46 @@ async fn two_instances_share_one_redis() {
     );
     let http = client();
     assert_eq!(get_json(&http, &b, "/ready").await["checks"]["redis"], "ok");
+    let mut watcher = ws_subscribe(&b, &token, &["cache", "news"]).await;
 
-    let write = http
-        .post(a.url("/api/cache"))
-        .bearer_auth(&token)
-        .json(&json!({"query": "Shared across instances?", "response": "yes, through Redis"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(write.status(), 201);
+    let write = |server: &Server, response: &str| {
+        http.post(server.url("/api/cache"))
+            .bearer_auth(&token)
+            .json(&json!({"query": "Shared across instances?", "response": response}))
+            .send()
+    };
+    let written = write(&a, "v1").await.unwrap();
+    assert_eq!(written.status(), 201);
+    let key = written.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The WebSocket client on B hears of the write made on A.
+    let event = ws_next(&mut watcher).await;
+    assert_eq!(event["channel"], "cache");
+    assert_eq!(event["data"]["event"], "set");
+    assert_eq!(event["data"]["key"], key.as_str());
+
+    // Written through A: a hit through B from Redis, then from B's layer 1.
     let hit = query(&http, &b, &token, "shared across INSTANCES?").await;
     assert_eq!(
-        hit["hit"], true,
-        "written through A, must hit through B: {hit}"
+        (&hit["hit"], &hit["source"], &hit["response"]),
+        (&json!(true), &json!("redis"), &json!("v1")),
+        "{hit}"
     );
-    assert_eq!(hit["source"], "redis");
-    assert_eq!(hit["response"], "yes, through Redis");
+    let hit = query(&http, &b, &token, "shared across instances?").await;
+    assert_eq!(hit["source"], "memory", "{hit}");
 
+    // Overwritten through A: B's layer 1 is evicted, B answers the new value.
+    assert_eq!(write(&a, "v2").await.unwrap().status(), 201);
+    let (hit, tries_set) = query_until(&http, &b, &token, "shared across instances?", |h| {
+        h["response"] == "v2"
+    })
+    .await;
+    assert_eq!(hit["source"], "redis");
+    query(&http, &b, &token, "shared across instances?").await; // back in B's layer 1
+
+    // Purged through A: a miss through B, layer 1 included.
     let purge = http
         .delete(a.url("/api/cache"))
         .bearer_auth(&token)
@@ -532,8 +624,52 @@ async fn two_instances_share_one_redis() {
         purge.json::<Value>().await.unwrap(),
         json!({"success": true, "purged": 1})
     );
-    let miss = query(&http, &b, &token, "shared across instances?").await;
-    assert_eq!(miss["hit"], false, "purged through A, must miss through B");
+    let (_, tries_purge) = query_until(&http, &b, &token, "shared across instances?", |h| {
+        h["hit"] == false
+    })
+    .await;
+
+    // Deleted by key through A: a miss through B.
+    assert_eq!(write(&a, "v3").await.unwrap().status(), 201);
+    assert_eq!(
+        query(&http, &b, &token, "shared across instances?").await["response"],
+        "v3"
+    );
+    let deleted = http
+        .delete(a.url(&format!("/api/cache/{key}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.json::<Value>().await.unwrap()["deleted"], true);
+    let (_, tries_delete) = query_until(&http, &b, &token, "shared across instances?", |h| {
+        h["hit"] == false
+    })
+    .await;
+    eprintln!(
+        "queries through B until A's change showed: set {tries_set}, purge {tries_purge}, delete {tries_delete}"
+    );
+
+    // A message published by a WebSocket client on A reaches the subscriber on B.
+    let mut publisher = ws_subscribe(&a, &token, &[]).await;
+    {
+        use futures_util::SinkExt;
+        publisher
+            .send(tokio_tungstenite::tungstenite::Message::text(
+                json!({"type": "publish", "channel": "news", "data": {"from": "A"}}).to_string(),
+            ))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ws_next(&mut publisher).await["type"], "published");
+    loop {
+        let msg = ws_next(&mut watcher).await;
+        if msg["channel"] == "news" {
+            assert_eq!(msg["data"], json!({"from": "A"}));
+            break;
+        }
+        assert_eq!(msg["channel"], "cache", "{msg}");
+    }
 }
 
 /// A private redis-server on `port`, killed on drop.
@@ -697,9 +833,16 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
         true
     );
 
-    // Redis lost mid-traffic, then back: degraded meanwhile, automatic recovery after.
+    // Redis lost mid-traffic, then back: layer 1 keeps answering what it holds, other reads are
+    // degraded misses, writes 503; automatic recovery after.
     drop(redis);
     check_degraded("after Redis died").await;
+    let held = query(&http, &server, &token, "kept while up").await;
+    assert_eq!(
+        (&held["hit"], &held["source"]),
+        (&json!(true), &json!("memory")),
+        "{held}"
+    );
     let _redis = RedisProc::start(port);
     until_writes_recover(&http, &server, &token, Duration::from_secs(20)).await;
     assert_eq!(
