@@ -100,6 +100,10 @@ fn private_redis() -> Result<Option<(Proc, String)>> {
 
 /// Start a private redis-server (no persistence) on a free loopback port and wait until it listens.
 fn spawn_redis() -> Result<(Proc, u16)> {
+    spawn_redis_with(&[])
+}
+
+fn spawn_redis_with(extra: &[&str]) -> Result<(Proc, u16)> {
     let port = free_port()?;
     let child = Command::new("redis-server")
         .args([
@@ -112,6 +116,7 @@ fn spawn_redis() -> Result<(Proc, u16)> {
             "--appendonly",
             "no",
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -121,16 +126,105 @@ fn spawn_redis() -> Result<(Proc, u16)> {
     Ok((server, port))
 }
 
+/// A private three-primary Redis Cluster on loopback (no replicas), for the cluster suite; its node
+/// files live in a temporary directory removed with it.
+struct Cluster {
+    _nodes: Vec<Proc>,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self._nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn private_redis_cluster() -> Result<Option<Cluster>> {
+    if env::var("RESK_TEST_REDIS_CLUSTER_URL").is_ok_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    if !have("redis-server", "--version") || !have("redis-cli", "--version") {
+        println!("SKIP redis cluster suite: redis-server / redis-cli not installed");
+        return Ok(None);
+    }
+    let dir = env::temp_dir().join(format!("resk-redis-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let mut nodes = Vec::new();
+    let mut ports = Vec::new();
+    for i in 0..3 {
+        let conf = dir.join(format!("nodes-{i}.conf"));
+        let (node, port) = spawn_redis_with(&[
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            &conf.to_string_lossy(),
+            "--dir",
+            &dir.to_string_lossy(),
+        ])?;
+        nodes.push(node);
+        ports.push(port);
+    }
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let status = Command::new("redis-cli")
+        .arg("--cluster")
+        .arg("create")
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run redis-cli --cluster create: {e}"))?;
+    if !status.success() {
+        return Err(format!("redis-cli --cluster create failed with {status}"));
+    }
+    // Wait until every node agrees the cluster is up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    for port in &ports {
+        loop {
+            let out = Command::new("redis-cli")
+                .args(["-p", &port.to_string(), "cluster", "info"])
+                .output()
+                .map_err(|e| format!("cannot run redis-cli: {e}"))?;
+            if String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok") {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "Redis Cluster node {port} never reached cluster_state:ok"
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    let url = format!(
+        "redis-cluster://{}?node={}&node={}",
+        addrs[0], addrs[1], addrs[2]
+    );
+    eprintln!("xtask: started a private 3-node Redis Cluster: {url}");
+    Ok(Some(Cluster {
+        _nodes: nodes,
+        dir,
+        url,
+    }))
+}
+
 fn test() -> Result {
     // Every suite runs for real on loopback: memory and SQLite in process (SQLite is bundled by
     // sqlx), Redis on a private redis-server started here, the real resk-server binary, the example.
     let redis = private_redis()?;
+    let cluster = private_redis_cluster()?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     if let Some((_, url)) = &redis {
         tests.env("RESK_TEST_REDIS_URL", url);
     }
+    if let Some(cluster) = &cluster {
+        tests.env("RESK_TEST_REDIS_CLUSTER_URL", &cluster.url);
+    }
     run(&mut tests)?;
+    drop(cluster);
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
         "run",

@@ -149,6 +149,30 @@ impl RedisStore {
         }
     }
 
+    /// `UNLINK` `keys`; on a cluster one command per hash slot, since a multi-key command must not
+    /// cross slots.
+    async fn unlink(&self, keys: Vec<Key>) -> Result<u64> {
+        let groups = if self.pool.next().is_clustered() {
+            fred::util::group_by_hash_slot(keys)
+                .map_err(|e| convert("purge", e))?
+                .into_values()
+                .map(Vec::from)
+                .collect()
+        } else {
+            vec![keys]
+        };
+        let mut removed = 0u64;
+        for group in groups {
+            let n: i64 = self
+                .pool
+                .unlink(group)
+                .await
+                .map_err(|e| convert("purge", e))?;
+            removed += n.max(0) as u64;
+        }
+        Ok(removed)
+    }
+
     /// Close every connection.
     pub async fn quit(&self) {
         let _ = self.pool.quit().await;
@@ -211,27 +235,25 @@ impl CacheStore for RedisStore {
 
     async fn purge(&self, scope: &PurgeScope) -> Result<u64> {
         let client = self.pool.next();
-        let mut keys = client.scan_buffered(self.pattern(scope), Some(1000), None);
+        let pattern = self.pattern(scope);
+        // A cluster spreads keys over its primaries: scan every one of them.
+        let mut keys = if client.is_clustered() {
+            client
+                .scan_cluster_buffered(pattern, Some(1000), None)
+                .boxed()
+        } else {
+            client.scan_buffered(pattern, Some(1000), None).boxed()
+        };
         let mut batch: Vec<Key> = Vec::with_capacity(PURGE_BATCH);
         let mut removed = 0u64;
         while let Some(key) = keys.next().await {
             batch.push(key.map_err(|e| convert("purge", e))?);
             if batch.len() == PURGE_BATCH {
-                let n: i64 = self
-                    .pool
-                    .unlink(std::mem::take(&mut batch))
-                    .await
-                    .map_err(|e| convert("purge", e))?;
-                removed += n.max(0) as u64;
+                removed += self.unlink(std::mem::take(&mut batch)).await?;
             }
         }
         if !batch.is_empty() {
-            let n: i64 = self
-                .pool
-                .unlink(batch)
-                .await
-                .map_err(|e| convert("purge", e))?;
-            removed += n.max(0) as u64;
+            removed += self.unlink(batch).await?;
         }
         Ok(removed)
     }

@@ -677,17 +677,14 @@ struct RedisProc(std::process::Child);
 
 impl RedisProc {
     fn start(port: u16) -> RedisProc {
+        Self::spawn(port, &["--port", &port.to_string()])
+    }
+
+    /// redis-server with `args`, waiting until `port` accepts connections.
+    fn spawn(port: u16, args: &[&str]) -> RedisProc {
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -737,13 +734,24 @@ async fn until_writes_recover(
     }
 }
 
-#[tokio::test]
-async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
-    let have_redis = Command::new("redis-server")
+fn have_redis() -> bool {
+    Command::new("redis-server")
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success());
-    if !have_redis {
+        .is_ok_and(|o| o.status.success())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
+    if !have_redis() {
         assert!(
             std::env::var("CI").map_or(true, |v| v != "true"),
             "redis-server is required when CI=true"
@@ -751,11 +759,7 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
         resk_testkit::skip("redis_outage_degrades_reads_refuses_writes_and_recovers");
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/0");
     let env = [
         ("JWT_SECRET", SECRET),
@@ -853,4 +857,144 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
         query(&http, &server, &token, "after recovery").await["hit"],
         true
     );
+}
+
+/// Make a throwaway CA and a server certificate for `localhost` / 127.0.0.1 with openssl, in `dir`.
+fn make_test_pki(dir: &std::path::Path) -> bool {
+    let sh = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    sh(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=resk-test-ca",
+        ],
+    ]
+    .concat())
+        && sh(&[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        ]
+        .concat())
+        && sh(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ])
+}
+
+#[tokio::test]
+async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
+    let tools = have_redis()
+        && Command::new("openssl")
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !tools {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "redis-server and openssl are required when CI=true"
+        );
+        resk_testkit::skip("rediss_urls_connect_over_tls_and_verify_the_certificate");
+        return;
+    }
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("tls-{}", resk_testkit::unique_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(
+        make_test_pki(&dir),
+        "openssl could not make the test certificates"
+    );
+    let port = free_port();
+    let path = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let _redis = RedisProc::spawn(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &path("server.pem"),
+            "--tls-key-file",
+            &path("server.key"),
+            "--tls-ca-cert-file",
+            &path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ],
+    );
+    let url = format!("rediss://localhost:{port}/0");
+    let ca = path("ca.pem");
+    let trusted = [
+        ("JWT_SECRET", SECRET),
+        ("CACHE_BACKEND", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("SSL_CERT_FILE", ca.as_str()),
+    ];
+    let server = Server::start(&trusted);
+    let http = client();
+    let token = mint(&trusted, &["--scope", "cache:read cache:write"]);
+    let ready = http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    assert_eq!(write_status(&http, &server, &token, "over tls").await, 201);
+    let hit = query(&http, &server, &token, "over tls").await;
+    assert_eq!(hit["hit"], true);
+
+    // Without the CA the certificate does not verify: not ready, never a silent plaintext fallback.
+    let untrusted = [
+        ("JWT_SECRET", SECRET),
+        ("CACHE_BACKEND", "redis"),
+        ("REDIS_URL", url.as_str()),
+    ];
+    let server = Server::start(&untrusted);
+    let ready = http.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let _ = std::fs::remove_dir_all(&dir);
 }
