@@ -335,6 +335,7 @@ fn http(port: u16, method: &str, path: &str, token: &str, body: &str) -> Result<
     ))
 }
 
+#[derive(Clone)]
 struct WrkResult {
     rps: f64,
     p50_ms: f64,
@@ -433,6 +434,32 @@ struct Load<'a> {
 }
 
 fn wrk(pid: u32, port: u16, token: &str, body: &str, load: &Load<'_>) -> Result<WrkResult> {
+    let lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
+    );
+    wrk_script(pid, port, "/api/cache/query", &lua, load)
+}
+
+/// Writes of distinct entries (a counter per wrk thread, plus the thread's table address so threads
+/// do not collide).
+fn wrk_writes(pid: u32, port: u16, token: &str, load: &Load<'_>) -> Result<WrkResult> {
+    let lua = format!(
+        r#"wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer {token}"
+local n = 0
+local me = tostring({{}})
+request = function()
+  n = n + 1
+  local body = '{{"query":"bench question ' .. me .. ' ' .. n .. '","response":{{"text":"an answer of a typical length for a chatbot, a sentence or two long."}},"ttl":3600}}'
+  return wrk.format(nil, nil, nil, body)
+end
+"#
+    );
+    wrk_script(pid, port, "/api/cache", &lua, load)
+}
+
+fn wrk_script(pid: u32, port: u16, path: &str, lua: &str, load: &Load<'_>) -> Result<WrkResult> {
     let Load {
         threads,
         secs,
@@ -440,11 +467,8 @@ fn wrk(pid: u32, port: u16, token: &str, body: &str, load: &Load<'_>) -> Result<
         dir,
     } = *load;
     let script = dir.join("post.lua");
-    let lua = format!(
-        "wrk.method = \"POST\"\nwrk.body = {body:?}\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n"
-    );
     std::fs::write(&script, lua).map_err(|e| e.to_string())?;
-    let url = format!("http://127.0.0.1:{port}/api/cache/query");
+    let url = format!("http://127.0.0.1:{port}{path}");
     // Warm up (connection setup, allocator, caches), then measure.
     let warm = Command::new("wrk")
         .args([&format!("-t{threads}"), &format!("-c{conns}"), "-d2s", "-s"])
@@ -606,50 +630,155 @@ fn redis_benchmark_get(port: u16, conns: u32) -> Result<f64> {
         .ok_or_else(|| format!("could not parse redis-benchmark output: {text}"))
 }
 
-/// Redis-backed hits next to `redis-benchmark -t get` on the same private Redis.
-fn bench_redis(resk: &Path, rounds: usize, secs: u64, conns: u32, dir: &Path) -> Result {
+/// Hits per backend next to each other (memory, Redis with and without layer 1, SQLite with and
+/// without layer 1) and `redis-benchmark -t get` on the same private Redis; then SQLite writes.
+fn bench_backends(resk: &Path, rounds: usize, secs: u64, conns: u32, dir: &Path) -> Result {
     if !have("redis-server", "--version") || !have("redis-benchmark", "--version") {
-        println!("SKIP Redis bench: redis-server / redis-benchmark not installed");
+        println!("SKIP backend bench: redis-server / redis-benchmark not installed");
         return Ok(());
     }
     let (_redis, redis_port) = spawn_redis()?;
     let url = format!("redis://127.0.0.1:{redis_port}/0");
-    let env = [("CACHE_BACKEND", "redis"), ("REDIS_URL", url.as_str())];
-    let seeded = seed_resk(resk, true, &env)?;
+    let db = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let (db_plain, db_tiered, db_full, db_normal) = (
+        db("hits.sqlite"),
+        db("hits-l1.sqlite"),
+        db("writes-full.sqlite"),
+        db("writes-normal.sqlite"),
+    );
+    let configs: [(&str, Vec<(&str, &str)>); 5] = [
+        ("memory", vec![("CACHE_BACKEND", "memory")]),
+        (
+            "redis, no layer 1",
+            vec![
+                ("CACHE_BACKEND", "redis"),
+                ("REDIS_URL", &url),
+                ("CACHE_L1", "false"),
+            ],
+        ),
+        (
+            "redis + layer 1 (tiered)",
+            vec![
+                ("CACHE_BACKEND", "redis"),
+                ("REDIS_URL", &url),
+                ("REDIS_KEY_PREFIX", "resk-l1"),
+            ],
+        ),
+        (
+            "sqlite, no layer 1",
+            vec![
+                ("CACHE_BACKEND", "sqlite"),
+                ("SQLITE_PATH", &db_plain),
+                ("CACHE_L1", "false"),
+            ],
+        ),
+        (
+            "sqlite + layer 1 (tiered)",
+            vec![("CACHE_BACKEND", "sqlite"), ("SQLITE_PATH", &db_tiered)],
+        ),
+    ];
+    let servers = configs
+        .iter()
+        .map(|(_, env)| seed_resk(resk, true, env))
+        .collect::<Result<Vec<_>>>()?;
     let load = Load {
         threads: 1,
         secs,
         conns,
         dir,
     };
-    let (mut resk_runs, mut raw) = (Vec::new(), Vec::new());
+    let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); configs.len()];
+    let mut raw = Vec::new();
     for round in 1..=rounds {
         eprintln!(
-            "xtask: Redis round {round}/{rounds}: resk (redis backend, AES-GCM), redis-benchmark -t get"
+            "xtask: backend round {round}/{rounds}: memory, redis, redis+L1, sqlite, sqlite+L1, redis-benchmark"
         );
-        resk_runs.push(bench_seeded(&seeded, &load)?);
+        for (server, out) in servers.iter().zip(runs.iter_mut()) {
+            out.push(bench_seeded(server, &load)?);
+        }
         raw.push(redis_benchmark_get(redis_port, conns)?);
     }
-    let r = summarise(&resk_runs);
+    let r: Vec<WrkResult> = runs.iter().map(|r| summarise(r)).collect();
     let raw = median(raw);
     println!();
     println!(
-        "## Redis-backed cache hit vs redis-benchmark GET (same private Redis, {conns} connections, median of {rounds})"
+        "## Cache hit by backend, AES-GCM on, wrk -t1 -c{conns}, median of {rounds} x {secs} s (same private Redis for redis-benchmark)"
     );
     println!();
-    println!("| measured | requests/s | p50 ms | p99 ms |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| resk-server hit, CACHE_BACKEND=redis, AES-GCM, wrk -t1 | {:.0} | {:.3} | {:.3} |",
-        r.rps, r.p50_ms, r.p99_ms
-    );
-    println!("| redis-benchmark -t get | {raw:.0} | | |");
-    let ratio = r.rps / raw;
-    let verdict = if ratio >= 0.5 { "PASS" } else { "FAIL" };
+    println!("| backend | requests/s | p50 ms | p99 ms | server CPU µs/request | errors |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for ((name, _), r) in configs.iter().zip(&r) {
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+            r.rps, r.p50_ms, r.p99_ms, r.cpu_us, r.errors
+        );
+    }
+    println!("| redis-benchmark -t get -c{conns} (raw Redis, no HTTP) | {raw:.0} | | | | |");
+    let verdict = |ok: bool| if ok { "PASS" } else { "FAIL" };
+    let redis_ratio = r[1].rps / raw;
+    let tiered_redis = r[2].rps / r[0].rps;
+    let tiered_sqlite = r[4].rps / r[0].rps;
     println!();
     println!("| figure | value | target | |");
     println!("| --- | ---: | ---: | --- |");
-    println!("| Redis-backed hit / redis-benchmark GET | {ratio:.2}x | >= 0.50x | {verdict} |");
+    println!(
+        "| Redis-backed hit (no layer 1) / redis-benchmark GET | {redis_ratio:.2}x | >= 0.50x | {} |",
+        verdict(redis_ratio >= 0.5)
+    );
+    println!(
+        "| tiered hit (redis + layer 1) / memory | {tiered_redis:.2}x | >= 0.90x | {} |",
+        verdict(tiered_redis >= 0.9)
+    );
+    println!(
+        "| tiered hit (sqlite + layer 1) / memory | {tiered_sqlite:.2}x | >= 0.90x (not a target; for reference) | |"
+    );
+    drop(servers);
+
+    // SQLite writes of distinct entries, at both durability settings.
+    let writers = [
+        ("sqlite, SQLITE_SYNCHRONOUS=full (default)", db_full, "full"),
+        ("sqlite, SQLITE_SYNCHRONOUS=normal", db_normal, "normal"),
+    ];
+    let mut writes: Vec<Vec<WrkResult>> = vec![Vec::new(); writers.len()];
+    let writer_servers = writers
+        .iter()
+        .map(|(_, path, sync)| {
+            seed_resk(
+                resk,
+                true,
+                &[
+                    ("CACHE_BACKEND", "sqlite"),
+                    ("SQLITE_PATH", path),
+                    ("SQLITE_SYNCHRONOUS", sync),
+                ],
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    for round in 1..=rounds {
+        eprintln!("xtask: SQLite write round {round}/{rounds}");
+        for (server, out) in writer_servers.iter().zip(writes.iter_mut()) {
+            out.push(wrk_writes(
+                server.server.0.id(),
+                server.port,
+                &server.token,
+                &load,
+            )?);
+        }
+    }
+    println!();
+    println!(
+        "## SQLite writes of distinct entries (POST /api/cache, AES-GCM, layer 1 on), wrk -t1 -c{conns}, median of {rounds} x {secs} s"
+    );
+    println!();
+    println!("| backend | writes/s | p50 ms | p99 ms | server CPU µs/request | non-2xx |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for ((name, _, _), w) in writers.iter().zip(&writes) {
+        let w = summarise(w);
+        println!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.1} | {} |",
+            w.rps, w.p50_ms, w.p99_ms, w.cpu_us, w.errors
+        );
+    }
     Ok(())
 }
 
@@ -802,7 +931,7 @@ fn bench(args: &[String]) -> Result {
         );
         failed |= b.errors + enc.errors + plain.errors > 0;
     }
-    bench_redis(&resk, rounds, secs, conns, &dir)?;
+    bench_backends(&resk, rounds, secs, conns, &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
 
     // The AES-GCM layer in isolation: no network and no scheduler, so a few hundred nanoseconds are
