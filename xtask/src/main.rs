@@ -141,6 +141,60 @@ impl Drop for Cluster {
     }
 }
 
+/// A private primary and one sentinel monitoring it (as `mymaster`), for the Sentinel suite.
+struct Sentinel {
+    _procs: Vec<Proc>,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        self._procs.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn private_redis_sentinel() -> Result<Option<Sentinel>> {
+    if env::var("RESK_TEST_REDIS_SENTINEL_URL").is_ok_and(|v| !v.is_empty()) {
+        return Ok(None);
+    }
+    if !have("redis-server", "--version") {
+        println!("SKIP redis sentinel suite: redis-server not installed");
+        return Ok(None);
+    }
+    let dir = env::temp_dir().join(format!("resk-redis-sentinel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let (primary, primary_port) = spawn_redis()?;
+    // A sentinel rewrites its configuration file, so it gets its own in the temporary directory.
+    let sentinel_port = free_port()?;
+    let conf = dir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {primary_port} 1\n",
+            dir.display()
+        ),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    let child = Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start redis-server --sentinel: {e}"))?;
+    let sentinel = Proc(child);
+    wait_for_port(sentinel_port)?;
+    let url = format!("redis-sentinel://127.0.0.1:{sentinel_port}/0?sentinelServiceName=mymaster");
+    eprintln!("xtask: started a private Redis primary and sentinel: {url}");
+    Ok(Some(Sentinel {
+        _procs: vec![sentinel, primary],
+        dir,
+        url,
+    }))
+}
+
 fn private_redis_cluster() -> Result<Option<Cluster>> {
     if env::var("RESK_TEST_REDIS_CLUSTER_URL").is_ok_and(|v| !v.is_empty()) {
         return Ok(None);
@@ -215,6 +269,7 @@ fn test() -> Result {
     // sqlx), Redis on a private redis-server started here, the real resk-server binary, the example.
     let redis = private_redis()?;
     let cluster = private_redis_cluster()?;
+    let sentinel = private_redis_sentinel()?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     if let Some((_, url)) = &redis {
@@ -223,8 +278,11 @@ fn test() -> Result {
     if let Some(cluster) = &cluster {
         tests.env("RESK_TEST_REDIS_CLUSTER_URL", &cluster.url);
     }
+    if let Some(sentinel) = &sentinel {
+        tests.env("RESK_TEST_REDIS_SENTINEL_URL", &sentinel.url);
+    }
     run(&mut tests)?;
-    drop(cluster);
+    drop((cluster, sentinel));
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
         "run",
