@@ -178,14 +178,12 @@ impl CacheStore for MemoryStore {
         let Some(entry) = self.cache.get(key) else {
             return Ok(None);
         };
-        if entry.expires_at.is_some_and(|at| at <= SystemTime::now()) {
-            return Ok(None);
-        }
-        Ok(Some(CachedValue {
+        let value = CachedValue {
             bytes: entry.bytes,
             expires_at: entry.expires_at,
             source: SCHEME,
-        }))
+        };
+        Ok((!value.is_expired()).then_some(value))
     }
 
     async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {

@@ -148,10 +148,11 @@ pub(crate) async fn write_entry(
             backend_error(&app, "set", e);
         })?;
     app.stats.writes.increment(1);
+    let expires_at = rfc3339(entry.expires_at);
     app.hub
         .cache_event(
             &principal.tenant,
-            serde_json::json!({ "event": "set", "key": key.name(), "expires_at": rfc3339(entry.expires_at) }),
+            serde_json::json!({ "event": "set", "key": key.name(), "expires_at": expires_at }),
         )
         .await;
     Ok((
@@ -160,7 +161,7 @@ pub(crate) async fn write_entry(
             success: true,
             key: key.name().to_owned(),
             ttl: ttl.as_secs(),
-            expires_at: rfc3339(entry.expires_at),
+            expires_at,
         }),
     ))
 }

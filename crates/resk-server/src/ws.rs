@@ -336,8 +336,10 @@ impl<'h> Connection<'h> {
                     match frame {
                         None | Some(Ok(Message::Close(_))) => return End::Gone,
                         Some(Err(err)) => {
-                            let too_big = err.to_string().contains("too long")
-                                || err.to_string().contains("too big");
+                            // axum does not expose tungstenite's error kind; its capacity error
+                            // reads "Space limit exceeded: Message too long: …".
+                            let text = err.to_string();
+                            let too_big = text.contains("too long") || text.contains("too big");
                             tracing::debug!(error = %err, "WebSocket read failed");
                             return if too_big {
                                 End::Close(CLOSE_TOO_BIG, "message too big")
