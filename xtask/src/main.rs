@@ -126,36 +126,23 @@ fn spawn_redis_with(extra: &[&str]) -> Result<(Proc, u16)> {
     Ok((server, port))
 }
 
-/// A private three-primary Redis Cluster on loopback (no replicas), for the cluster suite; its node
-/// files live in a temporary directory removed with it.
-struct Cluster {
-    _nodes: Vec<Proc>,
+/// Private redis-server processes that together form one deployment (a cluster, a primary and its
+/// sentinel), reached through `url`; their files live in a temporary directory removed with them.
+struct Fixture {
+    procs: Vec<Proc>,
     dir: PathBuf,
     url: String,
 }
 
-impl Drop for Cluster {
+impl Drop for Fixture {
     fn drop(&mut self) {
-        self._nodes.clear();
+        self.procs.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
 /// A private primary and one sentinel monitoring it (as `mymaster`), for the Sentinel suite.
-struct Sentinel {
-    _procs: Vec<Proc>,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Drop for Sentinel {
-    fn drop(&mut self) {
-        self._procs.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn private_redis_sentinel() -> Result<Option<Sentinel>> {
+fn private_redis_sentinel() -> Result<Option<Fixture>> {
     if env::var("RESK_TEST_REDIS_SENTINEL_URL").is_ok_and(|v| !v.is_empty()) {
         return Ok(None);
     }
@@ -188,14 +175,15 @@ fn private_redis_sentinel() -> Result<Option<Sentinel>> {
     wait_for_port(sentinel_port)?;
     let url = format!("redis-sentinel://127.0.0.1:{sentinel_port}/0?sentinelServiceName=mymaster");
     eprintln!("xtask: started a private Redis primary and sentinel: {url}");
-    Ok(Some(Sentinel {
-        _procs: vec![sentinel, primary],
+    Ok(Some(Fixture {
+        procs: vec![sentinel, primary],
         dir,
         url,
     }))
 }
 
-fn private_redis_cluster() -> Result<Option<Cluster>> {
+/// A private three-primary Redis Cluster on loopback (no replicas), for the cluster suite.
+fn private_redis_cluster() -> Result<Option<Fixture>> {
     if env::var("RESK_TEST_REDIS_CLUSTER_URL").is_ok_and(|v| !v.is_empty()) {
         return Ok(None);
     }
@@ -257,8 +245,8 @@ fn private_redis_cluster() -> Result<Option<Cluster>> {
         addrs[0], addrs[1], addrs[2]
     );
     eprintln!("xtask: started a private 3-node Redis Cluster: {url}");
-    Ok(Some(Cluster {
-        _nodes: nodes,
+    Ok(Some(Fixture {
+        procs: nodes,
         dir,
         url,
     }))

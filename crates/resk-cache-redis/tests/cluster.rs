@@ -4,24 +4,14 @@
 //! primaries, so purges must scan every primary and unlink per hash slot.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use resk_cache_redis::{RedisConfig, RedisStore};
+mod common;
 
-async fn store() -> Option<RedisStore> {
-    let url = resk_testkit::service_url("REDIS_CLUSTER")?;
-    let prefix = format!("resk-test-{}", resk_testkit::unique_id());
-    Some(
-        RedisStore::connect(RedisConfig::new(url).with_prefix(prefix))
-            .await
-            .unwrap(),
-    )
-}
-
-resk_testkit::cache_suite_if!(store());
+resk_testkit::cache_suite_if!(common::store("REDIS_CLUSTER"));
 
 /// The bus works across a cluster too (classic pub/sub is broadcast to every node).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bus_spans_the_cluster() {
-    use resk_cache_redis::RedisBus;
+    use resk_cache_redis::{RedisBus, RedisConfig};
     use resk_core::{Bus, BusEvent};
     let Some(url) = resk_testkit::service_url("REDIS_CLUSTER") else {
         resk_testkit::skip("bus_spans_the_cluster");

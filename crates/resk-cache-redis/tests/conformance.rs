@@ -2,16 +2,6 @@
 //! under its own key prefix.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use resk_cache_redis::{RedisConfig, RedisStore};
+mod common;
 
-async fn store() -> Option<RedisStore> {
-    let url = resk_testkit::service_url("REDIS")?;
-    let prefix = format!("resk-test-{}", resk_testkit::unique_id());
-    Some(
-        RedisStore::connect(RedisConfig::new(url).with_prefix(prefix))
-            .await
-            .unwrap(),
-    )
-}
-
-resk_testkit::cache_suite_if!(store());
+resk_testkit::cache_suite_if!(common::store("REDIS"));

@@ -1,6 +1,8 @@
 //! The real `resk-server` binary, driven over HTTP on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{SocketAddr, TcpStream},
@@ -9,6 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use common::ws;
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_resk-server");
@@ -479,51 +482,14 @@ fn unusable_sqlite_files_stop_start_up_clearly() {
     }
 }
 
-/// A WebSocket client on `server`, subscribed to `channels`.
-async fn ws_subscribe(
-    server: &Server,
-    token: &str,
-    channels: &[&str],
-) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
-    use futures_util::SinkExt;
-    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest, http::HeaderValue};
-    let mut req = format!("ws://{}/api/ws", server.addr)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("resk.v1, bearer.{token}")).unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+/// A WebSocket client on `server` (the browser way, token as a subprotocol), subscribed to
+/// `channels`.
+async fn ws_subscribe(server: &Server, token: &str, channels: &[&str]) -> ws::Ws {
+    let mut client = ws::connect_browser(server.addr, token).await;
     for channel in channels {
-        ws.send(Message::text(
-            json!({"type": "subscribe", "channel": channel}).to_string(),
-        ))
-        .await
-        .unwrap();
-        assert_eq!(ws_next(&mut ws).await["type"], "subscribed");
+        ws::subscribe(&mut client, channel).await;
     }
-    ws
-}
-
-/// The next JSON message on `ws`.
-async fn ws_next(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-) -> Value {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no WebSocket message within 10 s")
-            .expect("WebSocket closed")
-            .unwrap();
-        if let Message::Text(text) = frame {
-            return serde_json::from_str(&text).unwrap();
-        }
-    }
+    client
 }
 
 /// Query through `server` until the answer satisfies `done` (an invalidation crossing Redis is
@@ -589,7 +555,7 @@ async fn two_instances_share_one_redis() {
         .unwrap()
         .to_owned();
     // The WebSocket client on B hears of the write made on A.
-    let event = ws_next(&mut watcher).await;
+    let event = ws::next(&mut watcher).await;
     assert_eq!(event["channel"], "cache");
     assert_eq!(event["data"]["event"], "set");
     assert_eq!(event["data"]["key"], key.as_str());
@@ -652,18 +618,14 @@ async fn two_instances_share_one_redis() {
 
     // A message published by a WebSocket client on A reaches the subscriber on B.
     let mut publisher = ws_subscribe(&a, &token, &[]).await;
-    {
-        use futures_util::SinkExt;
-        publisher
-            .send(tokio_tungstenite::tungstenite::Message::text(
-                json!({"type": "publish", "channel": "news", "data": {"from": "A"}}).to_string(),
-            ))
-            .await
-            .unwrap();
-    }
-    assert_eq!(ws_next(&mut publisher).await["type"], "published");
+    let ack = ws::ask(
+        &mut publisher,
+        json!({"type": "publish", "channel": "news", "data": {"from": "A"}}),
+    )
+    .await;
+    assert_eq!(ack["type"], "published");
     loop {
-        let msg = ws_next(&mut watcher).await;
+        let msg = ws::next(&mut watcher).await;
         if msg["channel"] == "news" {
             assert_eq!(msg["data"], json!({"from": "A"}));
             break;

@@ -5,34 +5,21 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{admin, app, now, sign, token_for};
+use common::{
+    admin, app, now, sign, token_for,
+    ws::{Ws, ask, connect, next, request, send, subscribe},
+};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
+use serde_json::json;
 use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream, connect_async,
+    connect_async,
     tungstenite::{
-        Message,
-        client::IntoClientRequest,
-        http::{HeaderValue, StatusCode},
-        protocol::frame::coding::CloseCode,
+        Message, client::IntoClientRequest, http::StatusCode, protocol::frame::coding::CloseCode,
     },
 };
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 fn url(addr: SocketAddr) -> String {
     format!("ws://{addr}/api/ws")
-}
-
-/// Connect with the token in the `Authorization` header.
-async fn connect(addr: SocketAddr, token: &str) -> Ws {
-    let mut req = url(addr).into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
-    );
-    connect_async(req).await.unwrap().0
 }
 
 /// The handshake status of a refused connection.
@@ -42,37 +29,6 @@ async fn refused(req: impl IntoClientRequest + Unpin) -> StatusCode {
         Err(other) => panic!("unexpected error {other}"),
         Ok(_) => panic!("the handshake was accepted"),
     }
-}
-
-async fn send(ws: &mut Ws, msg: Value) {
-    ws.send(Message::text(msg.to_string())).await.unwrap();
-}
-
-/// The next JSON text frame (pings and pongs skipped).
-async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("no message within 10 s")
-            .expect("connection ended")
-            .unwrap();
-        match frame {
-            Message::Text(text) => return serde_json::from_str(&text).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-/// Send `msg` and return the answer.
-async fn ask(ws: &mut Ws, msg: Value) -> Value {
-    send(ws, msg).await;
-    next(ws).await
-}
-
-async fn subscribe(ws: &mut Ws, channel: &str) {
-    let ack = ask(ws, json!({"type": "subscribe", "channel": channel})).await;
-    assert_eq!(ack, json!({"type": "subscribed", "channel": channel}));
 }
 
 /// The close frame the server ends the connection with.
@@ -99,26 +55,22 @@ async fn the_upgrade_is_authenticated_by_header_or_subprotocol_never_by_query() 
     let bad = format!("{}?access_token={}", url(addr), admin());
     assert_eq!(refused(bad).await, StatusCode::UNAUTHORIZED);
     let expired = sign(&json!({"sub": "a", "scope": "cache:read", "exp": now() - 600}));
-    let mut req = url(addr).into_client_request().unwrap();
-    req.headers_mut().insert(
+    let req = request(
+        addr,
         "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("resk.v1, bearer.{expired}")).unwrap(),
+        &format!("resk.v1, bearer.{expired}"),
     );
     assert_eq!(refused(req).await, StatusCode::UNAUTHORIZED);
     // A token without cache:read is authenticated but not authorised.
     let writer_only = token_for("w", "acme", "cache:write");
-    let mut req = url(addr).into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        HeaderValue::from_str(&format!("Bearer {writer_only}")).unwrap(),
-    );
+    let req = request(addr, "authorization", &format!("Bearer {writer_only}"));
     assert_eq!(refused(req).await, StatusCode::FORBIDDEN);
 
     // The browser way: the token as a subprotocol; the server selects `resk.v1`, never echoes it.
-    let mut req = url(addr).into_client_request().unwrap();
-    req.headers_mut().insert(
+    let req = request(
+        addr,
         "sec-websocket-protocol",
-        HeaderValue::from_str(&format!("resk.v1, bearer.{}", admin())).unwrap(),
+        &format!("resk.v1, bearer.{}", admin()),
     );
     let (mut ws, response) = connect_async(req).await.unwrap();
     assert_eq!(
