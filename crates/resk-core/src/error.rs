@@ -73,6 +73,7 @@ pub struct Error {
     backend: &'static str,
     op: &'static str,
     message: String,
+    retry_after: Option<std::time::Duration>,
     #[source]
     source: Option<BoxError>,
 }
@@ -90,8 +91,21 @@ impl Error {
             backend,
             op,
             message: message.into(),
+            retry_after: None,
             source: None,
         }
+    }
+
+    /// Record how long the service asked callers to wait (an HTTP `Retry-After`).
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: std::time::Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// How long the service asked callers to wait before retrying, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        self.retry_after
     }
 
     /// Attach the underlying cause.

@@ -22,6 +22,37 @@ pub enum Metric {
     Dot,
 }
 
+impl Metric {
+    /// The similarity of two vectors on this metric's scale (higher is closer); the reference every
+    /// backend's converted scores are tested against.
+    pub fn similarity(self, a: &[f32], b: &[f32]) -> f32 {
+        match self {
+            Metric::Dot => dot(a, b),
+            Metric::Cosine => {
+                let denom = (dot(a, a) * dot(b, b)).sqrt();
+                if denom == 0.0 { 0.0 } else { dot(a, b) / denom }
+            }
+            Metric::L2 => {
+                let d: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+                1.0 / (1.0 + d.sqrt())
+            }
+        }
+    }
+
+    /// The lowercase name (`cosine`, `l2`, `dot`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Cosine => "cosine",
+            Metric::L2 => "l2",
+            Metric::Dot => "dot",
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
 /// One vector with the metadata a search returns.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VectorRecord {
@@ -51,6 +82,38 @@ pub enum Filter {
     And(Vec<Filter>),
     /// At least one filter matches.
     Or(Vec<Filter>),
+}
+
+impl Filter {
+    /// Whether `metadata` satisfies the filter; the reference semantics backends translate. A missing
+    /// field matches nothing (not even `Eq(field, null)`); `And([])` matches everything, `Or([])`
+    /// nothing.
+    pub fn matches(&self, metadata: &serde_json::Map<String, serde_json::Value>) -> bool {
+        match self {
+            Filter::Eq(field, value) => metadata.get(field) == Some(value),
+            Filter::In(field, values) => metadata.get(field).is_some_and(|v| values.contains(v)),
+            Filter::And(all) => all.iter().all(|f| f.matches(metadata)),
+            Filter::Or(any) => any.iter().any(|f| f.matches(metadata)),
+        }
+    }
+}
+
+/// The fixed shape of a collection: how many values per vector and how they are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionSpec {
+    /// Values per vector.
+    pub dims: usize,
+    /// Similarity measure.
+    pub metric: Metric,
+}
+
+/// Which records a [`VectorStore::purge`] removes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VectorPurge {
+    /// Every record of the collection.
+    All,
+    /// Every record of one tenant.
+    Tenant(TenantId),
 }
 
 /// A nearest-neighbour query.
@@ -87,13 +150,29 @@ pub struct Scored {
 /// * Records and queries carry a tenant; a query only ever returns records of its own tenant.
 ///
 /// # Behavior
-/// * `upsert` of an existing id replaces the record (idempotent upsert).
+/// * `ensure_collection` creates a missing collection with the spec, accepts an existing one of the
+///   same spec, and rejects one of another spec with [`crate::ErrorKind::Config`]
+///   (`ensure_collection_idempotent`, `ensure_collection_mismatch`).
+/// * `upsert` of an existing id replaces the record (`upsert_idempotent`); a record of the wrong
+///   dimensions is rejected and nothing of the batch is written (`dims_mismatch_rejected`).
 /// * `query` returns at most `k` results, best first, none below `min_similarity`, all matching
-///   `filter`.
-/// * `delete` removes the given ids of one tenant and returns how many existed.
+///   `filter` (`top_k_order`, `threshold_drops`, `filter_eq_in`, `filter_and_or`); an empty or unknown
+///   collection answers no results (`query_empty`).
+/// * `delete` removes the given ids of one tenant and returns how many existed (`delete_removes`); it
+///   never removes another tenant's record of the same id (`tenants_are_isolated`).
+/// * `purge` removes a tenant's records or all records and returns how many (`purge_tenant`).
+/// * Every operation on a collection that was never ensured fails with
+///   [`crate::ErrorKind::NotFound`], except `query`, which answers no results.
 pub trait VectorStore: Send + Sync + Debug + 'static {
     /// The backend's name and capabilities.
     fn info(&self) -> &BackendInfo;
+
+    /// Create `collection` with `spec` if absent, or check that the existing one has `spec`.
+    fn ensure_collection(
+        &self,
+        collection: &str,
+        spec: CollectionSpec,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Insert or replace records in `collection`.
     fn upsert(
@@ -116,12 +195,24 @@ pub trait VectorStore: Send + Sync + Debug + 'static {
         tenant: &TenantId,
         ids: &[RecordId],
     ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Remove every record of a tenant, or of the collection.
+    fn purge(
+        &self,
+        collection: &str,
+        scope: &VectorPurge,
+    ) -> impl Future<Output = Result<u64>> + Send;
 }
 
 /// The object-safe twin of [`VectorStore`]; blanket-implemented, never implemented by hand.
 #[allow(missing_docs)] // each method mirrors the VectorStore method of the same name
 pub trait VectorStoreDyn: Send + Sync + Debug + 'static {
     fn info_dyn(&self) -> &BackendInfo;
+    fn ensure_collection_dyn<'a>(
+        &'a self,
+        collection: &'a str,
+        spec: CollectionSpec,
+    ) -> BoxFuture<'a, Result<()>>;
     fn upsert_dyn<'a>(
         &'a self,
         collection: &'a str,
@@ -138,11 +229,23 @@ pub trait VectorStoreDyn: Send + Sync + Debug + 'static {
         tenant: &'a TenantId,
         ids: &'a [RecordId],
     ) -> BoxFuture<'a, Result<u64>>;
+    fn purge_dyn<'a>(
+        &'a self,
+        collection: &'a str,
+        scope: &'a VectorPurge,
+    ) -> BoxFuture<'a, Result<u64>>;
 }
 
 impl<T: VectorStore + ?Sized> VectorStoreDyn for T {
     fn info_dyn(&self) -> &BackendInfo {
         self.info()
+    }
+    fn ensure_collection_dyn<'a>(
+        &'a self,
+        collection: &'a str,
+        spec: CollectionSpec,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.ensure_collection(collection, spec))
     }
     fn upsert_dyn<'a>(
         &'a self,
@@ -166,11 +269,21 @@ impl<T: VectorStore + ?Sized> VectorStoreDyn for T {
     ) -> BoxFuture<'a, Result<u64>> {
         Box::pin(self.delete(collection, tenant, ids))
     }
+    fn purge_dyn<'a>(
+        &'a self,
+        collection: &'a str,
+        scope: &'a VectorPurge,
+    ) -> BoxFuture<'a, Result<u64>> {
+        Box::pin(self.purge(collection, scope))
+    }
 }
 
 impl<T: VectorStoreDyn + ?Sized> VectorStore for Arc<T> {
     fn info(&self) -> &BackendInfo {
         (**self).info_dyn()
+    }
+    async fn ensure_collection(&self, collection: &str, spec: CollectionSpec) -> Result<()> {
+        (**self).ensure_collection_dyn(collection, spec).await
     }
     async fn upsert(&self, collection: &str, records: Vec<VectorRecord>) -> Result<()> {
         (**self).upsert_dyn(collection, records).await
@@ -180,6 +293,9 @@ impl<T: VectorStoreDyn + ?Sized> VectorStore for Arc<T> {
     }
     async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {
         (**self).delete_dyn(collection, tenant, ids).await
+    }
+    async fn purge(&self, collection: &str, scope: &VectorPurge) -> Result<u64> {
+        (**self).purge_dyn(collection, scope).await
     }
 }
 

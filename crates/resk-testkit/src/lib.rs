@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cache;
+pub mod vector;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -114,7 +115,65 @@ macro_rules! __cache_suite {
     };
 }
 
+/// Expands one `#[tokio::test]` per vector-store scenario, on the store and as a `SharedVectorStore`.
+///
+/// `$make` evaluates to a future of `Option<store>`; `None` prints `SKIP <scenario>: …`.
+#[macro_export]
+macro_rules! vector_suite_if {
+    ($make:expr) => {
+        $crate::__vector_suite!($make;
+            ensure_collection_idempotent,
+            ensure_collection_mismatch,
+            upsert_idempotent,
+            dims_mismatch_rejected,
+            top_k_order,
+            threshold_drops,
+            filter_eq_in,
+            filter_and_or,
+            query_empty,
+            delete_removes,
+            tenants_are_isolated,
+            purge_tenant,
+            unknown_collection_not_found,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __vector_suite {
+    ($make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(store) = $make.await else {
+                    $crate::skip(stringify!($name));
+                    return;
+                };
+                $crate::vector::$name(&store).await;
+            }
+        )*
+
+        /// The same scenarios through `Arc<dyn VectorStoreDyn>`.
+        mod shared {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(store) = $make.await else {
+                        $crate::skip(concat!("shared::", stringify!($name)));
+                        return;
+                    };
+                    let store: $crate::__private::SharedVectorStore = ::std::sync::Arc::new(store);
+                    $crate::vector::$name(&store).await;
+                }
+            )*
+        }
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
-    pub use resk_core::SharedCacheStore;
+    pub use resk_core::{SharedCacheStore, SharedVectorStore};
 }

@@ -1,0 +1,132 @@
+//! What remote providers share: one mapping from HTTP outcomes to resk error kinds.
+
+use std::time::Duration;
+
+use reqwest::{
+    Response, StatusCode,
+    header::{HeaderValue, RETRY_AFTER},
+};
+use resk_core::{Error, ErrorKind, Result};
+
+/// A header value holding a secret (API key, bearer token): marked sensitive so `Debug` output and
+/// HTTP/2 header compression never expose it.
+pub fn secret_header(value: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        Error::new(
+            ErrorKind::Config,
+            "http",
+            "config",
+            "the API key holds characters that cannot be sent in an HTTP header",
+        )
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Map a transport failure: timeouts and refused connections are transient, the rest is a backend
+/// error. The request URL is kept out of the message (it may carry a deployment name); the source
+/// chain has the detail.
+pub fn transport_error(provider: &'static str, err: reqwest::Error) -> Error {
+    let kind = if err.is_timeout() || err.is_connect() || err.is_request() {
+        ErrorKind::Unavailable
+    } else {
+        ErrorKind::Backend
+    };
+    let what = if err.is_timeout() {
+        "the request timed out"
+    } else if err.is_connect() {
+        "could not connect"
+    } else {
+        "the request failed"
+    };
+    Error::new(kind, provider, "embed", what).with_source(err.without_url())
+}
+
+/// Turn a non-success response into an error of the right kind, with the provider's own message:
+/// 429 → `RateLimited` (with `Retry-After`), 408 and 5xx → `Unavailable`, 401/403 → `Unauthorized`,
+/// 404 → `NotFound`, other 4xx → `InvalidInput`.
+pub async fn check_response(provider: &'static str, response: Response) -> Result<Response> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let body = response.text().await.unwrap_or_default();
+    let kind = match status {
+        StatusCode::TOO_MANY_REQUESTS => ErrorKind::RateLimited,
+        StatusCode::REQUEST_TIMEOUT => ErrorKind::Unavailable,
+        s if s.is_server_error() => ErrorKind::Unavailable,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Unauthorized,
+        StatusCode::NOT_FOUND => ErrorKind::NotFound,
+        _ => ErrorKind::InvalidInput,
+    };
+    let mut err = Error::new(
+        kind,
+        provider,
+        "embed",
+        format!("HTTP {}: {}", status.as_u16(), provider_message(&body)),
+    );
+    if let Some(wait) = retry_after {
+        err = err.with_retry_after(wait);
+    }
+    Err(err)
+}
+
+/// The human part of a provider's error body: `error.message` (OpenAI), `error` (Hugging Face, TEI),
+/// or the first 200 characters of the raw body.
+fn provider_message(body: &str) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let found = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("error"))
+            .or_else(|| v.get("message"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+    });
+    found.unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// `Retry-After` as delay-seconds (the HTTP-date form is rare from APIs and ignored: the backoff
+/// applies instead).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_parses_seconds_only() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 0.5 "), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn provider_messages_are_extracted() {
+        assert_eq!(
+            provider_message(r#"{"error":{"message":"Incorrect API key","type":"x"}}"#),
+            "Incorrect API key"
+        );
+        assert_eq!(
+            provider_message(r#"{"error":"Model is loading"}"#),
+            "Model is loading"
+        );
+        assert_eq!(provider_message("plain"), "plain");
+    }
+
+    #[test]
+    fn secret_headers_are_sensitive() {
+        let v = secret_header("Bearer sk-123").unwrap_or_else(|_| HeaderValue::from_static(""));
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("sk-123"));
+        assert!(secret_header("bad\nkey").is_err());
+    }
+}

@@ -1,0 +1,580 @@
+#![doc = include_str!("../README.md")]
+
+mod log;
+
+use std::{
+    collections::HashMap,
+    fmt,
+    path::{Path, PathBuf},
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use resk_core::{
+    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Metric, RecordId, Result, Scored,
+    TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
+};
+use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
+
+use crate::log::{Log, Op};
+
+const NAME: &str = "embedded";
+const LOG_FILE: &str = "log.bin";
+
+/// How the embedded store indexes and persists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmbeddedConfig {
+    /// Where collections are persisted; `None` keeps everything in memory.
+    pub dir: Option<PathBuf>,
+    /// fsync every write (survives power loss, costs a disk flush per write).
+    pub sync: bool,
+    /// HNSW neighbours per node (`M`); 0 lets USearch choose (16).
+    pub connectivity: usize,
+    /// Candidate list size while inserting (`efConstruction`).
+    pub expansion_add: usize,
+    /// Candidate list size while searching (`ef`); raised to `k` when smaller.
+    pub expansion_search: usize,
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            sync: false,
+            connectivity: 16,
+            expansion_add: 128,
+            expansion_search: 64,
+        }
+    }
+}
+
+/// The in-process vector store; cheap to clone (clones share the index).
+#[derive(Clone)]
+pub struct EmbeddedVectorStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EmbeddedConfig,
+    info: BackendInfo,
+    collections: RwLock<HashMap<String, Arc<RwLock<Collection>>>>,
+}
+
+impl fmt::Debug for EmbeddedVectorStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EmbeddedVectorStore")
+            .field("dir", &self.inner.config.dir)
+            .field("collections", &self.collection_names())
+            .finish()
+    }
+}
+
+struct Entry {
+    id: RecordId,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// One tenant's graph and the mapping between resk ids and USearch keys.
+struct TenantIndex {
+    index: Index,
+    by_id: HashMap<RecordId, u64>,
+    records: HashMap<u64, Entry>,
+    next_key: u64,
+}
+
+struct Collection {
+    spec: CollectionSpec,
+    tenants: HashMap<String, TenantIndex>,
+    log: Option<Log>,
+}
+
+fn backend(op: &'static str, err: impl fmt::Display) -> Error {
+    Error::new(ErrorKind::Backend, NAME, op, err.to_string())
+}
+
+fn not_found(op: &'static str, collection: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        NAME,
+        op,
+        format!("collection `{collection}` does not exist (call ensure_collection first)"),
+    )
+}
+
+fn dims_mismatch(op: &'static str, got: usize, want: usize) -> Error {
+    Error::new(
+        ErrorKind::DimensionMismatch,
+        NAME,
+        op,
+        format!("vector has {got} values; the collection holds {want}-value vectors"),
+    )
+}
+
+fn valid_name(collection: &str) -> Result<()> {
+    let ok = !collection.is_empty()
+        && collection.len() <= 64
+        && collection
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            NAME,
+            "collection",
+            "collection names are 1-64 characters of A-Z, a-z, 0-9, `_` and `-`",
+        ))
+    }
+}
+
+impl TenantIndex {
+    fn new(spec: CollectionSpec, config: &EmbeddedConfig) -> Result<Self> {
+        let metric = match spec.metric {
+            Metric::Cosine => MetricKind::Cos,
+            Metric::L2 => MetricKind::L2sq,
+            Metric::Dot => MetricKind::IP,
+        };
+        let index = Index::new(&IndexOptions {
+            dimensions: spec.dims,
+            metric,
+            quantization: ScalarKind::F32,
+            connectivity: config.connectivity,
+            expansion_add: config.expansion_add,
+            expansion_search: config.expansion_search,
+            multi: false,
+        })
+        .map_err(|e| backend("index", e))?;
+        index.reserve(64).map_err(|e| backend("index", e))?;
+        Ok(Self {
+            index,
+            by_id: HashMap::new(),
+            records: HashMap::new(),
+            next_key: 0,
+        })
+    }
+
+    fn remove(&mut self, id: &str) -> Result<bool> {
+        let Some(key) = self.by_id.remove(id) else {
+            return Ok(false);
+        };
+        self.records.remove(&key);
+        self.index.remove(key).map_err(|e| backend("delete", e))?;
+        Ok(true)
+    }
+
+    fn insert(
+        &mut self,
+        id: RecordId,
+        vector: &[f32],
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<()> {
+        self.remove(&id)?;
+        if self.index.size() + 1 > self.index.capacity() {
+            let grown = (self.index.capacity() * 2).max(64);
+            self.index.reserve(grown).map_err(|e| backend("upsert", e))?;
+        }
+        let key = self.next_key;
+        self.next_key += 1;
+        self.index
+            .add(key, vector)
+            .map_err(|e| backend("upsert", e))?;
+        self.by_id.insert(id.clone(), key);
+        self.records.insert(key, Entry { id, metadata });
+        Ok(())
+    }
+}
+
+impl Collection {
+    fn live(&self) -> usize {
+        self.tenants.values().map(|t| t.by_id.len()).sum()
+    }
+
+    fn apply(&mut self, op: Op, config: &EmbeddedConfig) -> Result<u64> {
+        match op {
+            Op::Upsert {
+                tenant,
+                id,
+                vector,
+                metadata,
+            } => {
+                let spec = self.spec;
+                let index = match self.tenants.entry(tenant) {
+                    std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(TenantIndex::new(spec, config)?)
+                    }
+                };
+                index.insert(id, &vector, metadata)?;
+                Ok(1)
+            }
+            Op::Delete { tenant, ids } => {
+                let Some(index) = self.tenants.get_mut(&tenant) else {
+                    return Ok(0);
+                };
+                let mut removed = 0;
+                for id in &ids {
+                    removed += u64::from(index.remove(id)?);
+                }
+                if index.by_id.is_empty() {
+                    self.tenants.remove(&tenant);
+                }
+                Ok(removed)
+            }
+            Op::PurgeTenant { tenant } => Ok(self
+                .tenants
+                .remove(&tenant)
+                .map_or(0, |t| t.by_id.len() as u64)),
+            Op::PurgeAll => {
+                let n = self.live() as u64;
+                self.tenants.clear();
+                Ok(n)
+            }
+        }
+    }
+
+    /// Log `ops` (all or nothing), then apply them.
+    fn commit(&mut self, ops: Vec<Op>, config: &EmbeddedConfig) -> Result<u64> {
+        if let Some(log) = &mut self.log {
+            let mut buf = Vec::new();
+            for op in &ops {
+                op.encode(&mut buf);
+            }
+            log.append(&buf, ops.len())?;
+        }
+        let mut total = 0;
+        for op in ops {
+            total += self.apply(op, config)?;
+        }
+        self.maybe_compact()?;
+        Ok(total)
+    }
+
+    /// Rewrite the log as one frame per live record once it holds more than twice as many frames.
+    fn maybe_compact(&mut self) -> Result<()> {
+        let live = self.live();
+        let Some(log) = &self.log else {
+            return Ok(());
+        };
+        if log.frames <= 1024.max(2 * live) {
+            return Ok(());
+        }
+        let mut ops = Vec::with_capacity(live);
+        for (tenant, index) in &self.tenants {
+            for (key, entry) in &index.records {
+                let mut vector = Vec::new();
+                index
+                    .index
+                    .export(*key, &mut vector)
+                    .map_err(|e| backend("compact", e))?;
+                ops.push(Op::Upsert {
+                    tenant: tenant.clone(),
+                    id: entry.id.clone(),
+                    vector,
+                    metadata: entry.metadata.clone(),
+                });
+            }
+        }
+        let spec = self.spec;
+        if let Some(log) = &mut self.log {
+            log.rewrite(spec, &ops)?;
+        }
+        Ok(())
+    }
+}
+
+fn similarity(metric: Metric, distance: f32) -> f32 {
+    match metric {
+        Metric::Cosine | Metric::Dot => 1.0 - distance,
+        Metric::L2 => 1.0 / (1.0 + distance.max(0.0).sqrt()),
+    }
+}
+
+impl EmbeddedVectorStore {
+    /// A store with `config`; with a directory, every collection persisted there is loaded (its log
+    /// replayed into fresh graphs). Blocking: call from `spawn_blocking` in async code.
+    pub fn open(config: EmbeddedConfig) -> Result<Self> {
+        let mut collections = HashMap::new();
+        if let Some(dir) = &config.dir {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::new(
+                    ErrorKind::Config,
+                    NAME,
+                    "open",
+                    format!("cannot create {}: {e}", dir.display()),
+                )
+            })?;
+            let entries = std::fs::read_dir(dir).map_err(|e| backend("open", e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| backend("open", e))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let path = entry.path().join(LOG_FILE);
+                if valid_name(&name).is_err() || !path.is_file() {
+                    continue;
+                }
+                let collection = Self::load(&path, &config)?;
+                collections.insert(name, Arc::new(RwLock::new(collection)));
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                info: BackendInfo {
+                    name: NAME,
+                    capabilities: Capabilities::new(config.dir.is_some(), false, false),
+                },
+                config,
+                collections: RwLock::new(collections),
+            }),
+        })
+    }
+
+    /// An in-memory store (nothing persisted).
+    pub fn in_memory() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                info: BackendInfo {
+                    name: NAME,
+                    capabilities: Capabilities::new(false, false, false),
+                },
+                config: EmbeddedConfig::default(),
+                collections: RwLock::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn load(path: &Path, config: &EmbeddedConfig) -> Result<Collection> {
+        let (log, spec, ops) = Log::open(path, config.sync)?;
+        let mut collection = Collection {
+            spec,
+            tenants: HashMap::new(),
+            log: None,
+        };
+        let replayed = ops.len();
+        for op in ops {
+            collection.apply(op, config)?;
+        }
+        collection.log = Some(log);
+        collection.maybe_compact()?;
+        tracing::info!(
+            path = %path.display(),
+            replayed,
+            live = collection.live(),
+            "vector collection loaded"
+        );
+        Ok(collection)
+    }
+
+    /// Names of the collections held.
+    pub fn collection_names(&self) -> Vec<String> {
+        let map = self
+            .inner
+            .collections
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = map.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Records held in `collection` across tenants (0 for an unknown collection).
+    pub fn len(&self, collection: &str) -> usize {
+        self.collection(collection).map_or(0, |c| {
+            c.read().unwrap_or_else(PoisonError::into_inner).live()
+        })
+    }
+
+    fn collection(&self, name: &str) -> Option<Arc<RwLock<Collection>>> {
+        self.inner
+            .collections
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Run a write on tokio's blocking pool (index inserts and file appends are CPU and disk work).
+    async fn write<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        collection: &str,
+        f: impl FnOnce(&mut Collection, &EmbeddedConfig) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let coll = self
+            .collection(collection)
+            .ok_or_else(|| not_found(op, collection))?;
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = coll.write().unwrap_or_else(PoisonError::into_inner);
+            f(&mut guard, &inner.config)
+        })
+        .await
+        .map_err(|e| backend(op, e))?
+    }
+
+    /// Search exactly (brute force over one tenant's records); the reference recall is measured against.
+    pub fn exact_query(&self, collection: &str, query: &VectorQuery) -> Result<Vec<Scored>> {
+        self.search(collection, query, true)
+    }
+
+    fn search(&self, collection: &str, query: &VectorQuery, exact: bool) -> Result<Vec<Scored>> {
+        let Some(coll) = self.collection(collection) else {
+            return Ok(Vec::new());
+        };
+        let coll = coll.read().unwrap_or_else(PoisonError::into_inner);
+        if query.vector.len() != coll.spec.dims {
+            return Err(dims_mismatch("query", query.vector.len(), coll.spec.dims));
+        }
+        let Some(index) = coll.tenants.get(query.tenant.as_str()) else {
+            return Ok(Vec::new());
+        };
+        if query.k == 0 {
+            return Ok(Vec::new());
+        }
+        // USearch widens its candidate list to `k` by itself when `k` exceeds `expansion_search`.
+        let k = query.k.min(index.by_id.len());
+        let matches = match (&query.filter, exact) {
+            (Some(filter), _) => index.index.filtered_search(&query.vector, k, |key| {
+                index
+                    .records
+                    .get(&key)
+                    .is_some_and(|e| filter.matches(&e.metadata))
+            }),
+            (None, true) => index.index.exact_search(&query.vector, k),
+            (None, false) => index.index.search(&query.vector, k),
+        }
+        .map_err(|e| backend("query", e))?;
+        let mut out = Vec::with_capacity(matches.keys.len());
+        for (key, distance) in matches.keys.iter().zip(&matches.distances) {
+            let Some(entry) = index.records.get(key) else {
+                continue;
+            };
+            let sim = similarity(coll.spec.metric, *distance);
+            if query.min_similarity.is_some_and(|min| sim < min) {
+                continue;
+            }
+            out.push(Scored {
+                id: entry.id.clone(),
+                similarity: sim,
+                metadata: entry.metadata.clone(),
+            });
+        }
+        out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        Ok(out)
+    }
+}
+
+impl VectorStore for EmbeddedVectorStore {
+    fn info(&self) -> &BackendInfo {
+        &self.inner.info
+    }
+
+    async fn ensure_collection(&self, collection: &str, spec: CollectionSpec) -> Result<()> {
+        valid_name(collection)?;
+        if spec.dims == 0 || spec.dims > 65_536 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                NAME,
+                "ensure_collection",
+                "dimensions must be 1-65536",
+            ));
+        }
+        if let Some(existing) = self.collection(collection) {
+            let have = existing.read().unwrap_or_else(PoisonError::into_inner).spec;
+            return if have == spec {
+                Ok(())
+            } else {
+                Err(Error::new(
+                    ErrorKind::Config,
+                    NAME,
+                    "ensure_collection",
+                    format!(
+                        "collection `{collection}` holds {}-value {} vectors; {}-value {} was asked for \
+                         (a different embedding model needs its own collection)",
+                        have.dims,
+                        have.metric.as_str(),
+                        spec.dims,
+                        spec.metric.as_str()
+                    ),
+                ))
+            };
+        }
+        let log = match &self.inner.config.dir {
+            None => None,
+            Some(dir) => {
+                let sub = dir.join(collection);
+                std::fs::create_dir_all(&sub).map_err(|e| backend("ensure_collection", e))?;
+                Some(Log::create(&sub.join(LOG_FILE), spec, self.inner.config.sync)?)
+            }
+        };
+        let mut map = self
+            .inner
+            .collections
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.entry(collection.to_owned()).or_insert_with(|| {
+            Arc::new(RwLock::new(Collection {
+                spec,
+                tenants: HashMap::new(),
+                log,
+            }))
+        });
+        Ok(())
+    }
+
+    async fn upsert(&self, collection: &str, records: Vec<VectorRecord>) -> Result<()> {
+        let Some(coll) = self.collection(collection) else {
+            return Err(not_found("upsert", collection));
+        };
+        let dims = coll.read().unwrap_or_else(PoisonError::into_inner).spec.dims;
+        if let Some(bad) = records.iter().find(|r| r.vector.len() != dims) {
+            return Err(dims_mismatch("upsert", bad.vector.len(), dims));
+        }
+        if let Some(bad) = records.iter().find(|r| r.vector.iter().any(|x| !x.is_finite())) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                NAME,
+                "upsert",
+                format!("record `{}` has a NaN or infinite value", bad.id),
+            ));
+        }
+        let ops: Vec<Op> = records
+            .into_iter()
+            .map(|r| Op::Upsert {
+                tenant: r.tenant.as_str().to_owned(),
+                id: r.id,
+                vector: r.vector,
+                metadata: r.metadata,
+            })
+            .collect();
+        self.write("upsert", collection, move |c, config| c.commit(ops, config))
+            .await
+            .map(drop)
+    }
+
+    async fn query(&self, collection: &str, query: &VectorQuery) -> Result<Vec<Scored>> {
+        self.search(collection, query, false)
+    }
+
+    async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {
+        let op = Op::Delete {
+            tenant: tenant.as_str().to_owned(),
+            ids: ids.to_vec(),
+        };
+        self.write("delete", collection, move |c, config| {
+            c.commit(vec![op], config)
+        })
+        .await
+    }
+
+    async fn purge(&self, collection: &str, scope: &VectorPurge) -> Result<u64> {
+        let op = match scope {
+            VectorPurge::All => Op::PurgeAll,
+            VectorPurge::Tenant(t) => Op::PurgeTenant {
+                tenant: t.as_str().to_owned(),
+            },
+        };
+        self.write("purge", collection, move |c, config| {
+            c.commit(vec![op], config)
+        })
+        .await
+    }
+}
