@@ -120,6 +120,7 @@ impl std::fmt::Debug for KeyBuilder {
 }
 
 const KEY_DOMAIN: &[u8] = b"resk/cache-key/v1";
+const SCOPE_DOMAIN: &[u8] = b"resk/semantic-scope/v1";
 
 impl KeyBuilder {
     /// Shortest accepted secret, in bytes.
@@ -139,6 +140,41 @@ impl KeyBuilder {
 
     /// The key of `input` within `tenant`: a 64-character lowercase hex name.
     pub fn key(&self, tenant: &TenantId, input: &KeyInput<'_>) -> CacheKey {
+        let digest = self.digest(KEY_DOMAIN, tenant, Some(input.query), input);
+        // 64 hex characters: always within CacheKey's name bounds.
+        CacheKey::new_unchecked(tenant.clone(), hex(&digest).into())
+    }
+
+    /// The semantic scope of `input` within `tenant`: the same HMAC over everything that decides an
+    /// answer *except the query* (language, model, parameters) plus the embedding model, so a
+    /// similarity search only compares questions whose answers are interchangeable. 32 hex characters.
+    ///
+    /// ```
+    /// use resk_core::{KeyBuilder, KeyInput, TenantId};
+    /// let keys = KeyBuilder::new(b"a service secret of at least 32 bytes!").unwrap();
+    /// let t = TenantId::new("acme").unwrap();
+    /// let en = KeyInput { query: "a", language: Some("en"), ..Default::default() };
+    /// let en2 = KeyInput { query: "b", language: Some("EN"), ..Default::default() };
+    /// let fr = KeyInput { query: "a", language: Some("fr"), ..Default::default() };
+    /// assert_eq!(keys.scope(&t, "minilm", &en), keys.scope(&t, "minilm", &en2));
+    /// assert_ne!(keys.scope(&t, "minilm", &en), keys.scope(&t, "minilm", &fr));
+    /// assert_ne!(keys.scope(&t, "minilm", &en), keys.scope(&t, "other-model", &en));
+    /// ```
+    pub fn scope(&self, tenant: &TenantId, embedding_model: &str, input: &KeyInput<'_>) -> String {
+        let mut domain = SCOPE_DOMAIN.to_vec();
+        domain.extend_from_slice(&(embedding_model.len() as u64).to_be_bytes());
+        domain.extend_from_slice(embedding_model.as_bytes());
+        let digest = self.digest(&domain, tenant, None, input);
+        hex(&digest[..16])
+    }
+
+    fn digest(
+        &self,
+        domain: &[u8],
+        tenant: &TenantId,
+        query: Option<&str>,
+        input: &KeyInput<'_>,
+    ) -> [u8; 32] {
         let mut mac = self.mac.clone();
         let mut field = |bytes: Option<&[u8]>| match bytes {
             None => mac.update(&[0]),
@@ -148,9 +184,9 @@ impl KeyBuilder {
                 mac.update(b);
             }
         };
-        field(Some(KEY_DOMAIN));
+        field(Some(domain));
         field(Some(tenant.as_str().as_bytes()));
-        field(Some(normalize_query(input.query).as_bytes()));
+        field(query.map(normalize_query).as_deref().map(str::as_bytes));
         let language = input.language.map(|l| l.trim().to_ascii_lowercase());
         field(
             language
@@ -170,9 +206,7 @@ impl KeyBuilder {
             .filter(|p| !is_empty_params(p))
             .map(canonical_json);
         field(params.as_deref());
-        let digest = mac.finalize().into_bytes();
-        // 64 hex characters: always within CacheKey's name bounds.
-        CacheKey::new_unchecked(tenant.clone(), hex(&digest).into())
+        mac.finalize().into_bytes().into()
     }
 }
 

@@ -21,6 +21,8 @@ pub struct WriteRequest {
     pub model: Option<String>,
     /// Generation parameters that change the answer (temperature, prompt version, …); part of the key.
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Index the query for semantic lookups (default `true` when the server has semantic caching).
+    pub semantic: Option<bool>,
 }
 
 /// `POST /api/cache/query`: look an answer up.
@@ -42,6 +44,17 @@ pub struct QueryRequest {
     pub model: Option<String>,
     /// Generation parameters; must match what the writer sent (key order does not matter).
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
+    /// On an exact miss, look for a cached paraphrase (default `true` when the server has semantic
+    /// caching).
+    pub semantic: Option<bool>,
+    /// Similarity a paraphrase must reach (default: the server's `SEMANTIC_THRESHOLD`).
+    #[schemars(range(min = -1.0, max = 1.0))]
+    pub threshold: Option<f32>,
+    /// Candidates examined (default: the server's `SEMANTIC_TOP_K`).
+    #[schemars(range(min = 1, max = 100))]
+    pub k: Option<usize>,
+    /// Seed of the `deterministic` variant strategy (default: the token's subject).
+    pub seed: Option<String>,
 }
 
 /// The fields of a request that decide its cache key, borrowed.
@@ -86,6 +99,11 @@ pub struct WriteResponse {
     pub ttl: u64,
     /// When the entry expires (RFC 3339).
     pub expires_at: String,
+    /// Whether the query was indexed for semantic lookups.
+    pub semantic_indexed: bool,
+    /// Why semantic indexing failed (the exact entry is stored regardless).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub semantic_error: Option<String>,
 }
 
 /// Which layer answered a hit.
@@ -98,11 +116,18 @@ pub enum Source {
     Sqlite,
     /// Redis.
     Redis,
+    /// A cached paraphrase found by vector search.
+    Semantic,
 }
 
 impl Source {
     /// Every source, in index order.
-    pub const ALL: [Source; 3] = [Source::Memory, Source::Sqlite, Source::Redis];
+    pub const ALL: [Source; 4] = [
+        Source::Memory,
+        Source::Sqlite,
+        Source::Redis,
+        Source::Semantic,
+    ];
 
     /// The lowercase name, as serialised.
     pub const fn as_str(self) -> &'static str {
@@ -110,6 +135,7 @@ impl Source {
             Source::Memory => "memory",
             Source::Sqlite => "sqlite",
             Source::Redis => "redis",
+            Source::Semantic => "semantic",
         }
     }
 
@@ -140,8 +166,12 @@ pub struct Latency {
     pub total: f64,
     /// Validation and key derivation.
     pub key: f64,
-    /// Cache read, including decryption.
+    /// Cache read, including decryption (both reads on a semantic hit).
     pub cache: f64,
+    /// Embedding the query (semantic lookups only).
+    pub embed: f64,
+    /// Vector search (semantic lookups only).
+    pub vector: f64,
 }
 
 /// Answer to a lookup: a hit with the cached answer, or a miss.
@@ -158,9 +188,18 @@ pub struct QueryResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schemars(with = "Option<serde_json::Value>")]
     pub response: Option<&'a serde_json::value::RawValue>,
-    /// The entry's key (hits only).
+    /// The entry's key (hits only; on a semantic hit, the matched entry's key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<&'a str>,
+    /// Similarity of the matched query (semantic hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+    /// The cached query that matched (semantic hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_query: Option<&'a str>,
+    /// Which variant of a variants response was chosen (0-based).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variant: Option<usize>,
     /// When the entry was written (RFC 3339, hits only).
     #[serde(
         skip_serializing_if = "Option::is_none",

@@ -28,13 +28,18 @@ use crate::{
     error::ErrorBody,
     gate::{self, Gate},
     ratelimit::LocalRateLimiter,
-    routes, telemetry,
+    routes,
+    semantic::Semantic,
+    telemetry,
+    variants::Turns,
     ws::Hub,
 };
 
 /// What every handler shares. Built once at start-up from a [`Config`].
 pub struct AppState {
     pub(crate) cache: SharedCacheStore,
+    pub(crate) semantic: Option<Arc<Semantic>>,
+    pub(crate) turns: Turns,
     pub(crate) stats: Stats,
     pub(crate) hub: Hub,
     pub(crate) keys: KeyBuilder,
@@ -54,6 +59,8 @@ pub(crate) struct Stats {
     pub(crate) writes: metrics::Counter,
     pub(crate) key_seconds: metrics::Histogram,
     pub(crate) cache_seconds: metrics::Histogram,
+    pub(crate) embed_seconds: metrics::Histogram,
+    pub(crate) vector_seconds: metrics::Histogram,
 }
 
 impl Stats {
@@ -67,6 +74,8 @@ impl Stats {
             writes: metrics::counter!("resk_cache_writes_total", "backend" => backend),
             key_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "key"),
             cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
+            embed_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "embed"),
+            vector_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "vector"),
         }
     }
 }
@@ -97,15 +106,25 @@ pub struct Backends {
     /// Where cache events and WebSocket messages travel: Redis pub/sub with the Redis backend, this
     /// process only otherwise.
     pub bus: SharedBus,
+    /// Semantic lookups (embedder + vector store), when enabled.
+    pub semantic: Option<Arc<Semantic>>,
 }
 
 impl Backends {
-    /// `cache` with an in-process bus.
+    /// `cache` with an in-process bus and no semantic layer.
     pub fn local(cache: SharedCacheStore) -> Self {
         Self {
             cache,
             bus: Arc::new(LocalBus::default()),
+            semantic: None,
         }
+    }
+
+    /// The same backends with `semantic` lookups.
+    #[must_use]
+    pub fn with_semantic(mut self, semantic: Semantic) -> Self {
+        self.semantic = Some(Arc::new(semantic));
+        self
     }
 }
 
@@ -147,8 +166,16 @@ fn layered<L2: CacheStore>(config: &Config, l2: L2, bus: &SharedBus) -> Result<S
     }
 }
 
-/// Build the configured backends.
+/// Build the configured backends, with the semantic layer when enabled.
 pub async fn build_backends(config: &Config) -> Result<Backends> {
+    let mut backends = build_cache(config).await?;
+    if config.semantic.enabled {
+        backends = backends.with_semantic(Semantic::build(&config.semantic).await?);
+    }
+    Ok(backends)
+}
+
+async fn build_cache(config: &Config) -> Result<Backends> {
     match config.backend {
         CacheBackend::Memory => {
             #[cfg(feature = "cache-memory")]
@@ -179,6 +206,7 @@ pub async fn build_backends(config: &Config) -> Result<Backends> {
                 Ok(Backends {
                     cache: layered(config, store, &bus)?,
                     bus,
+                    semantic: None,
                 })
             }
             #[cfg(not(feature = "cache-sqlite"))]
@@ -196,6 +224,7 @@ pub async fn build_backends(config: &Config) -> Result<Backends> {
                 Ok(Backends {
                     cache: layered(config, store, &bus)?,
                     bus,
+                    semantic: None,
                 })
             }
             #[cfg(not(feature = "cache-redis"))]
@@ -242,7 +271,11 @@ impl App {
 
     /// Build the application around existing backends.
     pub fn with_backends(config: &Config, backends: Backends) -> Self {
-        let Backends { cache, bus } = backends;
+        let Backends {
+            cache,
+            bus,
+            semantic,
+        } = backends;
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
         let limiter = Arc::new(LocalRateLimiter::new(config.rate_limit));
@@ -343,6 +376,8 @@ impl App {
         let hub = Hub::new(bus, config.ws);
         let state = Arc::new(AppState {
             cache,
+            semantic,
+            turns: Turns::new(),
             stats,
             hub,
             keys: config.keys.clone(),

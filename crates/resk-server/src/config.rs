@@ -43,6 +43,8 @@ pub struct Cli {
 pub enum Command {
     /// Start the HTTP server (the default).
     Serve(ServeArgs),
+    /// Find the similarity threshold that reaches a target precision on labelled query pairs.
+    Calibrate(CalibrateArgs),
     /// Mint a short-lived HS256 token signed with JWT_SECRET (for local use and tests).
     Token(TokenArgs),
     /// Print a new random CACHE_ENCRYPTION_KEY (base64 of 32 bytes).
@@ -68,6 +70,137 @@ pub enum SqliteSync {
     Full,
     /// fsync at checkpoints: acknowledged writes survive a process crash, maybe not power loss.
     Normal,
+}
+
+/// Which embedder turns queries into vectors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
+pub enum EmbeddingProvider {
+    /// Built in, no download: hashed word and character n-grams. Lexical (typos, case, word order,
+    /// function words), not semantic.
+    Lexical,
+    /// A sentence-transformers model run in-process with candle (`EMBEDDING_MODEL_DIR`).
+    Local,
+    /// The OpenAI embeddings API or any OpenAI-compatible server (`OPENAI_BASE_URL`).
+    Openai,
+    /// Hugging Face Inference API or a text-embeddings-inference server (`HF_BASE_URL`).
+    Hf,
+}
+
+impl EmbeddingProvider {
+    /// The similarity threshold used when `SEMANTIC_THRESHOLD` is not set: a conservative value for
+    /// the provider's typical model (calibrate with `resk-server calibrate` for yours).
+    pub fn default_threshold(self) -> f32 {
+        match self {
+            EmbeddingProvider::Lexical => 0.75,
+            EmbeddingProvider::Local => 0.85,
+            EmbeddingProvider::Openai | EmbeddingProvider::Hf => 0.85,
+        }
+    }
+}
+
+/// Where vectors of cached queries are searched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
+pub enum VectorDbType {
+    /// The in-process HNSW index (resk-vector-embedded), persisted to `VECTOR_DIR` when set.
+    Embedded,
+}
+
+/// OpenAI authentication style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OpenAiStyle {
+    /// `Authorization: Bearer` and `{base}/embeddings` (OpenAI, vLLM, Ollama, TEI's OpenAI route).
+    Openai,
+    /// Azure OpenAI: `api-key` header, `{base}/openai/deployments/{EMBEDDING_MODEL}/embeddings?api-version=…`.
+    Azure,
+}
+
+/// Hugging Face request style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HfStyle {
+    /// Inference API: `POST {base}/models/{model}/pipeline/feature-extraction`.
+    Inference,
+    /// text-embeddings-inference: `POST {base}/embed`.
+    Tei,
+}
+
+/// Semantic-caching settings, shared by `serve`, `calibrate` and the ingest example.
+#[derive(Clone, Debug, Args)]
+pub struct SemanticArgs {
+    /// Answer paraphrases of cached queries (embed → vector search → threshold).
+    #[arg(long = "semantic", env = "SEMANTIC_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enabled: bool,
+    /// Embedder.
+    #[arg(long, env = "EMBEDDING_PROVIDER", value_enum, default_value = "lexical")]
+    pub embedding_provider: EmbeddingProvider,
+    /// Model name (OpenAI/HF model or Azure deployment; for `local`, a label for the model directory).
+    #[arg(long, env = "EMBEDDING_MODEL")]
+    pub embedding_model: Option<String>,
+    /// Directory with model.safetensors, tokenizer.json and config.json (`local`).
+    #[arg(long, env = "EMBEDDING_MODEL_DIR")]
+    pub embedding_model_dir: Option<std::path::PathBuf>,
+    /// Output dimensions (OpenAI `dimensions`; checked against every vector).
+    #[arg(long, env = "EMBEDDING_DIMENSIONS")]
+    pub embedding_dimensions: Option<usize>,
+    /// Texts per provider call (capped by the provider's limit).
+    #[arg(long, env = "EMBEDDING_BATCH_SIZE", default_value_t = 64)]
+    pub embedding_batch_size: usize,
+    /// Provider calls in flight per batch job.
+    #[arg(long, env = "EMBEDDING_CONCURRENCY", default_value_t = 4)]
+    pub embedding_concurrency: usize,
+    /// Per-call timeout, seconds.
+    #[arg(long, env = "EMBEDDING_TIMEOUT_SECS", default_value_t = 30)]
+    pub embedding_timeout_secs: u64,
+    /// Retries of 429/5xx/timeouts (exponential backoff with jitter, honouring Retry-After).
+    #[arg(long, env = "EMBEDDING_MAX_RETRIES", default_value_t = 3)]
+    pub embedding_max_retries: u32,
+    /// Vectors kept by the embedding cache (0 disables it).
+    #[arg(long, env = "EMBEDDING_CACHE_SIZE", default_value_t = 10_000)]
+    pub embedding_cache_size: u64,
+    /// Embedding cache lifetime, seconds.
+    #[arg(long, env = "EMBEDDING_CACHE_TTL_SECS", default_value_t = 3600)]
+    pub embedding_cache_ttl_secs: u64,
+    /// OpenAI (or compatible) API key.
+    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
+    pub openai_api_key: Option<String>,
+    /// OpenAI-compatible base URL.
+    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    pub openai_base_url: String,
+    /// `openai` or `azure` request style.
+    #[arg(long, env = "OPENAI_API_STYLE", value_enum, default_value = "openai")]
+    pub openai_api_style: OpenAiStyle,
+    /// Azure `api-version`.
+    #[arg(long, env = "OPENAI_API_VERSION", default_value = "2024-02-01")]
+    pub openai_api_version: String,
+    /// Hugging Face token.
+    #[arg(long, env = "HF_API_TOKEN", hide_env_values = true)]
+    pub hf_api_token: Option<String>,
+    /// Hugging Face Inference base URL, or a TEI server's URL.
+    #[arg(long, env = "HF_BASE_URL", default_value = "https://router.huggingface.co/hf-inference")]
+    pub hf_base_url: String,
+    /// `inference` (HF Inference API) or `tei` (text-embeddings-inference `/embed`).
+    #[arg(long, env = "HF_API_STYLE", value_enum, default_value = "inference")]
+    pub hf_api_style: HfStyle,
+    /// Similarity a match must reach (default per provider; see `EmbeddingProvider::default_threshold`).
+    #[arg(long, env = "SEMANTIC_THRESHOLD")]
+    pub semantic_threshold: Option<f32>,
+    /// Candidates examined per lookup.
+    #[arg(long, env = "SEMANTIC_TOP_K", default_value_t = 5)]
+    pub semantic_top_k: usize,
+    /// Vector store.
+    #[arg(long, env = "VECTORDB_TYPE", value_enum, default_value = "embedded")]
+    pub vectordb_type: VectorDbType,
+    /// Directory of the embedded index; default: `<SQLITE_PATH>.vectors` with the SQLite backend,
+    /// memory only otherwise.
+    #[arg(long, env = "VECTOR_DIR")]
+    pub vector_dir: Option<std::path::PathBuf>,
+    /// Collection name; default `resk-<model>`.
+    #[arg(long, env = "VECTOR_COLLECTION")]
+    pub vector_collection: Option<String>,
+    /// fsync every vector write (embedded index).
+    #[arg(long, env = "VECTOR_SYNC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub vector_sync: bool,
 }
 
 /// Log line format.
@@ -198,6 +331,9 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Semantic caching.
+    #[command(flatten)]
+    pub semantic: SemanticArgs,
     /// Log filter (`info`, `debug`, `resk_server=debug,info`, …).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -224,6 +360,52 @@ pub struct TokenArgs {
     /// Lifetime in seconds (at most 86400).
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ttl: u64,
+}
+
+impl SemanticArgs {
+    /// Check ranges; the error names the variable.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = self.semantic_threshold
+            && !(t.is_finite() && (-1.0..=1.0).contains(&t))
+        {
+            return Err(config_err("SEMANTIC_THRESHOLD must be between -1 and 1"));
+        }
+        if !(1..=100).contains(&self.semantic_top_k) {
+            return Err(config_err("SEMANTIC_TOP_K must be 1-100"));
+        }
+        if self.embedding_batch_size == 0
+            || self.embedding_concurrency == 0
+            || self.embedding_timeout_secs == 0
+        {
+            return Err(config_err(
+                "EMBEDDING_BATCH_SIZE, EMBEDDING_CONCURRENCY and EMBEDDING_TIMEOUT_SECS must be at least 1",
+            ));
+        }
+        if self.embedding_dimensions == Some(0) {
+            return Err(config_err("EMBEDDING_DIMENSIONS must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The threshold in force: `SEMANTIC_THRESHOLD` or the provider's default.
+    pub fn threshold(&self) -> f32 {
+        self.semantic_threshold
+            .unwrap_or_else(|| self.embedding_provider.default_threshold())
+    }
+}
+
+/// Options of `calibrate`.
+#[derive(Clone, Debug, Args)]
+pub struct CalibrateArgs {
+    /// TSV file: `label<TAB>query a<TAB>query b`, label 1 = same answer, 0 = different.
+    #[arg(long)]
+    pub pairs: std::path::PathBuf,
+    /// Precision the threshold must reach (0-1).
+    #[arg(long, default_value_t = 0.95)]
+    pub target_precision: f64,
+    /// The embedder to calibrate (the same variables the server reads).
+    #[command(flatten)]
+    pub semantic: SemanticArgs,
 }
 
 /// Resolved JWT verification settings.
@@ -374,6 +556,8 @@ pub struct Config {
     pub limits: Limits,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Semantic caching (validated; `enabled = false` turns it off).
+    pub semantic: SemanticArgs,
 }
 
 impl std::fmt::Debug for Config {
@@ -477,6 +661,7 @@ impl ServeArgs {
                  WS_PING_SECS and WS_MAX_CONNECTIONS at least 1",
             ));
         }
+        self.semantic.validate()?;
         if self.request_timeout_secs == 0 {
             return Err(config_err("REQUEST_TIMEOUT_SECS must be at least 1"));
         }
@@ -516,6 +701,15 @@ impl ServeArgs {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            semantic: {
+                let mut semantic = self.semantic.clone();
+                if semantic.vector_dir.is_none() && self.cache_backend == CacheBackend::Sqlite {
+                    let mut dir = self.sqlite_path.clone().into_os_string();
+                    dir.push(".vectors");
+                    semantic.vector_dir = Some(dir.into());
+                }
+                semantic
+            },
         })
     }
 }

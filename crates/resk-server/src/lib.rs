@@ -3,13 +3,17 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod calibrate;
 pub mod config;
 pub mod error;
 mod gate;
+mod providers;
 pub mod json;
 pub mod ratelimit;
 mod routes;
+pub mod semantic;
 pub mod telemetry;
+mod variants;
 mod ws;
 
 pub use app::{App, Backends, build_backends, serve};

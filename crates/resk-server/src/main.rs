@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use resk_server::{
     Cli, Command,
-    config::{ServeArgs, TokenArgs},
+    config::{CalibrateArgs, ServeArgs, TokenArgs},
     telemetry,
 };
 
@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Token(args)) => token(&args),
+        Some(Command::Calibrate(args)) => calibrate(&args),
         Some(Command::Keygen) => keygen(),
     }
 }
@@ -53,6 +54,42 @@ fn serve(args: ServeArgs) -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // printing the report is this command's whole job
+fn calibrate(args: &CalibrateArgs) -> ExitCode {
+    if let Err(err) = args.semantic.validate() {
+        eprintln!("resk-server calibrate: {}", err.message());
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("resk-server calibrate: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let embedder = resk_server::semantic::build_embedder(&args.semantic).await?;
+        resk_server::calibrate::run(&embedder, &args.pairs, args.target_precision).await
+    });
+    match result {
+        Ok((calibration, report)) => {
+            print!("{report}");
+            if calibration.threshold.is_some() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(err) => {
+            eprintln!("resk-server calibrate: {}", err.message());
+            ExitCode::from(2)
         }
     }
 }

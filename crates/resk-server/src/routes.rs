@@ -9,7 +9,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use bytes::Bytes;
-use resk_core::{CacheEntry, CacheEntryView, CacheKey, CacheStore, KeyInput, Origin, PurgeScope};
+use resk_core::{
+    CacheEntry, CacheEntryView, CacheKey, CacheStore, CachedValue, KeyInput, Origin, PurgeScope,
+};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
@@ -22,6 +24,8 @@ use crate::{
     config::Limits,
     error::ApiError,
     json::ApiJson,
+    semantic::IndexItem,
+    variants,
 };
 
 fn ms(since: Instant) -> f64 {
@@ -93,16 +97,25 @@ fn validate<'a>(limits: &Limits, fields: KeyFields<'a>) -> Result<Scoped<'a>, Ap
     })
 }
 
+impl Scoped<'_> {
+    fn input(&self) -> KeyInput<'_> {
+        KeyInput {
+            query: self.query,
+            language: self.language,
+            model: self.model,
+            params: self.params.as_ref(),
+        }
+    }
+}
+
 fn cache_key(app: &AppState, principal: &Principal, scoped: &Scoped<'_>) -> CacheKey {
-    app.keys.key(
-        &principal.tenant,
-        &KeyInput {
-            query: scoped.query,
-            language: scoped.language,
-            model: scoped.model,
-            params: scoped.params.as_ref(),
-        },
-    )
+    app.keys.key(&principal.tenant, &scoped.input())
+}
+
+fn semantic_error(op: &'static str, err: &resk_core::Error) {
+    metrics::counter!("resk_semantic_errors_total", "op" => op, "kind" => err.kind().as_str())
+        .increment(1);
+    tracing::warn!(op, error = %err, "semantic layer error");
 }
 
 fn backend_error(app: &AppState, op: &'static str, err: &resk_core::Error) {
@@ -125,6 +138,7 @@ pub(crate) async fn write_entry(
             "response must not be null",
         ));
     }
+    variants::validate(&req.response)?;
     let ttl = app
         .ttl
         .resolve(req.ttl)
@@ -132,7 +146,7 @@ pub(crate) async fn write_entry(
     let key = cache_key(&app, &principal, &scoped);
     let entry = CacheEntry::new(
         principal.tenant.clone(),
-        req.query,
+        req.query.clone(),
         CacheEntry::raw(&req.response)?,
         ttl,
         Origin {
@@ -148,6 +162,26 @@ pub(crate) async fn write_entry(
             backend_error(&app, "set", e);
         })?;
     app.stats.writes.increment(1);
+    let mut semantic_indexed = false;
+    let mut semantic_error_text = None;
+    if let Some(sem) = app.semantic.as_ref().filter(|_| req.semantic != Some(false)) {
+        let item = IndexItem {
+            key: key.clone(),
+            query: req.query.clone(),
+            scope: sem.scope(&app.keys, &principal.tenant, &scoped.input()),
+            expires_at: entry.expires_at,
+        };
+        match sem.index(&principal.tenant, &[item]).await {
+            Ok(()) => semantic_indexed = true,
+            Err(err) => {
+                semantic_error("index", &err);
+                semantic_error_text = Some(format!(
+                    "the entry is stored for exact lookups, but semantic indexing failed: {}",
+                    err.message()
+                ));
+            }
+        }
+    }
     let expires_at = rfc3339(entry.expires_at);
     app.hub
         .cache_event(
@@ -162,6 +196,8 @@ pub(crate) async fn write_entry(
             key: key.name().to_owned(),
             ttl: ttl.as_secs(),
             expires_at,
+            semantic_indexed,
+            semantic_error: semantic_error_text,
         }),
     ))
 }
@@ -181,6 +217,15 @@ pub(crate) async fn query_entry(
         ));
     }
     let scoped = validate(&app.limits, req.key_fields())?;
+    if req.threshold.is_some_and(|t| !(t.is_finite() && (-1.0..=1.0).contains(&t))) {
+        return Err(ApiError::bad_request(
+            "invalid_threshold",
+            "threshold must be a number between -1 and 1",
+        ));
+    }
+    if req.k.is_some_and(|k| !(1..=100).contains(&k)) {
+        return Err(ApiError::bad_request("invalid_k", "k must be 1-100"));
+    }
     let key = cache_key(&app, &principal, &scoped);
     let key_ms = ms(start);
     app.stats.key_seconds.record(key_ms / 1e3);
@@ -209,47 +254,150 @@ pub(crate) async fn query_entry(
     };
 
     let now = OffsetDateTime::now_utc();
-    let entry = found
-        .as_ref()
-        .and_then(|value| match CacheEntryView::parse(&value.bytes) {
-            Ok(entry) => Some(entry),
-            Err(err) => {
-                backend_error(&app, "decode", &err);
-                None
-            }
-        });
-    let entry = entry.filter(|e| {
+    let usable = |e: &CacheEntryView<'_>| {
         e.tenant == principal.tenant.as_str()
             && now < e.expires_at
             && req.ttl.is_none_or(|max_age| {
                 (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
             })
-    });
-    let source = found
+    };
+    let exact = found
         .as_ref()
-        .and_then(|value| Source::from_backend(value.source));
-    match (&entry, source) {
+        .and_then(|value| parse_entry(&app, value))
+        .filter(usable);
+
+    // Exact miss: look for a cached paraphrase.
+    let mut matched: Option<(CachedValue, CacheKey, f32)> = None;
+    if exact.is_none() && !req.force_refresh && req.semantic != Some(false) {
+        if let Some(sem) = &app.semantic {
+            let threshold = req.threshold.unwrap_or(sem.threshold());
+            let k = req.k.unwrap_or(sem.top_k());
+            let scope = sem.scope(&app.keys, &principal.tenant, &scoped.input());
+            let embed_start = Instant::now();
+            let vector = sem.embed(scoped.query).await;
+            latency.embed = ms(embed_start);
+            app.stats.embed_seconds.record(latency.embed / 1e3);
+            let candidates = match vector {
+                Ok(vector) => {
+                    let search_start = Instant::now();
+                    let found = sem
+                        .search(&principal.tenant, &scope, vector, k, threshold)
+                        .await;
+                    latency.vector = ms(search_start);
+                    app.stats.vector_seconds.record(latency.vector / 1e3);
+                    found.inspect_err(|e| semantic_error("search", e))
+                }
+                Err(err) => {
+                    semantic_error("embed", &err);
+                    Err(err)
+                }
+            };
+            match candidates {
+                Err(_) => degraded = true,
+                Ok(candidates) => {
+                    let read_start = Instant::now();
+                    let mut stale = Vec::new();
+                    for candidate in candidates {
+                        let Ok(candidate_key) =
+                            CacheKey::new(principal.tenant.clone(), candidate.id.clone())
+                        else {
+                            continue;
+                        };
+                        match app.cache.get(&candidate_key).await {
+                            Ok(Some(value)) => {
+                                let live = parse_entry(&app, &value).is_some_and(|e| usable(&e));
+                                if live {
+                                    matched = Some((value, candidate_key, candidate.similarity));
+                                    break;
+                                }
+                                if value.is_expired() {
+                                    stale.push(candidate.id);
+                                }
+                            }
+                            Ok(None) => stale.push(candidate.id),
+                            Err(err) => {
+                                backend_error(&app, "get", &err);
+                                degraded = true;
+                                break;
+                            }
+                        }
+                    }
+                    latency.cache += ms(read_start);
+                    if !stale.is_empty() {
+                        // Vectors whose entries expired or were deleted elsewhere: drop them.
+                        let sem = Arc::clone(sem);
+                        let tenant = principal.tenant.clone();
+                        tokio::spawn(async move {
+                            if let Err(err) = sem.delete(&tenant, &stale).await {
+                                semantic_error("delete", &err);
+                            }
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let semantic_entry = matched
+        .as_ref()
+        .and_then(|(value, _, _)| parse_entry(&app, value));
+
+    let (entry, source, hit_key, similarity) = match (&exact, &semantic_entry, &matched) {
+        (Some(entry), _, _) => (
+            Some(entry),
+            found
+                .as_ref()
+                .and_then(|value| Source::from_backend(value.source)),
+            Some(key.name()),
+            None,
+        ),
+        (None, Some(entry), Some((_, matched_key, similarity))) => (
+            Some(entry),
+            Some(Source::Semantic),
+            Some(matched_key.name()),
+            Some(*similarity),
+        ),
+        _ => (None, None, None, None),
+    };
+    match (entry, source) {
         (Some(_), Some(source)) => app.stats.hits[source.index()].increment(1),
         (Some(_), None) => app.stats.other_hits.increment(1),
         (None, _) => app.stats.misses.increment(1),
     }
     latency.total = ms(start);
-    let body = match &entry {
-        Some(entry) => QueryResponse {
-            hit: true,
-            source,
-            response: Some(entry.response),
-            key: Some(key.name()),
-            created_at: Some(entry.created_at),
-            expires_at: Some(entry.expires_at),
-            degraded,
-            latency_ms: latency,
-        },
+    let seed = req
+        .seed
+        .clone()
+        .unwrap_or_else(|| principal.subject.to_string());
+    let body = match entry {
+        Some(entry) => {
+            let variant = variants::pick(
+                entry.response,
+                hit_key.unwrap_or_default(),
+                &seed,
+                &app.turns,
+            );
+            QueryResponse {
+                hit: true,
+                source,
+                response: Some(variant.map_or(entry.response, |(_, v)| v)),
+                key: hit_key,
+                similarity,
+                matched_query: similarity.map(|_| entry.query.as_ref()),
+                variant: variant.map(|(i, _)| i),
+                created_at: Some(entry.created_at),
+                expires_at: Some(entry.expires_at),
+                degraded,
+                latency_ms: latency,
+            }
+        }
         None => QueryResponse {
             hit: false,
             source: None,
             response: None,
             key: None,
+            similarity: None,
+            matched_query: None,
+            variant: None,
             created_at: None,
             expires_at: None,
             degraded,
@@ -257,6 +405,16 @@ pub(crate) async fn query_entry(
         },
     };
     json_response(&body)
+}
+
+fn parse_entry<'v>(app: &AppState, value: &'v CachedValue) -> Option<CacheEntryView<'v>> {
+    match CacheEntryView::parse(&value.bytes) {
+        Ok(entry) => Some(entry),
+        Err(err) => {
+            backend_error(app, "decode", &err);
+            None
+        }
+    }
 }
 
 /// Serialise `body` straight into a response (the body may borrow from data the handler owns).
@@ -287,6 +445,12 @@ pub(crate) async fn purge(
         .await
         .inspect_err(|e| backend_error(&app, "purge", e))?;
     metrics::counter!("resk_cache_purged_entries_total").increment(purged);
+    if let Some(sem) = &app.semantic
+        && let Err(err) = sem.purge(&principal.tenant).await
+    {
+        // Left-over vectors only point at purged entries, which lookups skip.
+        semantic_error("purge", &err);
+    }
     app.hub
         .cache_event(
             &principal.tenant,
@@ -333,6 +497,11 @@ pub(crate) async fn delete_entry(
         .delete(&key)
         .await
         .inspect_err(|e| backend_error(&app, "delete", e))?;
+    if let Some(sem) = &app.semantic
+        && let Err(err) = sem.delete(&principal.tenant, &[key.name().to_owned()]).await
+    {
+        semantic_error("delete", &err);
+    }
     if deleted {
         app.hub
             .cache_event(

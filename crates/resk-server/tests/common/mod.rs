@@ -192,3 +192,26 @@ impl TestApp {
         addr
     }
 }
+
+/// An app with semantic caching on the configured embedder (lexical unless `extra` says otherwise)
+/// and an in-memory embedded vector index, over a memory store the test can inspect.
+pub async fn semantic_app(extra: &[&str]) -> TestApp {
+    let config = config(extra);
+    let semantic = resk_server::semantic::Semantic::build(&config.semantic)
+        .await
+        .unwrap();
+    semantic_app_with(config, semantic)
+}
+
+/// Like [`semantic_app`] around a given semantic layer.
+pub fn semantic_app_with(config: Config, semantic: resk_server::semantic::Semantic) -> TestApp {
+    let store = MemoryStore::default();
+    let shared: SharedCacheStore = Arc::new(store.clone());
+    let router =
+        App::with_backends(&config, Backends::local(shared).with_semantic(semantic)).router;
+    TestApp {
+        router,
+        store,
+        config,
+    }
+}

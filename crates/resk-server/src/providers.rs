@@ -1,0 +1,134 @@
+//! The optional embedding providers, each behind its cargo feature.
+
+use resk_core::{Error, ErrorKind, Result, SharedEmbedder};
+use resk_embed::{EmbeddingCacheConfig, PipelineConfig};
+
+use crate::config::SemanticArgs;
+
+/// The start-up error for a provider left out of this build.
+#[allow(dead_code)] // unused when every provider is compiled in
+fn not_compiled(provider: &str, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        "config",
+        "embedder",
+        format!("EMBEDDING_PROVIDER={provider} is not compiled in; rebuild with --features {feature}"),
+    )
+}
+
+#[allow(dead_code)]
+fn config(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Config, "config", "embedder", message)
+}
+
+/// `EMBEDDING_PROVIDER=local`.
+pub(crate) async fn local(
+    args: &SemanticArgs,
+    pipeline: PipelineConfig,
+    cache: Option<EmbeddingCacheConfig>,
+) -> Result<SharedEmbedder> {
+    #[cfg(feature = "embed-local")]
+    {
+        use resk_embed_local::{LocalEmbedder, ModelSource};
+        let source = match (&args.embedding_model_dir, &args.embedding_model) {
+            (Some(dir), _) => ModelSource::Dir(dir.clone()),
+            (None, Some(repo)) => ModelSource::Hub(repo.clone()),
+            (None, None) => {
+                return Err(config(
+                    "EMBEDDING_PROVIDER=local needs EMBEDDING_MODEL_DIR (a directory with \
+                     model.safetensors, tokenizer.json, config.json) or EMBEDDING_MODEL (a Hugging \
+                     Face repository to download)",
+                ));
+            }
+        };
+        let label = args.embedding_model.clone();
+        let embedder =
+            tokio::task::spawn_blocking(move || LocalEmbedder::load(&source, label.as_deref()))
+                .await
+                .map_err(|e| config(e.to_string()))??;
+        Ok(crate::semantic::finish(embedder, pipeline, cache))
+    }
+    #[cfg(not(feature = "embed-local"))]
+    {
+        let _ = (args, pipeline, cache);
+        Err(not_compiled("local", "embed-local"))
+    }
+}
+
+/// `EMBEDDING_PROVIDER=openai`.
+pub(crate) fn openai(
+    args: &SemanticArgs,
+    pipeline: PipelineConfig,
+    cache: Option<EmbeddingCacheConfig>,
+) -> Result<SharedEmbedder> {
+    #[cfg(feature = "embed-openai")]
+    {
+        use resk_embed_openai::{Auth, OpenAiConfig, OpenAiEmbedder};
+        let key = args
+            .openai_api_key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| config("EMBEDDING_PROVIDER=openai needs OPENAI_API_KEY"))?;
+        let model = args
+            .embedding_model
+            .clone()
+            .unwrap_or_else(|| "text-embedding-3-small".to_owned());
+        let auth = match args.openai_api_style {
+            crate::config::OpenAiStyle::Openai => Auth::Bearer(key),
+            crate::config::OpenAiStyle::Azure => Auth::Azure {
+                api_key: key,
+                api_version: args.openai_api_version.clone(),
+            },
+        };
+        let embedder = OpenAiEmbedder::new(OpenAiConfig {
+            base_url: args.openai_base_url.clone(),
+            auth,
+            model,
+            dimensions: args.embedding_dimensions,
+            timeout: std::time::Duration::from_secs(args.embedding_timeout_secs),
+        })?;
+        Ok(crate::semantic::finish(embedder, pipeline, cache))
+    }
+    #[cfg(not(feature = "embed-openai"))]
+    {
+        let _ = (args, pipeline, cache);
+        Err(not_compiled("openai", "embed-openai"))
+    }
+}
+
+/// `EMBEDDING_PROVIDER=hf`.
+pub(crate) fn hf(
+    args: &SemanticArgs,
+    pipeline: PipelineConfig,
+    cache: Option<EmbeddingCacheConfig>,
+) -> Result<SharedEmbedder> {
+    #[cfg(feature = "embed-hf")]
+    {
+        use resk_embed_hf::{HfConfig, HfEmbedder, HfStyle};
+        let model = args
+            .embedding_model
+            .clone()
+            .ok_or_else(|| config("EMBEDDING_PROVIDER=hf needs EMBEDDING_MODEL"))?;
+        let dims = args.embedding_dimensions.ok_or_else(|| {
+            config("EMBEDDING_PROVIDER=hf needs EMBEDDING_DIMENSIONS (e.g. 384 for all-MiniLM-L6-v2)")
+        })?;
+        let style = match args.hf_api_style {
+            crate::config::HfStyle::Inference => HfStyle::Inference,
+            crate::config::HfStyle::Tei => HfStyle::Tei,
+        };
+        let embedder = HfEmbedder::new(HfConfig {
+            base_url: args.hf_base_url.clone(),
+            token: args.hf_api_token.clone().filter(|t| !t.is_empty()),
+            model,
+            dims,
+            style,
+            timeout: std::time::Duration::from_secs(args.embedding_timeout_secs),
+        })?;
+        Ok(crate::semantic::finish(embedder, pipeline, cache))
+    }
+    #[cfg(not(feature = "embed-hf"))]
+    {
+        let _ = (args, pipeline, cache);
+        Err(not_compiled("hf", "embed-hf"))
+    }
+}

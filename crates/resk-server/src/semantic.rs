@@ -1,0 +1,274 @@
+//! Semantic lookups: embed the query, search the vectors of cached queries within the caller's tenant
+//! and scope, and accept the best match above a similarity threshold.
+//!
+//! The vector store holds, per cached entry, the vector of its query under the entry's key name, with
+//! metadata `{scope, expires_at}` and nothing else: the query text itself stays in the (encrypted)
+//! cache entry, which a semantic hit reads anyway. A candidate whose entry has expired or was deleted is
+//! skipped (and its vector removed), so an expired entry never answers.
+
+use std::{sync::Arc, time::Duration};
+
+use resk_core::{
+    CacheKey, CollectionSpec, Embedder, Filter, KeyBuilder, KeyInput, Metric, Result, Scored,
+    SharedEmbedder, SharedVectorStore, TenantId, VectorPurge, VectorQuery, VectorRecord,
+    VectorStore,
+};
+use resk_embed::{EmbeddingCache, EmbeddingCacheConfig, Pipeline, PipelineConfig, RetryPolicy};
+use time::OffsetDateTime;
+
+use crate::config::{EmbeddingProvider, SemanticArgs, VectorDbType};
+
+/// The embedder, the vector store and the lookup settings.
+#[derive(Debug)]
+pub struct Semantic {
+    embedder: SharedEmbedder,
+    vectors: SharedVectorStore,
+    collection: String,
+    threshold: f32,
+    top_k: usize,
+}
+
+/// One cached query to index.
+#[derive(Debug, Clone)]
+pub struct IndexItem {
+    /// The entry's key (its name is the vector's id).
+    pub key: CacheKey,
+    /// The query text to embed.
+    pub query: String,
+    /// The entry's semantic scope ([`Semantic::scope`]).
+    pub scope: String,
+    /// When the entry expires.
+    pub expires_at: OffsetDateTime,
+}
+
+fn slug(model: &str) -> String {
+    let s: String = model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("resk-{s}").chars().take(64).collect()
+}
+
+/// `inner` behind the shared pipeline, behind the embedding cache when configured.
+pub(crate) fn finish<E: Embedder>(
+    inner: E,
+    pipeline: PipelineConfig,
+    cache: Option<EmbeddingCacheConfig>,
+) -> SharedEmbedder {
+    let p = Pipeline::new(inner, pipeline);
+    match cache {
+        Some(c) => Arc::new(EmbeddingCache::new(p, c)),
+        None => Arc::new(p),
+    }
+}
+
+/// Build the configured embedder with the shared pipeline (batching, concurrency, retries, timeout,
+/// dimension checks) and the embedding cache in front.
+pub async fn build_embedder(args: &SemanticArgs) -> Result<SharedEmbedder> {
+    let pipeline = PipelineConfig {
+        batch_size: args.embedding_batch_size,
+        concurrency: args.embedding_concurrency,
+        timeout: Duration::from_secs(args.embedding_timeout_secs),
+        retry: RetryPolicy {
+            max_retries: args.embedding_max_retries,
+            ..RetryPolicy::default()
+        },
+    };
+    let cache = (args.embedding_cache_size > 0).then(|| EmbeddingCacheConfig {
+        max_entries: args.embedding_cache_size,
+        ttl: Duration::from_secs(args.embedding_cache_ttl_secs),
+    });
+    match args.embedding_provider {
+        EmbeddingProvider::Lexical => Ok(finish(
+            resk_embed_lexical::LexicalEmbedder::new(),
+            pipeline,
+            cache,
+        )),
+        EmbeddingProvider::Local => crate::providers::local(args, pipeline, cache).await,
+        EmbeddingProvider::Openai => crate::providers::openai(args, pipeline, cache),
+        EmbeddingProvider::Hf => crate::providers::hf(args, pipeline, cache),
+    }
+}
+
+/// Build the configured vector store.
+pub async fn build_vectors(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    match args.vectordb_type {
+        VectorDbType::Embedded => {
+            use resk_vector_embedded::{EmbeddedConfig, EmbeddedVectorStore};
+            let config = EmbeddedConfig {
+                dir: args.vector_dir.clone(),
+                sync: args.vector_sync,
+                ..EmbeddedConfig::default()
+            };
+            let store = tokio::task::spawn_blocking(move || EmbeddedVectorStore::open(config))
+                .await
+                .map_err(|e| {
+                    resk_core::Error::new(
+                        resk_core::ErrorKind::Backend,
+                        "embedded",
+                        "open",
+                        e.to_string(),
+                    )
+                })??;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
+impl Semantic {
+    /// Build from settings: the embedder, the vector store and its collection (created or checked).
+    pub async fn build(args: &SemanticArgs) -> Result<Self> {
+        let embedder = build_embedder(args).await?;
+        let vectors = build_vectors(args).await?;
+        Self::new(embedder, vectors, args).await
+    }
+
+    /// Assemble from parts (tests, embedding applications).
+    pub async fn new(
+        embedder: SharedEmbedder,
+        vectors: SharedVectorStore,
+        args: &SemanticArgs,
+    ) -> Result<Self> {
+        let collection = args
+            .vector_collection
+            .clone()
+            .unwrap_or_else(|| slug(&embedder.info().model));
+        vectors
+            .ensure_collection(
+                &collection,
+                CollectionSpec {
+                    dims: embedder.info().dims,
+                    metric: Metric::Cosine,
+                },
+            )
+            .await?;
+        tracing::info!(
+            provider = embedder.info().provider,
+            model = %embedder.info().model,
+            dims = embedder.info().dims,
+            vectors = vectors.info().name,
+            collection,
+            threshold = args.threshold(),
+            "semantic caching enabled"
+        );
+        Ok(Self {
+            embedder,
+            vectors,
+            collection,
+            threshold: args.threshold(),
+            top_k: args.semantic_top_k,
+        })
+    }
+
+    /// The embedder in use.
+    pub fn embedder(&self) -> &SharedEmbedder {
+        &self.embedder
+    }
+
+    /// The vector store in use.
+    pub fn vectors(&self) -> &SharedVectorStore {
+        &self.vectors
+    }
+
+    /// The collection holding this server's vectors.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The default similarity threshold.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The default number of candidates.
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// The scope of a request: only entries of equal scope are compared.
+    pub fn scope(&self, keys: &KeyBuilder, tenant: &TenantId, input: &KeyInput<'_>) -> String {
+        keys.scope(tenant, &self.embedder.info().model, input)
+    }
+
+    /// Embed and upsert the queries of `items` (one embedding call, one upsert).
+    pub async fn index(&self, tenant: &TenantId, items: &[IndexItem]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<String> = items.iter().map(|i| i.query.clone()).collect();
+        let vectors = self.embedder.embed(&texts).await?;
+        let records = items
+            .iter()
+            .zip(vectors)
+            .map(|(item, vector)| {
+                let mut metadata = serde_json::Map::new();
+                metadata.insert("scope".into(), item.scope.clone().into());
+                metadata.insert(
+                    "expires_at".into(),
+                    ((item.expires_at.unix_timestamp_nanos() / 1_000_000) as i64).into(),
+                );
+                VectorRecord {
+                    id: item.key.name().to_owned(),
+                    tenant: tenant.clone(),
+                    vector,
+                    metadata,
+                }
+            })
+            .collect();
+        self.vectors.upsert(&self.collection, records).await
+    }
+
+    /// Embed `query`.
+    pub async fn embed(&self, query: &str) -> Result<Vec<f32>> {
+        let mut v = self.embedder.embed(&[query.to_owned()]).await?;
+        v.pop().ok_or_else(|| {
+            resk_core::Error::new(
+                resk_core::ErrorKind::Backend,
+                self.embedder.info().provider,
+                "embed",
+                "no vector returned",
+            )
+        })
+    }
+
+    /// Candidates for `vector` within `tenant` and `scope`, best first, none below `threshold`.
+    pub async fn search(
+        &self,
+        tenant: &TenantId,
+        scope: &str,
+        vector: Vec<f32>,
+        k: usize,
+        threshold: f32,
+    ) -> Result<Vec<Scored>> {
+        self.vectors
+            .query(
+                &self.collection,
+                &VectorQuery {
+                    tenant: tenant.clone(),
+                    vector,
+                    k,
+                    min_similarity: Some(threshold),
+                    filter: Some(Filter::Eq("scope".into(), scope.into())),
+                },
+            )
+            .await
+    }
+
+    /// Remove the vectors of `ids` in `tenant`.
+    pub async fn delete(&self, tenant: &TenantId, ids: &[String]) -> Result<u64> {
+        self.vectors.delete(&self.collection, tenant, ids).await
+    }
+
+    /// Remove every vector of `tenant`.
+    pub async fn purge(&self, tenant: &TenantId) -> Result<u64> {
+        self.vectors
+            .purge(&self.collection, &VectorPurge::Tenant(tenant.clone()))
+            .await
+    }
+}

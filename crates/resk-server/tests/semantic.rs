@@ -1,0 +1,274 @@
+//! The semantic read flow through the HTTP API, on the built-in lexical embedder and the embedded
+//! index: paraphrases hit, near-misses and other scopes miss, expiry/delete/purge remove both layers,
+//! variants, request options and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{admin, semantic_app, semantic_app_with, token_for};
+use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
+use serde_json::{Value, json};
+
+async fn write(app: &common::TestApp, body: Value) -> Value {
+    let r = app.call("POST", "/api/cache", Some(&admin()), Some(&body)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body
+}
+
+async fn query(app: &common::TestApp, body: Value) -> Value {
+    let r = app
+        .call("POST", "/api/cache/query", Some(&admin()), Some(&body))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
+
+#[tokio::test]
+async fn a_paraphrase_hits_and_a_near_miss_does_not() {
+    let app = semantic_app(&[]).await;
+    let w = write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": {"answer": "Use the reset link."}}),
+    )
+    .await;
+    assert_eq!(w["semantic_indexed"], true);
+
+    for paraphrase in [
+        "how can I reset my password",
+        "How do I reset my pasword?",
+        "password reset - how do I?",
+    ] {
+        let r = query(&app, json!({"query": paraphrase})).await;
+        assert_eq!(r["hit"], true, "{paraphrase}: {r}");
+        assert_eq!(r["source"], "semantic");
+        assert_eq!(r["matched_query"], "How do I reset my password?");
+        assert_eq!(r["key"], w["key"], "the matched entry's key");
+        assert_eq!(r["response"], json!({"answer": "Use the reset link."}));
+        let sim = r["similarity"].as_f64().unwrap();
+        assert!((0.75..=1.0001).contains(&sim), "{sim}");
+        assert!(r["latency_ms"]["embed"].as_f64().unwrap() >= 0.0);
+        assert!(r["latency_ms"]["vector"].as_f64().unwrap() >= 0.0);
+    }
+    // An exact hit stays an exact hit, without similarity.
+    let r = query(&app, json!({"query": "how do i reset my password?"})).await;
+    assert_eq!(r["source"], "memory");
+    assert!(r.get("similarity").is_none());
+
+    for other in ["How do I reset my username?", "What is the capital of France?"] {
+        let r = query(&app, json!({"query": other})).await;
+        assert_eq!(r["hit"], false, "{other}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn scope_tenant_and_options_are_respected() {
+    let app = semantic_app(&[]).await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": "en", "language": "en", "model": "gpt-x"}),
+    )
+    .await;
+    let para = "how can I reset my password";
+    let hit = query(&app, json!({"query": para, "language": "en", "model": "gpt-x"})).await;
+    assert_eq!(hit["hit"], true, "{hit}");
+    for scope in [
+        json!({"query": para, "language": "fr", "model": "gpt-x"}),
+        json!({"query": para, "language": "en"}),
+        json!({"query": para, "language": "en", "model": "gpt-x", "params": {"temperature": 1}}),
+    ] {
+        assert_eq!(query(&app, scope.clone()).await["hit"], false, "{scope}");
+    }
+    // Another tenant never sees it.
+    let other = token_for("bob", "globex", "cache:read");
+    let r = app
+        .call(
+            "POST",
+            "/api/cache/query",
+            Some(&other),
+            Some(&json!({"query": para, "language": "en", "model": "gpt-x"})),
+        )
+        .await;
+    assert_eq!(r.body["hit"], false, "{}", r.text);
+    // Options: a stricter threshold, semantic off, force_refresh.
+    let base = json!({"query": para, "language": "en", "model": "gpt-x"});
+    let mut strict = base.clone();
+    strict["threshold"] = json!(0.9999);
+    assert_eq!(query(&app, strict).await["hit"], false);
+    let mut off = base.clone();
+    off["semantic"] = json!(false);
+    assert_eq!(query(&app, off).await["hit"], false);
+    let mut refresh = base.clone();
+    refresh["force_refresh"] = json!(true);
+    assert_eq!(query(&app, refresh).await["hit"], false);
+    let mut k1 = base;
+    k1["k"] = json!(1);
+    assert_eq!(query(&app, k1).await["hit"], true);
+}
+
+#[tokio::test]
+async fn delete_purge_and_unindexed_writes_leave_no_semantic_hit() {
+    let app = semantic_app(&[]).await;
+    let w = write(&app, json!({"query": "How do I reset my password?", "response": 1})).await;
+    let para = json!({"query": "how can I reset my password"});
+    assert_eq!(query(&app, para.clone()).await["hit"], true);
+    let key = w["key"].as_str().unwrap();
+    let r = app
+        .call("DELETE", &format!("/api/cache/{key}"), Some(&admin()), None)
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(query(&app, para.clone()).await["hit"], false);
+
+    write(&app, json!({"query": "How do I reset my password?", "response": 2})).await;
+    assert_eq!(query(&app, para.clone()).await["hit"], true);
+    let r = app.call("DELETE", "/api/cache", Some(&admin()), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(query(&app, para.clone()).await["hit"], false);
+
+    let w = write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": 3, "semantic": false}),
+    )
+    .await;
+    assert_eq!(w["semantic_indexed"], false);
+    assert_eq!(query(&app, para).await["hit"], false);
+}
+
+#[tokio::test]
+async fn expired_entries_never_answer_semantically() {
+    let app = semantic_app(&[]).await;
+    write(&app, json!({"query": "How do I reset my password?", "response": 1, "ttl": 1})).await;
+    assert_eq!(
+        query(&app, json!({"query": "how can I reset my password"})).await["hit"],
+        true
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        query(&app, json!({"query": "how can I reset my password"})).await["hit"],
+        false
+    );
+}
+
+#[tokio::test]
+async fn variants_on_exact_and_semantic_hits() {
+    let app = semantic_app(&[]).await;
+    write(
+        &app,
+        json!({"query": "Tell me a joke", "response":
+            {"variants": ["A", "B", "C"], "variantStrategy": "round-robin"}}),
+    )
+    .await;
+    let mut seen = Vec::new();
+    for q in ["tell me a joke", "Tell me a joke!", "please tell me the joke"] {
+        let r = query(&app, json!({"query": q})).await;
+        assert_eq!(r["hit"], true, "{q}: {r}");
+        seen.push((r["variant"].as_u64().unwrap(), r["response"].clone()));
+    }
+    assert_eq!(
+        seen,
+        [(0, json!("A")), (1, json!("B")), (2, json!("C"))],
+        "round-robin across exact and semantic hits of one entry"
+    );
+
+    write(
+        &app,
+        json!({"query": "pick a colour", "response":
+            {"variants": ["red", "green"], "variantStrategy": "deterministic", "seed": "exp-1"}}),
+    )
+    .await;
+    let first = query(&app, json!({"query": "pick a colour", "seed": "user-1"})).await;
+    for _ in 0..5 {
+        let again = query(&app, json!({"query": "pick a colour", "seed": "user-1"})).await;
+        assert_eq!(again["variant"], first["variant"]);
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_and_writes_nothing() {
+    let app = semantic_app(&[]).await;
+    for (body, code) in [
+        (json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [1]}}), "invalid_variants"),
+        (json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [-1, 2]}}), "invalid_variants"),
+        (json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [0, 0]}}), "invalid_variants"),
+        (json!({"query": "q", "response": {"variants": ["a"], "variantStrategy": "often"}}), "invalid_variants"),
+    ] {
+        let r = app.call("POST", "/api/cache", Some(&admin()), Some(&body)).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], code, "{}", r.text);
+    }
+    assert_eq!(app.store.entry_count(), 0, "nothing was written");
+    for (body, code) in [
+        (json!({"query": "q", "threshold": 1.5}), "invalid_threshold"),
+        (json!({"query": "q", "k": 0}), "invalid_k"),
+        (json!({"query": "q", "k": 101}), "invalid_k"),
+    ] {
+        let r = app
+            .call("POST", "/api/cache/query", Some(&admin()), Some(&body))
+            .await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text);
+        assert_eq!(r.body["error"]["code"], code, "{}", r.text);
+    }
+}
+
+/// An embedder whose provider is down.
+#[derive(Debug)]
+struct Down(EmbedderInfo);
+
+impl Embedder for Down {
+    fn info(&self) -> &EmbedderInfo {
+        &self.0
+    }
+    async fn embed(&self, _: &[String]) -> Result<Vec<Embedding>> {
+        Err(Error::new(ErrorKind::Unavailable, "down", "embed", "connection refused"))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_embedder_degrades_lookups_and_keeps_exact_writes() {
+    let config = common::config(&[]);
+    let semantic = resk_server::semantic::Semantic::new(
+        Arc::new(Down(EmbedderInfo::new("down", "m", 8, 16))),
+        Arc::new(resk_vector_embedded::EmbeddedVectorStore::in_memory()),
+        &config.semantic,
+    )
+    .await
+    .unwrap();
+    let app = semantic_app_with(config, semantic);
+    let r = app
+        .call(
+            "POST",
+            "/api/cache",
+            Some(&admin()),
+            Some(&json!({"query": "How do I reset my password?", "response": 1})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.body["semantic_indexed"], false);
+    assert!(
+        r.body["semantic_error"].as_str().unwrap().contains("connection refused"),
+        "{}",
+        r.text
+    );
+    // The exact entry answers; a paraphrase is a degraded miss, never a 5xx.
+    let exact = query(&app, json!({"query": "How do I reset my password?"})).await;
+    assert_eq!(exact["hit"], true);
+    let para = query(&app, json!({"query": "how can I reset my password"})).await;
+    assert_eq!((para["hit"].clone(), para["degraded"].clone()), (json!(false), json!(true)));
+}
+
+#[tokio::test]
+async fn semantic_hits_are_counted_by_source() {
+    let app = semantic_app(&[]).await;
+    write(&app, json!({"query": "How do I reset my password?", "response": 1})).await;
+    query(&app, json!({"query": "how can I reset my password"})).await;
+    let r = app.call("GET", "/api/metrics", None, None).await;
+    assert!(
+        r.text.lines().any(|l| l.starts_with("resk_cache_lookups_total")
+            && l.contains("source=\"semantic\"")
+            && !l.ends_with(" 0")),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("layer=\"embed\""), "embed latency histogram");
+}
