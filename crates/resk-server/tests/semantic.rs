@@ -272,3 +272,51 @@ async fn semantic_hits_are_counted_by_source() {
     );
     assert!(r.text.contains("layer=\"embed\""), "embed latency histogram");
 }
+
+/// The acceptance test: with all-MiniLM-L6-v2 run in-process, a paraphrase of a stored query
+/// hits through the HTTP API and an unrelated query or a near miss does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_local_model_paraphrases_hit_and_near_misses_miss() {
+    let Some(dir) = resk_testkit::model_dir() else {
+        resk_testkit::skip_because(
+            "with_the_local_model_paraphrases_hit_and_near_misses_miss",
+            "RESK_TEST_MODEL_DIR not set (run `cargo xtask test`)",
+        );
+        return;
+    };
+    let dir = dir.to_string_lossy().into_owned();
+    let app = semantic_app(&[
+        "--embedding-provider",
+        "local",
+        "--embedding-model-dir",
+        &dir,
+        "--embedding-model",
+        "all-MiniLM-L6-v2",
+    ])
+    .await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": {"answer": "Use the reset link."}}),
+    )
+    .await;
+    write(
+        &app,
+        json!({"query": "How do I cancel my subscription?", "response": {"answer": "Settings → Billing."}}),
+    )
+    .await;
+    for paraphrase in [
+        "how can I reset my password",
+        "I forgot my password, how do I reset it?",
+    ] {
+        let r = query(&app, json!({"query": paraphrase})).await;
+        assert_eq!(r["hit"], true, "{paraphrase}: {r}");
+        assert_eq!(r["source"], "semantic");
+        assert_eq!(r["matched_query"], "How do I reset my password?");
+    }
+    let r = query(&app, json!({"query": "how do I end my subscription"})).await;
+    assert_eq!(r["matched_query"], "How do I cancel my subscription?", "{r}");
+    for other in ["How do I reset my username?", "What is the capital of France?"] {
+        let r = query(&app, json!({"query": other})).await;
+        assert_eq!(r["hit"], false, "{other}: {r}");
+    }
+}

