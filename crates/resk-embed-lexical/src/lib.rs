@@ -163,7 +163,10 @@ mod tests {
             "delete my account",
         ] {
             let s = sim(base, far);
-            assert!(s < 0.6 && s < paraphrase - 0.3, "{far:?}: {s} vs {paraphrase}");
+            assert!(
+                s < 0.6 && s < paraphrase - 0.3,
+                "{far:?}: {s} vs {paraphrase}"
+            );
         }
         assert!(sim(base, "What is the capital of France?") < 0.2);
     }

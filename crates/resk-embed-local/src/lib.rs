@@ -137,14 +137,13 @@ impl LocalEmbedder {
 
         // Pipeline modules: pooling and normalisation as the checkpoint declares them.
         let modules: Vec<Module> = read_json(&dir.join("modules.json"))?.unwrap_or_default();
-        let normalize = modules
-            .iter()
-            .any(|m| m.kind.ends_with("models.Normalize"));
+        let normalize = modules.iter().any(|m| m.kind.ends_with("models.Normalize"));
         let pooling_dir = modules
             .iter()
             .find(|m| m.kind.ends_with("models.Pooling"))
             .map_or_else(|| "1_Pooling".to_owned(), |m| m.path.clone());
-        let pooling = match read_json::<PoolingConfig>(&dir.join(pooling_dir).join("config.json"))? {
+        let pooling = match read_json::<PoolingConfig>(&dir.join(pooling_dir).join("config.json"))?
+        {
             None => Pooling::Mean,
             Some(p) if p.pooling_mode_mean_tokens => Pooling::Mean,
             Some(p) if p.pooling_mode_cls_token => Pooling::Cls,
@@ -172,15 +171,23 @@ impl LocalEmbedder {
             .map_err(|e| config_err(format!("{}: {e}", weights.display())))?;
         let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device)
             .map_err(|e| config_err(format!("{}: {e}", weights.display())))?;
-        let bert = BertModel::load(vb, &config)
-            .map_err(|e| config_err(format!("{}: not a BERT checkpoint: {e}", weights.display())))?;
+        let bert = BertModel::load(vb, &config).map_err(|e| {
+            config_err(format!("{}: not a BERT checkpoint: {e}", weights.display()))
+        })?;
 
         let model = label.map(str::to_owned).unwrap_or_else(|| {
             dir.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "local-model".to_owned())
         });
-        tracing::info!(model, dims = config.hidden_size, ?pooling, normalize, max_len, "local embedding model loaded");
+        tracing::info!(
+            model,
+            dims = config.hidden_size,
+            ?pooling,
+            normalize,
+            max_len,
+            "local embedding model loaded"
+        );
         Ok(Self {
             info: EmbedderInfo::new(NAME, model, config.hidden_size, MAX_BATCH),
             inner: Arc::new(Model {
@@ -231,7 +238,11 @@ impl Model {
         let types = Tensor::from_vec(types, (rows, cols), &self.device).map_err(op)?;
         let mask = Tensor::from_vec(mask, (rows, cols), &self.device).map_err(op)?;
         let hidden = self.bert.forward(&ids, &types, Some(&mask)).map_err(op)?;
-        let maskf = mask.to_dtype(DType::F32).map_err(op)?.unsqueeze(2).map_err(op)?;
+        let maskf = mask
+            .to_dtype(DType::F32)
+            .map_err(op)?
+            .unsqueeze(2)
+            .map_err(op)?;
         let pooled = match self.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1).and_then(|t| t.squeeze(1)),
             Pooling::Mean | Pooling::MeanSqrtLen => {
@@ -239,7 +250,11 @@ impl Model {
                 let counts = maskf.sum(1);
                 match (summed, counts) {
                     (Ok(s), Ok(c)) => {
-                        let c = if self.pooling == Pooling::Mean { Ok(c) } else { c.sqrt() };
+                        let c = if self.pooling == Pooling::Mean {
+                            Ok(c)
+                        } else {
+                            c.sqrt()
+                        };
                         c.and_then(|c| s.broadcast_div(&c))
                     }
                     (Err(e), _) | (_, Err(e)) => Err(e),
@@ -247,10 +262,9 @@ impl Model {
             }
             Pooling::Max => {
                 // Padding positions get a large negative value so they never win the maximum.
-                let neg = maskf
-                    .affine(1.0, -1.0)
-                    .and_then(|m| m.affine(1e9, 0.0));
-                neg.and_then(|n| hidden.broadcast_add(&n)).and_then(|t| t.max(1))
+                let neg = maskf.affine(1.0, -1.0).and_then(|m| m.affine(1e9, 0.0));
+                neg.and_then(|n| hidden.broadcast_add(&n))
+                    .and_then(|t| t.max(1))
             }
         }
         .map_err(op)?;

@@ -65,7 +65,10 @@ async fn paraphrases_are_close_and_near_misses_are_not() {
     let v = e.embed(&texts).await.unwrap();
     let para = Metric::Cosine.similarity(&v[0], &v[1]);
     let near = Metric::Cosine.similarity(&v[0], &v[2]);
-    assert!(para > 0.95 && near < 0.8, "paraphrase {para}, near miss {near}");
+    assert!(
+        para > 0.95 && near < 0.8,
+        "paraphrase {para}, near miss {near}"
+    );
 }
 
 #[test]

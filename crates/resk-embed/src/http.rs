@@ -8,6 +8,26 @@ use reqwest::{
 };
 use resk_core::{Error, ErrorKind, Result};
 
+/// An HTTP client for a provider: TLS by rustls with the ring provider and the platform's root
+/// certificates, HTTPS and HTTP/1.1, the given per-request timeout, connection pooling.
+pub fn client(provider: &'static str, timeout: Duration) -> Result<reqwest::Client> {
+    // One process-wide rustls provider; a second install (another crate did it first) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                provider,
+                "client",
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })
+}
+
 /// A header value holding a secret (API key, bearer token): marked sensitive so `Debug` output and
 /// HTTP/2 header compression never expose it.
 pub fn secret_header(value: &str) -> Result<HeaderValue> {

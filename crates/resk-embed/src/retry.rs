@@ -117,7 +117,11 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "bad input is never retried");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "bad input is never retried"
+        );
 
         let calls = AtomicU32::new(0);
         let err = p

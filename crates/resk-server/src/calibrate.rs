@@ -66,7 +66,9 @@ pub fn parse_pairs(text: &str) -> Result<Vec<Pair>> {
             "1" => true,
             "0" => false,
             other => {
-                return Err(bad(format!("line {n}: label must be 0 or 1, not {other:?}")));
+                return Err(bad(format!(
+                    "line {n}: label must be 0 or 1, not {other:?}"
+                )));
             }
         };
         if a.trim().is_empty() || b.trim().is_empty() {
@@ -160,7 +162,11 @@ fn choose(
 }
 
 /// Read `path`, calibrate, and render the report printed by the command.
-pub async fn run(embedder: &SharedEmbedder, path: &Path, target: f64) -> Result<(Calibration, String)> {
+pub async fn run(
+    embedder: &SharedEmbedder,
+    path: &Path,
+    target: f64,
+) -> Result<(Calibration, String)> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::new(
             ErrorKind::InvalidInput,

@@ -132,7 +132,12 @@ pub struct SemanticArgs {
     #[arg(long = "semantic", env = "SEMANTIC_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
     pub enabled: bool,
     /// Embedder.
-    #[arg(long, env = "EMBEDDING_PROVIDER", value_enum, default_value = "lexical")]
+    #[arg(
+        long,
+        env = "EMBEDDING_PROVIDER",
+        value_enum,
+        default_value = "lexical"
+    )]
     pub embedding_provider: EmbeddingProvider,
     /// Model name (OpenAI/HF model or Azure deployment; for `local`, a label for the model directory).
     #[arg(long, env = "EMBEDDING_MODEL")]
@@ -165,7 +170,11 @@ pub struct SemanticArgs {
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
     /// OpenAI-compatible base URL.
-    #[arg(long, env = "OPENAI_BASE_URL", default_value = "https://api.openai.com/v1")]
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
     pub openai_base_url: String,
     /// `openai` or `azure` request style.
     #[arg(long, env = "OPENAI_API_STYLE", value_enum, default_value = "openai")]
@@ -177,7 +186,11 @@ pub struct SemanticArgs {
     #[arg(long, env = "HF_API_TOKEN", hide_env_values = true)]
     pub hf_api_token: Option<String>,
     /// Hugging Face Inference base URL, or a TEI server's URL.
-    #[arg(long, env = "HF_BASE_URL", default_value = "https://router.huggingface.co/hf-inference")]
+    #[arg(
+        long,
+        env = "HF_BASE_URL",
+        default_value = "https://router.huggingface.co/hf-inference"
+    )]
     pub hf_base_url: String,
     /// `inference` (HF Inference API) or `tei` (text-embeddings-inference `/embed`).
     #[arg(long, env = "HF_API_STYLE", value_enum, default_value = "inference")]

@@ -12,7 +12,9 @@ fn not_compiled(provider: &str, feature: &str) -> Error {
         ErrorKind::Config,
         "config",
         "embedder",
-        format!("EMBEDDING_PROVIDER={provider} is not compiled in; rebuild with --features {feature}"),
+        format!(
+            "EMBEDDING_PROVIDER={provider} is not compiled in; rebuild with --features {feature}"
+        ),
     )
 }
 
@@ -105,7 +107,9 @@ pub(crate) fn hf(
             .clone()
             .ok_or_else(|| config("EMBEDDING_PROVIDER=hf needs EMBEDDING_MODEL"))?;
         let dims = args.embedding_dimensions.ok_or_else(|| {
-            config("EMBEDDING_PROVIDER=hf needs EMBEDDING_DIMENSIONS (e.g. 384 for all-MiniLM-L6-v2)")
+            config(
+                "EMBEDDING_PROVIDER=hf needs EMBEDDING_DIMENSIONS (e.g. 384 for all-MiniLM-L6-v2)",
+            )
         })?;
         let style = match args.hf_api_style {
             crate::config::HfStyle::Inference => HfStyle::Inference,

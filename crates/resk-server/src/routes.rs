@@ -164,7 +164,11 @@ pub(crate) async fn write_entry(
     app.stats.writes.increment(1);
     let mut semantic_indexed = false;
     let mut semantic_error_text = None;
-    if let Some(sem) = app.semantic.as_ref().filter(|_| req.semantic != Some(false)) {
+    if let Some(sem) = app
+        .semantic
+        .as_ref()
+        .filter(|_| req.semantic != Some(false))
+    {
         let item = IndexItem {
             key: key.clone(),
             query: req.query.clone(),
@@ -217,7 +221,10 @@ pub(crate) async fn query_entry(
         ));
     }
     let scoped = validate(&app.limits, req.key_fields())?;
-    if req.threshold.is_some_and(|t| !(t.is_finite() && (-1.0..=1.0).contains(&t))) {
+    if req
+        .threshold
+        .is_some_and(|t| !(t.is_finite() && (-1.0..=1.0).contains(&t)))
+    {
         return Err(ApiError::bad_request(
             "invalid_threshold",
             "threshold must be a number between -1 and 1",
@@ -267,76 +274,24 @@ pub(crate) async fn query_entry(
         .filter(usable);
 
     // Exact miss: look for a cached paraphrase.
-    let mut matched: Option<(CachedValue, CacheKey, f32)> = None;
-    if exact.is_none() && !req.force_refresh && req.semantic != Some(false) {
-        if let Some(sem) = &app.semantic {
-            let threshold = req.threshold.unwrap_or(sem.threshold());
-            let k = req.k.unwrap_or(sem.top_k());
-            let scope = sem.scope(&app.keys, &principal.tenant, &scoped.input());
-            let embed_start = Instant::now();
-            let vector = sem.embed(scoped.query).await;
-            latency.embed = ms(embed_start);
-            app.stats.embed_seconds.record(latency.embed / 1e3);
-            let candidates = match vector {
-                Ok(vector) => {
-                    let search_start = Instant::now();
-                    let found = sem
-                        .search(&principal.tenant, &scope, vector, k, threshold)
-                        .await;
-                    latency.vector = ms(search_start);
-                    app.stats.vector_seconds.record(latency.vector / 1e3);
-                    found.inspect_err(|e| semantic_error("search", e))
-                }
-                Err(err) => {
-                    semantic_error("embed", &err);
-                    Err(err)
-                }
-            };
-            match candidates {
-                Err(_) => degraded = true,
-                Ok(candidates) => {
-                    let read_start = Instant::now();
-                    let mut stale = Vec::new();
-                    for candidate in candidates {
-                        let Ok(candidate_key) =
-                            CacheKey::new(principal.tenant.clone(), candidate.id.clone())
-                        else {
-                            continue;
-                        };
-                        match app.cache.get(&candidate_key).await {
-                            Ok(Some(value)) => {
-                                let live = parse_entry(&app, &value).is_some_and(|e| usable(&e));
-                                if live {
-                                    matched = Some((value, candidate_key, candidate.similarity));
-                                    break;
-                                }
-                                if value.is_expired() {
-                                    stale.push(candidate.id);
-                                }
-                            }
-                            Ok(None) => stale.push(candidate.id),
-                            Err(err) => {
-                                backend_error(&app, "get", &err);
-                                degraded = true;
-                                break;
-                            }
-                        }
-                    }
-                    latency.cache += ms(read_start);
-                    if !stale.is_empty() {
-                        // Vectors whose entries expired or were deleted elsewhere: drop them.
-                        let sem = Arc::clone(sem);
-                        let tenant = principal.tenant.clone();
-                        tokio::spawn(async move {
-                            if let Err(err) = sem.delete(&tenant, &stale).await {
-                                semantic_error("delete", &err);
-                            }
-                        });
-                    }
-                }
+    let matched = if exact.is_none() && !req.force_refresh && req.semantic != Some(false) {
+        match &app.semantic {
+            Some(sem) => {
+                let lookup = SemanticLookup {
+                    app: &app,
+                    sem,
+                    principal: &principal,
+                    scoped: &scoped,
+                    req: &req,
+                    usable: &usable,
+                };
+                lookup.run(&mut latency, &mut degraded).await
             }
+            None => None,
         }
-    }
+    } else {
+        None
+    };
     let semantic_entry = matched
         .as_ref()
         .and_then(|(value, _, _)| parse_entry(&app, value));
@@ -405,6 +360,92 @@ pub(crate) async fn query_entry(
         },
     };
     json_response(&body)
+}
+
+/// The semantic half of a lookup, run on an exact miss.
+struct SemanticLookup<'a, U> {
+    app: &'a Arc<AppState>,
+    sem: &'a Arc<crate::semantic::Semantic>,
+    principal: &'a Principal,
+    scoped: &'a Scoped<'a>,
+    req: &'a QueryRequest,
+    usable: &'a U,
+}
+
+impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
+    /// The best live candidate's value, key and similarity; `None` on a miss. Failures set
+    /// `degraded` (the request still answers, as a miss).
+    async fn run(
+        &self,
+        latency: &mut Latency,
+        degraded: &mut bool,
+    ) -> Option<(CachedValue, CacheKey, f32)> {
+        let (app, sem, tenant) = (self.app, self.sem, &self.principal.tenant);
+        let threshold = self.req.threshold.unwrap_or(sem.threshold());
+        let k = self.req.k.unwrap_or(sem.top_k());
+        let scope = sem.scope(&app.keys, tenant, &self.scoped.input());
+        let embed_start = Instant::now();
+        let vector = sem.embed(self.scoped.query).await;
+        latency.embed = ms(embed_start);
+        app.stats.embed_seconds.record(latency.embed / 1e3);
+        let vector = match vector {
+            Ok(vector) => vector,
+            Err(err) => {
+                semantic_error("embed", &err);
+                *degraded = true;
+                return None;
+            }
+        };
+        let search_start = Instant::now();
+        let candidates = sem.search(tenant, &scope, vector, k, threshold).await;
+        latency.vector = ms(search_start);
+        app.stats.vector_seconds.record(latency.vector / 1e3);
+        let candidates = match candidates {
+            Ok(candidates) => candidates,
+            Err(err) => {
+                semantic_error("search", &err);
+                *degraded = true;
+                return None;
+            }
+        };
+        let read_start = Instant::now();
+        let mut stale = Vec::new();
+        let mut matched = None;
+        for candidate in candidates {
+            let Ok(candidate_key) = CacheKey::new(tenant.clone(), candidate.id.clone()) else {
+                continue;
+            };
+            match app.cache.get(&candidate_key).await {
+                Ok(Some(value)) => {
+                    if parse_entry(app, &value).is_some_and(|e| (self.usable)(&e)) {
+                        matched = Some((value, candidate_key, candidate.similarity));
+                        break;
+                    }
+                    if value.is_expired() {
+                        stale.push(candidate.id);
+                    }
+                }
+                Ok(None) => stale.push(candidate.id),
+                Err(err) => {
+                    backend_error(app, "get", &err);
+                    *degraded = true;
+                    break;
+                }
+            }
+        }
+        latency.cache += ms(read_start);
+        if !stale.is_empty() {
+            // Vectors whose entries expired or were deleted elsewhere: drop them.
+            let sem = Arc::clone(sem);
+            let tenant = tenant.clone();
+            tokio::spawn(async move {
+                if let Err(err) = sem.delete(&tenant, &stale).await {
+                    semantic_error("delete", &err);
+                }
+            });
+        }
+        matched
+    }
 }
 
 fn parse_entry<'v>(app: &AppState, value: &'v CachedValue) -> Option<CacheEntryView<'v>> {
@@ -498,7 +539,9 @@ pub(crate) async fn delete_entry(
         .await
         .inspect_err(|e| backend_error(&app, "delete", e))?;
     if let Some(sem) = &app.semantic
-        && let Err(err) = sem.delete(&principal.tenant, &[key.name().to_owned()]).await
+        && let Err(err) = sem
+            .delete(&principal.tenant, &[key.name().to_owned()])
+            .await
     {
         semantic_error("delete", &err);
     }

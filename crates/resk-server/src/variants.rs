@@ -200,7 +200,12 @@ mod tests {
     const CHI2_CRIT_DF2: f64 = 13.816;
     const CHI2_CRIT_DF3: f64 = 16.266;
 
-    fn counts(response: &RawValue, n: usize, draws: usize, seed_of: impl Fn(usize) -> String) -> Vec<u64> {
+    fn counts(
+        response: &RawValue,
+        n: usize,
+        draws: usize,
+        seed_of: impl Fn(usize) -> String,
+    ) -> Vec<u64> {
         let turns = Turns::new();
         let mut c = vec![0u64; n];
         for i in 0..draws {
@@ -220,8 +225,10 @@ mod tests {
 
     #[test]
     fn weighted_follows_weights_and_never_picks_zero_weight() {
-        let r = raw(json!({"variants": ["a", "b", "c", "z"], "variantStrategy": "weighted",
-                           "weights": [0.5, 0.3, 0.2, 0.0]}));
+        let r = raw(
+            json!({"variants": ["a", "b", "c", "z"], "variantStrategy": "weighted",
+                           "weights": [0.5, 0.3, 0.2, 0.0]}),
+        );
         let c = counts(&r, 4, 20_000, |_| String::new());
         assert_eq!(c[3], 0);
         let chi = chi_square(&c[..3], &[0.5, 0.3, 0.2]);
@@ -230,7 +237,9 @@ mod tests {
 
     #[test]
     fn deterministic_is_stable_per_seed_and_spreads_over_seeds() {
-        let r = raw(json!({"variants": ["a", "b", "c"], "variantStrategy": "deterministic", "seed": 42}));
+        let r = raw(
+            json!({"variants": ["a", "b", "c"], "variantStrategy": "deterministic", "seed": 42}),
+        );
         let turns = Turns::new();
         for user in ["alice", "bob", "carol"] {
             let first = pick(&r, "k", user, &turns).unwrap().0;
@@ -242,7 +251,9 @@ mod tests {
         let chi = chi_square(&c, &[1.0; 3]);
         assert!(chi < CHI2_CRIT_DF2, "{c:?} chi2 = {chi}");
         // Weighted deterministic spread.
-        let w = raw(json!({"variants": ["a", "b"], "variantStrategy": "deterministic", "weights": [9, 1]}));
+        let w = raw(
+            json!({"variants": ["a", "b"], "variantStrategy": "deterministic", "weights": [9, 1]}),
+        );
         let c = counts(&w, 2, 10_000, |i| format!("user-{i}"));
         let chi = chi_square(&c, &[9.0, 1.0]);
         assert!(chi < 10.828, "{c:?} chi2 = {chi}");
@@ -252,7 +263,9 @@ mod tests {
     fn round_robin_cycles_exactly() {
         let r = raw(json!({"variants": ["a", "b", "c"], "variantStrategy": "round-robin"}));
         let turns = Turns::new();
-        let order: Vec<usize> = (0..7).map(|_| pick(&r, "k", "", &turns).unwrap().0).collect();
+        let order: Vec<usize> = (0..7)
+            .map(|_| pick(&r, "k", "", &turns).unwrap().0)
+            .collect();
         assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
         // Another entry has its own turn.
         assert_eq!(pick(&r, "other", "", &turns).unwrap().0, 0);

@@ -12,7 +12,9 @@ use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
 use serde_json::{Value, json};
 
 async fn write(app: &common::TestApp, body: Value) -> Value {
-    let r = app.call("POST", "/api/cache", Some(&admin()), Some(&body)).await;
+    let r = app
+        .call("POST", "/api/cache", Some(&admin()), Some(&body))
+        .await;
     assert_eq!(r.status, 201, "{}", r.text);
     r.body
 }
@@ -56,7 +58,10 @@ async fn a_paraphrase_hits_and_a_near_miss_does_not() {
     assert_eq!(r["source"], "memory");
     assert!(r.get("similarity").is_none());
 
-    for other in ["How do I reset my username?", "What is the capital of France?"] {
+    for other in [
+        "How do I reset my username?",
+        "What is the capital of France?",
+    ] {
         let r = query(&app, json!({"query": other})).await;
         assert_eq!(r["hit"], false, "{other}: {r}");
     }
@@ -71,7 +76,11 @@ async fn scope_tenant_and_options_are_respected() {
     )
     .await;
     let para = "how can I reset my password";
-    let hit = query(&app, json!({"query": para, "language": "en", "model": "gpt-x"})).await;
+    let hit = query(
+        &app,
+        json!({"query": para, "language": "en", "model": "gpt-x"}),
+    )
+    .await;
     assert_eq!(hit["hit"], true, "{hit}");
     for scope in [
         json!({"query": para, "language": "fr", "model": "gpt-x"}),
@@ -110,7 +119,11 @@ async fn scope_tenant_and_options_are_respected() {
 #[tokio::test]
 async fn delete_purge_and_unindexed_writes_leave_no_semantic_hit() {
     let app = semantic_app(&[]).await;
-    let w = write(&app, json!({"query": "How do I reset my password?", "response": 1})).await;
+    let w = write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": 1}),
+    )
+    .await;
     let para = json!({"query": "how can I reset my password"});
     assert_eq!(query(&app, para.clone()).await["hit"], true);
     let key = w["key"].as_str().unwrap();
@@ -120,7 +133,11 @@ async fn delete_purge_and_unindexed_writes_leave_no_semantic_hit() {
     assert_eq!(r.status, 200);
     assert_eq!(query(&app, para.clone()).await["hit"], false);
 
-    write(&app, json!({"query": "How do I reset my password?", "response": 2})).await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": 2}),
+    )
+    .await;
     assert_eq!(query(&app, para.clone()).await["hit"], true);
     let r = app.call("DELETE", "/api/cache", Some(&admin()), None).await;
     assert_eq!(r.status, 200);
@@ -138,7 +155,11 @@ async fn delete_purge_and_unindexed_writes_leave_no_semantic_hit() {
 #[tokio::test]
 async fn expired_entries_never_answer_semantically() {
     let app = semantic_app(&[]).await;
-    write(&app, json!({"query": "How do I reset my password?", "response": 1, "ttl": 1})).await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": 1, "ttl": 1}),
+    )
+    .await;
     assert_eq!(
         query(&app, json!({"query": "how can I reset my password"})).await["hit"],
         true
@@ -160,7 +181,11 @@ async fn variants_on_exact_and_semantic_hits() {
     )
     .await;
     let mut seen = Vec::new();
-    for q in ["tell me a joke", "Tell me a joke!", "please tell me the joke"] {
+    for q in [
+        "tell me a joke",
+        "Tell me a joke!",
+        "please tell me the joke",
+    ] {
         let r = query(&app, json!({"query": q})).await;
         assert_eq!(r["hit"], true, "{q}: {r}");
         seen.push((r["variant"].as_u64().unwrap(), r["response"].clone()));
@@ -188,12 +213,26 @@ async fn variants_on_exact_and_semantic_hits() {
 async fn bad_input_is_refused_and_writes_nothing() {
     let app = semantic_app(&[]).await;
     for (body, code) in [
-        (json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [1]}}), "invalid_variants"),
-        (json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [-1, 2]}}), "invalid_variants"),
-        (json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [0, 0]}}), "invalid_variants"),
-        (json!({"query": "q", "response": {"variants": ["a"], "variantStrategy": "often"}}), "invalid_variants"),
+        (
+            json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [1]}}),
+            "invalid_variants",
+        ),
+        (
+            json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [-1, 2]}}),
+            "invalid_variants",
+        ),
+        (
+            json!({"query": "q", "response": {"variants": ["a", "b"], "variantStrategy": "weighted", "weights": [0, 0]}}),
+            "invalid_variants",
+        ),
+        (
+            json!({"query": "q", "response": {"variants": ["a"], "variantStrategy": "often"}}),
+            "invalid_variants",
+        ),
     ] {
-        let r = app.call("POST", "/api/cache", Some(&admin()), Some(&body)).await;
+        let r = app
+            .call("POST", "/api/cache", Some(&admin()), Some(&body))
+            .await;
         assert_eq!(r.status, 400, "{body}: {}", r.text);
         assert_eq!(r.body["error"]["code"], code, "{}", r.text);
     }
@@ -220,7 +259,12 @@ impl Embedder for Down {
         &self.0
     }
     async fn embed(&self, _: &[String]) -> Result<Vec<Embedding>> {
-        Err(Error::new(ErrorKind::Unavailable, "down", "embed", "connection refused"))
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            "down",
+            "embed",
+            "connection refused",
+        ))
     }
 }
 
@@ -246,7 +290,10 @@ async fn a_failing_embedder_degrades_lookups_and_keeps_exact_writes() {
     assert_eq!(r.status, 201, "{}", r.text);
     assert_eq!(r.body["semantic_indexed"], false);
     assert!(
-        r.body["semantic_error"].as_str().unwrap().contains("connection refused"),
+        r.body["semantic_error"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
         "{}",
         r.text
     );
@@ -254,23 +301,35 @@ async fn a_failing_embedder_degrades_lookups_and_keeps_exact_writes() {
     let exact = query(&app, json!({"query": "How do I reset my password?"})).await;
     assert_eq!(exact["hit"], true);
     let para = query(&app, json!({"query": "how can I reset my password"})).await;
-    assert_eq!((para["hit"].clone(), para["degraded"].clone()), (json!(false), json!(true)));
+    assert_eq!(
+        (para["hit"].clone(), para["degraded"].clone()),
+        (json!(false), json!(true))
+    );
 }
 
 #[tokio::test]
 async fn semantic_hits_are_counted_by_source() {
     let app = semantic_app(&[]).await;
-    write(&app, json!({"query": "How do I reset my password?", "response": 1})).await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": 1}),
+    )
+    .await;
     query(&app, json!({"query": "how can I reset my password"})).await;
     let r = app.call("GET", "/api/metrics", None, None).await;
     assert!(
-        r.text.lines().any(|l| l.starts_with("resk_cache_lookups_total")
-            && l.contains("source=\"semantic\"")
-            && !l.ends_with(" 0")),
+        r.text
+            .lines()
+            .any(|l| l.starts_with("resk_cache_lookups_total")
+                && l.contains("source=\"semantic\"")
+                && !l.ends_with(" 0")),
         "{}",
         r.text
     );
-    assert!(r.text.contains("layer=\"embed\""), "embed latency histogram");
+    assert!(
+        r.text.contains("layer=\"embed\""),
+        "embed latency histogram"
+    );
 }
 
 /// The acceptance test: with all-MiniLM-L6-v2 run in-process, a paraphrase of a stored query
@@ -314,9 +373,76 @@ async fn with_the_local_model_paraphrases_hit_and_near_misses_miss() {
         assert_eq!(r["matched_query"], "How do I reset my password?");
     }
     let r = query(&app, json!({"query": "how do I end my subscription"})).await;
-    assert_eq!(r["matched_query"], "How do I cancel my subscription?", "{r}");
-    for other in ["How do I reset my username?", "What is the capital of France?"] {
+    assert_eq!(
+        r["matched_query"], "How do I cancel my subscription?",
+        "{r}"
+    );
+    for other in [
+        "How do I reset my username?",
+        "What is the capital of France?",
+    ] {
         let r = query(&app, json!({"query": other})).await;
         assert_eq!(r["hit"], false, "{other}: {r}");
     }
+}
+
+/// `EMBEDDING_PROVIDER=openai` end to end against a local fake of the OpenAI API: the server embeds
+/// on write and on an exact miss with the configured key, model and dimensions.
+#[tokio::test]
+async fn the_openai_provider_is_wired_through_the_server() {
+    use resk_testkit::http::Fake;
+    // Vectors from the documented response shape; "same topic" = same first word.
+    let fake = Fake::start(|req| {
+        let data: Vec<Value> = req.body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let first = t.as_str().unwrap().split_whitespace().next().unwrap_or("");
+                let mut v = vec![0.0f32; 8];
+                v[first.len() % 8] = 1.0;
+                json!({"object": "embedding", "index": i, "embedding": v})
+            })
+            .collect();
+        (
+            axum::http::StatusCode::OK,
+            json!({"object": "list", "data": data, "model": "m"}),
+        )
+    })
+    .await;
+    let url = format!("{}/v1", fake.url());
+    let app = semantic_app(&[
+        "--embedding-provider",
+        "openai",
+        "--openai-base-url",
+        &url,
+        "--openai-api-key",
+        "sk-fake",
+        "--embedding-model",
+        "my-model",
+        "--embedding-dimensions",
+        "8",
+        "--semantic-threshold",
+        "0.99",
+    ])
+    .await;
+    write(
+        &app,
+        json!({"query": "refund policy please", "response": "30 days"}),
+    )
+    .await;
+    let r = query(&app, json!({"query": "refund window?"})).await;
+    assert_eq!(
+        (r["hit"].clone(), r["source"].clone()),
+        (json!(true), json!("semantic")),
+        "{r}"
+    );
+    let r = query(&app, json!({"query": "shipping times"})).await;
+    assert_eq!(r["hit"], false);
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 3, "one embedding per write and per exact miss");
+    assert_eq!(reqs[0].headers["authorization"], "Bearer sk-fake");
+    assert_eq!(reqs[0].body["model"], "my-model");
+    assert_eq!(reqs[0].body["dimensions"], 8);
 }

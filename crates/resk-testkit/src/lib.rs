@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cache;
+pub mod http;
 pub mod vector;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -155,7 +155,10 @@ pub async fn dims_mismatch_rejected<S: VectorStore>(store: &S) {
         .query(&coll, &query(&t, [1.0, 0.0, 0.0, 0.0], 10))
         .await
         .unwrap();
-    assert!(found.is_empty(), "nothing of a rejected batch is written: {found:?}");
+    assert!(
+        found.is_empty(),
+        "nothing of a rejected batch is written: {found:?}"
+    );
     let mut q = query(&t, [1.0, 0.0, 0.0, 0.0], 1);
     q.vector.pop();
     let err = store.query(&coll, &q).await.unwrap_err();

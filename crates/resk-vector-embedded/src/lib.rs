@@ -171,7 +171,9 @@ impl TenantIndex {
         self.remove(&id)?;
         if self.index.size() + 1 > self.index.capacity() {
             let grown = (self.index.capacity() * 2).max(64);
-            self.index.reserve(grown).map_err(|e| backend("upsert", e))?;
+            self.index
+                .reserve(grown)
+                .map_err(|e| backend("upsert", e))?;
         }
         let key = self.next_key;
         self.next_key += 1;
@@ -502,7 +504,11 @@ impl VectorStore for EmbeddedVectorStore {
             Some(dir) => {
                 let sub = dir.join(collection);
                 std::fs::create_dir_all(&sub).map_err(|e| backend("ensure_collection", e))?;
-                Some(Log::create(&sub.join(LOG_FILE), spec, self.inner.config.sync)?)
+                Some(Log::create(
+                    &sub.join(LOG_FILE),
+                    spec,
+                    self.inner.config.sync,
+                )?)
             }
         };
         let mut map = self
@@ -524,11 +530,18 @@ impl VectorStore for EmbeddedVectorStore {
         let Some(coll) = self.collection(collection) else {
             return Err(not_found("upsert", collection));
         };
-        let dims = coll.read().unwrap_or_else(PoisonError::into_inner).spec.dims;
+        let dims = coll
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .spec
+            .dims;
         if let Some(bad) = records.iter().find(|r| r.vector.len() != dims) {
             return Err(dims_mismatch("upsert", bad.vector.len(), dims));
         }
-        if let Some(bad) = records.iter().find(|r| r.vector.iter().any(|x| !x.is_finite())) {
+        if let Some(bad) = records
+            .iter()
+            .find(|r| r.vector.iter().any(|x| !x.is_finite()))
+        {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
                 NAME,

@@ -158,7 +158,8 @@ impl<'a> Reader<'a> {
         self.take(1).map(|b| b[0])
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn string(&mut self) -> Option<String> {
         let n = self.u32()? as usize;
@@ -337,7 +338,10 @@ mod tests {
                 tenant: "t".into(),
                 id: "a".into(),
                 vector: vec![1.0, -2.5],
-                metadata: serde_json::json!({"lang": "en"}).as_object().unwrap().clone(),
+                metadata: serde_json::json!({"lang": "en"})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
             },
             Op::Delete {
                 tenant: "t".into(),

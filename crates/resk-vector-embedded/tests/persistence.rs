@@ -31,42 +31,84 @@ async fn survives_reopen_with_deletes_purges_and_compaction() {
             let batch = (0..500)
                 .map(|i| {
                     let x = i as f32 / 500.0;
-                    record(&a, &format!("r{i}"), [1.0, x, round as f32, 0.0], json!({"i": i}))
+                    record(
+                        &a,
+                        &format!("r{i}"),
+                        [1.0, x, round as f32, 0.0],
+                        json!({"i": i}),
+                    )
                 })
                 .collect();
             s.upsert("cache", batch).await.unwrap();
         }
-        s.upsert("cache", vec![record(&b, "r0", [0.0, 0.0, 0.0, 1.0], json!({}))])
-            .await
-            .unwrap();
-        assert_eq!(s.delete("cache", &a, &["r1".into(), "r2".into()]).await.unwrap(), 2);
+        s.upsert(
+            "cache",
+            vec![record(&b, "r0", [0.0, 0.0, 0.0, 1.0], json!({}))],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            s.delete("cache", &a, &["r1".into(), "r2".into()])
+                .await
+                .unwrap(),
+            2
+        );
         assert_eq!(s.len("cache"), 499);
     }
     let log = dir.path().join("cache").join("log.bin");
     let size_after_compaction = std::fs::metadata(&log).unwrap().len();
     // 1500 upserts were written; compaction must have folded them down.
-    assert!(size_after_compaction < 1200 * 60, "log is {size_after_compaction} bytes");
+    assert!(
+        size_after_compaction < 1200 * 60,
+        "log is {size_after_compaction} bytes"
+    );
 
     let s = open(dir.path());
     assert_eq!(s.collection_names(), ["cache"]);
     assert_eq!(s.len("cache"), 499);
-    let found = s.query("cache", &query(&a, [1.0, 0.5, 2.0, 0.0], 1)).await.unwrap();
+    let found = s
+        .query("cache", &query(&a, [1.0, 0.5, 2.0, 0.0], 1))
+        .await
+        .unwrap();
     assert_eq!(found[0].id, "r250", "the last round's vectors were kept");
     assert_eq!(found[0].metadata.get("i"), Some(&json!(250)));
-    let gone = s.query("cache", &query(&a, [1.0, 0.002, 2.0, 0.0], 3)).await.unwrap();
-    assert!(gone.iter().all(|h| h.id != "r1"), "deleted records stay deleted");
+    let gone = s
+        .query("cache", &query(&a, [1.0, 0.002, 2.0, 0.0], 3))
+        .await
+        .unwrap();
+    assert!(
+        gone.iter().all(|h| h.id != "r1"),
+        "deleted records stay deleted"
+    );
     // The spec is persisted: another spec is refused after a restart too.
     let err = s
-        .ensure_collection("cache", CollectionSpec { dims: 8, metric: Metric::Cosine })
+        .ensure_collection(
+            "cache",
+            CollectionSpec {
+                dims: 8,
+                metric: Metric::Cosine,
+            },
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
 
-    s.purge("cache", &VectorPurge::Tenant(a.clone())).await.unwrap();
+    s.purge("cache", &VectorPurge::Tenant(a.clone()))
+        .await
+        .unwrap();
     drop(s);
     let s = open(dir.path());
-    assert_eq!(s.len("cache"), 1, "the purge was persisted; b's record stays");
-    assert!(s.query("cache", &query(&a, [1.0, 0.0, 0.0, 0.0], 5)).await.unwrap().is_empty());
+    assert_eq!(
+        s.len("cache"),
+        1,
+        "the purge was persisted; b's record stays"
+    );
+    assert!(
+        s.query("cache", &query(&a, [1.0, 0.0, 0.0, 0.0], 5))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -76,9 +118,12 @@ async fn a_torn_tail_loses_only_the_torn_write() {
     {
         let s = open(dir.path());
         s.ensure_collection("c", SPEC).await.unwrap();
-        s.upsert("c", vec![record(&t, "kept", [1.0, 0.0, 0.0, 0.0], json!({}))])
-            .await
-            .unwrap();
+        s.upsert(
+            "c",
+            vec![record(&t, "kept", [1.0, 0.0, 0.0, 0.0], json!({}))],
+        )
+        .await
+        .unwrap();
     }
     // Simulate a crash in the middle of the next append.
     let log = dir.path().join("c").join("log.bin");
@@ -88,11 +133,18 @@ async fn a_torn_tail_loses_only_the_torn_write() {
 
     let s = open(dir.path());
     assert_eq!(s.len("c"), 1);
-    s.upsert("c", vec![record(&t, "after", [0.0, 1.0, 0.0, 0.0], json!({}))])
-        .await
-        .unwrap();
+    s.upsert(
+        "c",
+        vec![record(&t, "after", [0.0, 1.0, 0.0, 0.0], json!({}))],
+    )
+    .await
+    .unwrap();
     drop(s);
-    assert_eq!(open(dir.path()).len("c"), 2, "writes after the cut are readable");
+    assert_eq!(
+        open(dir.path()).len("c"),
+        2,
+        "writes after the cut are readable"
+    );
 }
 
 #[tokio::test]
@@ -102,7 +154,10 @@ async fn bad_collection_names_and_non_finite_vectors_are_rejected() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     s.ensure_collection("ok", SPEC).await.unwrap();
     let err = s
-        .upsert("ok", vec![record(&tenant(), "n", [f32::NAN, 0.0, 0.0, 0.0], json!({}))])
+        .upsert(
+            "ok",
+            vec![record(&tenant(), "n", [f32::NAN, 0.0, 0.0, 0.0], json!({}))],
+        )
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
