@@ -54,6 +54,8 @@ pub struct EmbeddedVectorStore {
 }
 
 struct Inner {
+    /// Held for the store's lifetime: one process per index directory.
+    _lock: Option<std::fs::File>,
     config: EmbeddedConfig,
     info: BackendInfo,
     collections: RwLock<HashMap<String, Arc<RwLock<Collection>>>>,
@@ -284,6 +286,33 @@ impl Collection {
     }
 }
 
+/// Take the directory's lock file: two processes appending to one log would corrupt it.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| backend("open", format!("{}: {e}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::new(
+            ErrorKind::Config,
+            NAME,
+            "open",
+            format!(
+                "another process has the vector index {} open (a running resk-server or ingest?); \
+                 stop it first",
+                dir.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(backend("open", format!("{}: {e}", path.display())))
+        }
+    }
+}
+
 fn similarity(metric: Metric, distance: f32) -> f32 {
     match metric {
         Metric::Cosine | Metric::Dot => 1.0 - distance,
@@ -296,6 +325,7 @@ impl EmbeddedVectorStore {
     /// replayed into fresh graphs). Blocking: call from `spawn_blocking` in async code.
     pub fn open(config: EmbeddedConfig) -> Result<Self> {
         let mut collections = HashMap::new();
+        let mut lock = None;
         if let Some(dir) = &config.dir {
             std::fs::create_dir_all(dir).map_err(|e| {
                 Error::new(
@@ -305,6 +335,7 @@ impl EmbeddedVectorStore {
                     format!("cannot create {}: {e}", dir.display()),
                 )
             })?;
+            lock = Some(lock_dir(dir)?);
             let entries = std::fs::read_dir(dir).map_err(|e| backend("open", e))?;
             for entry in entries {
                 let entry = entry.map_err(|e| backend("open", e))?;
@@ -319,6 +350,7 @@ impl EmbeddedVectorStore {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                _lock: lock,
                 info: BackendInfo {
                     name: NAME,
                     capabilities: Capabilities::new(config.dir.is_some(), false, false),
@@ -333,6 +365,7 @@ impl EmbeddedVectorStore {
     pub fn in_memory() -> Self {
         Self {
             inner: Arc::new(Inner {
+                _lock: None,
                 info: BackendInfo {
                     name: NAME,
                     capabilities: Capabilities::new(false, false, false),

@@ -162,3 +162,18 @@ async fn bad_collection_names_and_non_finite_vectors_are_rejected() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+
+#[test]
+fn one_process_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let err = EmbeddedVectorStore::open(EmbeddedConfig {
+        dir: Some(dir.path().to_owned()),
+        ..EmbeddedConfig::default()
+    })
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.message().contains("another process"), "{err}");
+    drop(first);
+    open(dir.path());
+}
