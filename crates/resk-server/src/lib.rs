@@ -13,7 +13,7 @@ pub mod ratelimit;
 mod routes;
 pub mod semantic;
 pub mod telemetry;
-mod variants;
+pub mod variants;
 mod ws;
 
 pub use app::{App, Backends, build_backends, serve};

@@ -174,6 +174,7 @@ pub(crate) async fn write_entry(
             query: req.query.clone(),
             scope: sem.scope(&app.keys, &principal.tenant, &scoped.input()),
             expires_at: entry.expires_at,
+            metadata: serde_json::Map::new(),
         };
         match sem.index(&principal.tenant, &[item]).await {
             Ok(()) => semantic_indexed = true,

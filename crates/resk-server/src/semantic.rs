@@ -39,6 +39,8 @@ pub struct IndexItem {
     pub scope: String,
     /// When the entry expires.
     pub expires_at: OffsetDateTime,
+    /// Extra flat metadata stored with the vector (keys `scope` and `expires_at` are reserved).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
 fn slug(model: &str) -> String {
@@ -207,7 +209,7 @@ impl Semantic {
             .iter()
             .zip(vectors)
             .map(|(item, vector)| {
-                let mut metadata = serde_json::Map::new();
+                let mut metadata = item.metadata.clone();
                 metadata.insert("scope".into(), item.scope.clone().into());
                 metadata.insert(
                     "expires_at".into(),

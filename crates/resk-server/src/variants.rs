@@ -56,7 +56,7 @@ fn declares_variants(response: &str) -> bool {
 }
 
 /// Validate a response at write time: plain responses pass; a variants response must be well formed.
-pub(crate) fn validate(response: &serde_json::Value) -> Result<(), ApiError> {
+pub fn validate(response: &serde_json::Value) -> Result<(), ApiError> {
     let Some(obj) = response.as_object() else {
         return Ok(());
     };
