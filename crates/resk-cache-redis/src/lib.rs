@@ -17,7 +17,7 @@ use fred::{
 use futures_util::StreamExt;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result,
+    Result, TenantId,
 };
 
 /// The scheme name of this backend.
@@ -102,8 +102,9 @@ pub(crate) fn builder(config: &RedisConfig) -> Result<Builder> {
     Ok(builder)
 }
 
-/// A cache store shared by every process that points at the same Redis and prefix.
-#[derive(Debug)]
+/// A cache store shared by every process that points at the same Redis and prefix. Clones share the
+/// connection pool.
+#[derive(Clone, Debug)]
 pub struct RedisStore {
     pool: Pool,
     prefix: String,
@@ -171,6 +172,25 @@ impl RedisStore {
             removed += n.max(0) as u64;
         }
         Ok(removed)
+    }
+
+    /// Increment the shared counter `name` of `tenant` and return its new value (1 on first use); the
+    /// counter is forgotten `idle` after its last increment. One round trip (`INCR` + `PEXPIRE` in a
+    /// pipeline). Used for round-robin turns that every instance shares.
+    pub async fn next_turn(&self, tenant: &TenantId, name: &str, idle: Duration) -> Result<u64> {
+        let key = format!("{}:turn:{tenant}:{name}", self.prefix);
+        let pipeline = self.pool.next().pipeline();
+        let _: () = pipeline.incr(&key).await.map_err(|e| convert("turn", e))?;
+        let _: () = pipeline
+            .pexpire(
+                &key,
+                i64::try_from(idle.as_millis()).unwrap_or(i64::MAX),
+                None,
+            )
+            .await
+            .map_err(|e| convert("turn", e))?;
+        let (n, _): (i64, i64) = pipeline.all().await.map_err(|e| convert("turn", e))?;
+        Ok(n.max(0) as u64)
     }
 
     /// Close every connection.

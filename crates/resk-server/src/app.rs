@@ -31,7 +31,7 @@ use crate::{
     routes,
     semantic::Semantic,
     telemetry,
-    variants::Turns,
+    variants::{SharedCounter, Turns},
     ws::Hub,
 };
 
@@ -108,6 +108,8 @@ pub struct Backends {
     pub bus: SharedBus,
     /// Semantic lookups (embedder + vector store), when enabled.
     pub semantic: Option<Arc<Semantic>>,
+    /// Round-robin variant turns shared by every instance (Redis), when available.
+    pub turns: Option<Arc<dyn SharedCounter>>,
 }
 
 impl Backends {
@@ -117,6 +119,7 @@ impl Backends {
             cache,
             bus: Arc::new(LocalBus::default()),
             semantic: None,
+            turns: None,
         }
     }
 
@@ -166,6 +169,22 @@ fn layered<L2: CacheStore>(config: &Config, l2: L2, bus: &SharedBus) -> Result<S
     }
 }
 
+/// Round-robin turns in Redis, shared by every instance on the same Redis and prefix.
+#[cfg(feature = "cache-redis")]
+#[derive(Debug)]
+struct RedisTurns(resk_cache_redis::RedisStore);
+
+#[cfg(feature = "cache-redis")]
+impl SharedCounter for RedisTurns {
+    fn next<'a>(
+        &'a self,
+        tenant: &'a resk_core::TenantId,
+        name: &'a str,
+    ) -> resk_core::BoxFuture<'a, Result<u64>> {
+        Box::pin(self.0.next_turn(tenant, name, crate::variants::TURN_IDLE))
+    }
+}
+
 /// Build the configured backends, with the semantic layer when enabled.
 pub async fn build_backends(config: &Config) -> Result<Backends> {
     let mut backends = build_cache(config).await?;
@@ -207,6 +226,7 @@ async fn build_cache(config: &Config) -> Result<Backends> {
                     cache: layered(config, store, &bus)?,
                     bus,
                     semantic: None,
+                    turns: None,
                 })
             }
             #[cfg(not(feature = "cache-sqlite"))]
@@ -221,10 +241,12 @@ async fn build_cache(config: &Config) -> Result<Backends> {
                 let redis = RedisConfig::new(&config.redis_url).with_prefix(&config.redis_prefix);
                 let store = RedisStore::connect(redis.clone()).await?;
                 let bus: SharedBus = Arc::new(RedisBus::connect(&redis).await?);
+                let turns: Arc<dyn SharedCounter> = Arc::new(RedisTurns(store.clone()));
                 Ok(Backends {
                     cache: layered(config, store, &bus)?,
                     bus,
                     semantic: None,
+                    turns: Some(turns),
                 })
             }
             #[cfg(not(feature = "cache-redis"))]
@@ -275,6 +297,7 @@ impl App {
             cache,
             bus,
             semantic,
+            turns,
         } = backends;
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
@@ -377,7 +400,7 @@ impl App {
         let state = Arc::new(AppState {
             cache,
             semantic,
-            turns: Turns::new(),
+            turns: Turns::new(turns),
             stats,
             hub,
             keys: config.keys.clone(),

@@ -328,10 +328,12 @@ pub(crate) async fn query_entry(
         Some(entry) => {
             let variant = variants::pick(
                 entry.response,
+                &principal.tenant,
                 hit_key.unwrap_or_default(),
                 &seed,
                 &app.turns,
-            );
+            )
+            .await;
             QueryResponse {
                 hit: true,
                 source,

@@ -5,17 +5,26 @@
 //!
 //! * `random`: uniformly at random;
 //! * `weighted`: at random in proportion to `weights`;
-//! * `round-robin`: in turn, with a counter per entry in this process (instances behind a load
-//!   balancer each keep their own turn);
+//! * `round-robin`: in turn, with a counter per entry shared by every instance through Redis when the
+//!   server runs on Redis, in this process otherwise; if Redis does not answer within 50 ms the local
+//!   counter takes over (and Redis is left alone for 5 s), so a read never stalls on it;
 //! * `deterministic`: by a hash of the entry's `seed` and the caller's `seed` (or, without one, the
 //!   token's subject), so one user keeps getting the same variant while users spread over all of them
 //!   (in proportion to `weights` when given).
 //!
 //! Bad shapes are refused when written (400), so reads never meet them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    fmt::Debug,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use moka::sync::Cache;
+use resk_core::{BoxFuture, Result, TenantId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -98,31 +107,73 @@ pub fn validate(response: &serde_json::Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Per-entry round-robin turns, bounded (idle entries are forgotten after an hour).
+/// A counter every instance shares (Redis `INCR`), for round-robin turns.
+pub trait SharedCounter: Send + Sync + Debug + 'static {
+    /// Increment `name` of `tenant` and return the new value (1 on first use).
+    fn next<'a>(&'a self, tenant: &'a TenantId, name: &'a str) -> BoxFuture<'a, Result<u64>>;
+}
+
+/// How long an idle turn counter is kept.
+pub(crate) const TURN_IDLE: Duration = Duration::from_secs(3600);
+const SHARED_TIMEOUT: Duration = Duration::from_millis(50);
+const SHARED_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Per-entry round-robin turns: shared when a [`SharedCounter`] is configured, local otherwise and
+/// whenever the shared one fails (bounded; idle entries are forgotten after an hour).
 pub(crate) struct Turns {
-    counters: Cache<String, std::sync::Arc<AtomicU64>>,
+    counters: Cache<String, Arc<AtomicU64>>,
+    shared: Option<Arc<dyn SharedCounter>>,
+    started: Instant,
+    /// Milliseconds since `started` before which the shared counter is not tried again.
+    shared_paused_until: AtomicU64,
 }
 
 impl Turns {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(shared: Option<Arc<dyn SharedCounter>>) -> Self {
         Self {
             counters: Cache::builder()
                 .max_capacity(100_000)
-                .time_to_idle(std::time::Duration::from_secs(3600))
+                .time_to_idle(TURN_IDLE)
                 .build(),
+            shared,
+            started: Instant::now(),
+            shared_paused_until: AtomicU64::new(0),
         }
     }
 
-    fn next(&self, key: &str) -> u64 {
+    fn local(&self, tenant: &TenantId, key: &str) -> u64 {
         self.counters
-            .get_with(key.to_owned(), Default::default)
+            .get_with(format!("{tenant}\0{key}"), Default::default)
             .fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The 0-based turn of this read of entry `key`.
+    pub(crate) async fn next(&self, tenant: &TenantId, key: &str) -> u64 {
+        let now = self.started.elapsed().as_millis() as u64;
+        if let Some(shared) = &self.shared
+            && now >= self.shared_paused_until.load(Ordering::Relaxed)
+        {
+            match tokio::time::timeout(SHARED_TIMEOUT, shared.next(tenant, key)).await {
+                Ok(Ok(n)) => return n.saturating_sub(1),
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %err, "shared round-robin counter failed; using the local one")
+                }
+                Err(_) => {
+                    tracing::warn!("shared round-robin counter timed out; using the local one")
+                }
+            }
+            metrics::counter!("resk_variant_turn_fallbacks_total").increment(1);
+            self.shared_paused_until
+                .store(now + SHARED_BACKOFF.as_millis() as u64, Ordering::Relaxed);
+        }
+        self.local(tenant, key)
     }
 }
 
 /// The variant a read gets: `(index, answer)`, or `None` for a plain response.
-pub(crate) fn pick<'a>(
+pub(crate) async fn pick<'a>(
     response: &'a RawValue,
+    tenant: &TenantId,
     key: &str,
     caller_seed: &str,
     turns: &Turns,
@@ -138,7 +189,7 @@ pub(crate) fn pick<'a>(
     let index = match spec.variant_strategy {
         Strategy::Random => fastrand::usize(0..n),
         Strategy::Weighted => weighted(spec.weights.as_deref(), fastrand::f64(), n),
-        Strategy::RoundRobin => (turns.next(key) % n as u64) as usize,
+        Strategy::RoundRobin => (turns.next(tenant, key).await % n as u64) as usize,
         Strategy::Deterministic => {
             let mut h = Sha256::new();
             h.update(spec.seed.map_or("", |s| s.get()).as_bytes());
@@ -200,82 +251,119 @@ mod tests {
     const CHI2_CRIT_DF2: f64 = 13.816;
     const CHI2_CRIT_DF3: f64 = 16.266;
 
-    fn counts(
+    fn tenant() -> TenantId {
+        TenantId::new("t").unwrap()
+    }
+
+    async fn counts(
         response: &RawValue,
         n: usize,
         draws: usize,
         seed_of: impl Fn(usize) -> String,
     ) -> Vec<u64> {
-        let turns = Turns::new();
+        let turns = Turns::new(None);
         let mut c = vec![0u64; n];
         for i in 0..draws {
-            let (idx, _) = pick(response, "k", &seed_of(i), &turns).unwrap();
+            let (idx, _) = pick(response, &tenant(), "k", &seed_of(i), &turns)
+                .await
+                .unwrap();
             c[idx] += 1;
         }
         c
     }
 
-    #[test]
-    fn random_is_uniform() {
+    #[tokio::test]
+    async fn random_is_uniform() {
         let r = raw(json!({"variants": ["a", "b", "c", "d"], "variantStrategy": "random"}));
-        let c = counts(&r, 4, 20_000, |_| String::new());
+        let c = counts(&r, 4, 20_000, |_| String::new()).await;
         let chi = chi_square(&c, &[1.0; 4]);
         assert!(chi < CHI2_CRIT_DF3, "{c:?} chi2 = {chi}");
     }
 
-    #[test]
-    fn weighted_follows_weights_and_never_picks_zero_weight() {
+    #[tokio::test]
+    async fn weighted_follows_weights_and_never_picks_zero_weight() {
         let r = raw(
             json!({"variants": ["a", "b", "c", "z"], "variantStrategy": "weighted",
                            "weights": [0.5, 0.3, 0.2, 0.0]}),
         );
-        let c = counts(&r, 4, 20_000, |_| String::new());
+        let c = counts(&r, 4, 20_000, |_| String::new()).await;
         assert_eq!(c[3], 0);
         let chi = chi_square(&c[..3], &[0.5, 0.3, 0.2]);
         assert!(chi < CHI2_CRIT_DF2, "{c:?} chi2 = {chi}");
     }
 
-    #[test]
-    fn deterministic_is_stable_per_seed_and_spreads_over_seeds() {
+    #[tokio::test]
+    async fn deterministic_is_stable_per_seed_and_spreads_over_seeds() {
         let r = raw(
             json!({"variants": ["a", "b", "c"], "variantStrategy": "deterministic", "seed": 42}),
         );
-        let turns = Turns::new();
+        let turns = Turns::new(None);
         for user in ["alice", "bob", "carol"] {
-            let first = pick(&r, "k", user, &turns).unwrap().0;
+            let first = pick(&r, &tenant(), "k", user, &turns).await.unwrap().0;
             for _ in 0..20 {
-                assert_eq!(pick(&r, "k", user, &turns).unwrap().0, first);
+                let again = pick(&r, &tenant(), "k", user, &turns).await.unwrap().0;
+                assert_eq!(again, first);
             }
         }
-        let c = counts(&r, 3, 6_000, |i| format!("user-{i}"));
+        let c = counts(&r, 3, 6_000, |i| format!("user-{i}")).await;
         let chi = chi_square(&c, &[1.0; 3]);
         assert!(chi < CHI2_CRIT_DF2, "{c:?} chi2 = {chi}");
         // Weighted deterministic spread.
         let w = raw(
             json!({"variants": ["a", "b"], "variantStrategy": "deterministic", "weights": [9, 1]}),
         );
-        let c = counts(&w, 2, 10_000, |i| format!("user-{i}"));
+        let c = counts(&w, 2, 10_000, |i| format!("user-{i}")).await;
         let chi = chi_square(&c, &[9.0, 1.0]);
         assert!(chi < 10.828, "{c:?} chi2 = {chi}");
     }
 
-    #[test]
-    fn round_robin_cycles_exactly() {
+    #[tokio::test]
+    async fn round_robin_cycles_exactly() {
         let r = raw(json!({"variants": ["a", "b", "c"], "variantStrategy": "round-robin"}));
-        let turns = Turns::new();
-        let order: Vec<usize> = (0..7)
-            .map(|_| pick(&r, "k", "", &turns).unwrap().0)
-            .collect();
+        let turns = Turns::new(None);
+        let mut order = Vec::new();
+        for _ in 0..7 {
+            order.push(pick(&r, &tenant(), "k", "", &turns).await.unwrap().0);
+        }
         assert_eq!(order, [0, 1, 2, 0, 1, 2, 0]);
         // Another entry has its own turn.
-        assert_eq!(pick(&r, "other", "", &turns).unwrap().0, 0);
+        assert_eq!(pick(&r, &tenant(), "other", "", &turns).await.unwrap().0, 0);
     }
 
-    #[test]
-    fn plain_responses_pass_through() {
-        let turns = Turns::new();
-        assert!(pick(&raw(json!({"answer": "x"})), "k", "", &turns).is_none());
-        assert!(pick(&raw(json!("variantStrategy")), "k", "", &turns).is_none());
+    /// A shared counter that never answers.
+    #[derive(Debug)]
+    struct Hung(std::sync::atomic::AtomicUsize);
+    impl SharedCounter for Hung {
+        fn next<'a>(&'a self, _: &'a TenantId, _: &'a str) -> BoxFuture<'a, Result<u64>> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_shared_counter_never_stalls_reads() {
+        let hung = Arc::new(Hung(Default::default()));
+        let turns = Turns::new(Some(hung.clone()));
+        let r = raw(json!({"variants": ["a", "b"], "variantStrategy": "round-robin"}));
+        let mut order = Vec::new();
+        for _ in 0..4 {
+            order.push(pick(&r, &tenant(), "k", "", &turns).await.unwrap().0);
+        }
+        assert_eq!(order, [0, 1, 0, 1], "the local counter took over");
+        assert_eq!(
+            hung.0.load(Ordering::SeqCst),
+            1,
+            "after one timeout the shared counter is left alone for a while"
+        );
+    }
+
+    #[tokio::test]
+    async fn plain_responses_pass_through() {
+        let turns = Turns::new(None);
+        let plain = raw(json!({"answer": "x"}));
+        assert!(pick(&plain, &tenant(), "k", "", &turns).await.is_none());
+        let text = raw(json!("variantStrategy"));
+        assert!(pick(&text, &tenant(), "k", "", &turns).await.is_none());
         assert!(validate(&json!({"answer": "x"})).is_ok());
     }
 

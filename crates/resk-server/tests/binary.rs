@@ -436,6 +436,19 @@ async fn sqlite_keeps_every_acknowledged_write_across_kill_9_and_restarts() {
         assert_eq!(hit["source"], "sqlite");
         assert_eq!(hit["response"], json!({"n": i}));
     }
+    // Their vectors survived too (the embedded index's log next to the database): a rewording of
+    // every acknowledged question is a semantic hit on it.
+    for i in acknowledged.iter().rev().take(20) {
+        let hit = query(
+            &http,
+            &server,
+            &token,
+            &format!("please, durable question {i}"),
+        )
+        .await;
+        assert_eq!(hit["source"], "semantic", "vector of write {i} lost: {hit}");
+        assert_eq!(hit["matched_query"], format!("durable question {i}"));
+    }
 
     // The database files hold ciphertext only.
     for suffix in ["", "-wal"] {
@@ -632,6 +645,23 @@ async fn two_instances_share_one_redis() {
         }
         assert_eq!(msg["channel"], "cache", "{msg}");
     }
+
+    // Round-robin variants take turns across instances: the counter lives in Redis.
+    let written = http
+        .post(a.url("/api/cache"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "Which greeting?", "response":
+            {"variants": ["hi", "hello", "hey"], "variantStrategy": "round-robin"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(written.status(), 201);
+    let mut turns = Vec::new();
+    for server in [&a, &b, &a, &b, &b] {
+        let r = query(&http, server, &token, "which greeting?").await;
+        turns.push(r["variant"].as_u64().unwrap());
+    }
+    assert_eq!(turns, [0, 1, 2, 0, 1], "one turn order shared by A and B");
 }
 
 /// A private redis-server on `port`, killed on drop.

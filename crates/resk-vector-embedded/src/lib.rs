@@ -18,6 +18,10 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use crate::log::{Log, Op};
 
 const NAME: &str = "embedded";
+/// Records per insert thread below which a batch is inserted from one thread.
+const PARALLEL_MIN: usize = 256;
+
+type Metadata = serde_json::Map<String, serde_json::Value>;
 const LOG_FILE: &str = "log.bin";
 
 /// How the embedded store indexes and persists.
@@ -42,7 +46,7 @@ impl Default for EmbeddedConfig {
             sync: false,
             connectivity: 16,
             expansion_add: 128,
-            expansion_search: 64,
+            expansion_search: 128,
         }
     }
 }
@@ -57,6 +61,8 @@ struct Inner {
     /// Held for the store's lifetime: one process per index directory.
     _lock: Option<std::fs::File>,
     config: EmbeddedConfig,
+    /// The search candidate list size in force (starts at `config.expansion_search`).
+    expansion_search: std::sync::atomic::AtomicUsize,
     info: BackendInfo,
     collections: RwLock<HashMap<String, Arc<RwLock<Collection>>>>,
 }
@@ -164,28 +170,66 @@ impl TenantIndex {
         Ok(true)
     }
 
-    fn insert(
-        &mut self,
-        id: RecordId,
-        vector: &[f32],
-        metadata: serde_json::Map<String, serde_json::Value>,
-    ) -> Result<()> {
-        self.remove(&id)?;
-        if self.index.size() + 1 > self.index.capacity() {
-            let grown = (self.index.capacity() * 2).max(64);
+    /// Insert or replace records. Large batches are added to the graph from several threads at once
+    /// (USearch's `add` is thread-safe once capacity is reserved); the id maps are updated after.
+    fn insert_many(&mut self, records: Vec<(RecordId, Vec<f32>, Metadata)>) -> Result<()> {
+        for (id, _, _) in &records {
+            self.remove(id)?;
+        }
+        let needed = self.index.size() + records.len();
+        if needed > self.index.capacity() {
+            let grown = needed.max(self.index.capacity() * 2).max(64);
             self.index
                 .reserve(grown)
                 .map_err(|e| backend("upsert", e))?;
         }
-        let key = self.next_key;
-        self.next_key += 1;
-        self.index
-            .add(key, vector)
-            .map_err(|e| backend("upsert", e))?;
-        self.by_id.insert(id.clone(), key);
-        self.records.insert(key, Entry { id, metadata });
-        Ok(())
+        let first = self.next_key;
+        self.next_key += records.len() as u64;
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(records.len().div_ceil(PARALLEL_MIN))
+            .max(1);
+        let chunk = records.len().div_ceil(threads).max(1);
+        let index = &self.index;
+        let added: Vec<Result<()>> = if threads == 1 {
+            vec![add_all(index, first, &records)]
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = records
+                    .chunks(chunk)
+                    .enumerate()
+                    .map(|(c, part)| {
+                        scope.spawn(move || add_all(index, first + (c * chunk) as u64, part))
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|_| Err(backend("upsert", "an insert thread panicked")))
+                    })
+                    .collect()
+            })
+        };
+        for (i, (id, _, metadata)) in records.into_iter().enumerate() {
+            let key = first + i as u64;
+            if self.index.contains(key) {
+                self.by_id.insert(id.clone(), key);
+                self.records.insert(key, Entry { id, metadata });
+            }
+        }
+        added.into_iter().collect()
     }
+}
+
+/// Add `records` under consecutive keys from `first`.
+fn add_all(index: &Index, first: u64, records: &[(RecordId, Vec<f32>, Metadata)]) -> Result<()> {
+    for (i, (_, vector, _)) in records.iter().enumerate() {
+        index
+            .add(first + i as u64, vector)
+            .map_err(|e| backend("upsert", e))?;
+    }
+    Ok(())
 }
 
 impl Collection {
@@ -208,7 +252,7 @@ impl Collection {
                         v.insert(TenantIndex::new(spec, config)?)
                     }
                 };
-                index.insert(id, &vector, metadata)?;
+                index.insert_many(vec![(id, vector, metadata)])?;
                 Ok(1)
             }
             Op::Delete { tenant, ids } => {
@@ -245,11 +289,57 @@ impl Collection {
             }
             log.append(&buf, ops.len())?;
         }
-        let mut total = 0;
-        for op in ops {
-            total += self.apply(op, config)?;
-        }
+        let total = self.apply_all(ops, config)?;
         self.maybe_compact()?;
+        Ok(total)
+    }
+
+    /// Apply operations in order, runs of upserts for one tenant as one parallel batch.
+    fn apply_all(&mut self, ops: Vec<Op>, config: &EmbeddedConfig) -> Result<u64> {
+        let mut total = 0;
+        let mut ops = ops.into_iter().peekable();
+        while let Some(op) = ops.next() {
+            let Op::Upsert {
+                tenant,
+                id,
+                vector,
+                metadata,
+            } = op
+            else {
+                total += self.apply(op, config)?;
+                continue;
+            };
+            // A run of upserts for one tenant goes to its graph in one parallel batch; an id repeated
+            // in the run keeps its last record, as sequential upserts would.
+            let mut run: Vec<(RecordId, Vec<f32>, Metadata)> = vec![(id, vector, metadata)];
+            while let Some(Op::Upsert { tenant: t, .. }) = ops.peek() {
+                if *t != tenant {
+                    break;
+                }
+                if let Some(Op::Upsert {
+                    id,
+                    vector,
+                    metadata,
+                    ..
+                }) = ops.next()
+                {
+                    run.push((id, vector, metadata));
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            run.reverse();
+            run.retain(|(id, _, _)| seen.insert(id.clone()));
+            run.reverse();
+            total += run.len() as u64;
+            let spec = self.spec;
+            let index = match self.tenants.entry(tenant) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(TenantIndex::new(spec, config)?)
+                }
+            };
+            index.insert_many(run)?;
+        }
         Ok(total)
     }
 
@@ -350,6 +440,7 @@ impl EmbeddedVectorStore {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                expansion_search: config.expansion_search.into(),
                 _lock: lock,
                 info: BackendInfo {
                     name: NAME,
@@ -365,6 +456,7 @@ impl EmbeddedVectorStore {
     pub fn in_memory() -> Self {
         Self {
             inner: Arc::new(Inner {
+                expansion_search: EmbeddedConfig::default().expansion_search.into(),
                 _lock: None,
                 info: BackendInfo {
                     name: NAME,
@@ -384,9 +476,7 @@ impl EmbeddedVectorStore {
             log: None,
         };
         let replayed = ops.len();
-        for op in ops {
-            collection.apply(op, config)?;
-        }
+        collection.apply_all(ops, config)?;
         collection.log = Some(log);
         collection.maybe_compact()?;
         tracing::info!(
@@ -396,6 +486,26 @@ impl EmbeddedVectorStore {
             "vector collection loaded"
         );
         Ok(collection)
+    }
+
+    /// Change the search candidate list size (`ef`) of every graph, present and future: higher finds
+    /// more of the true nearest neighbours, slower. Waits for in-flight searches and writes.
+    pub fn set_expansion_search(&self, ef: usize) {
+        let ef = ef.max(1);
+        self.inner
+            .expansion_search
+            .store(ef, std::sync::atomic::Ordering::Relaxed);
+        let map = self
+            .inner
+            .collections
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        for coll in map.values() {
+            let guard = coll.write().unwrap_or_else(PoisonError::into_inner);
+            for t in guard.tenants.values() {
+                t.index.change_expansion_search(ef);
+            }
+        }
     }
 
     /// Names of the collections held.
@@ -439,7 +549,13 @@ impl EmbeddedVectorStore {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
             let mut guard = coll.write().unwrap_or_else(PoisonError::into_inner);
-            f(&mut guard, &inner.config)
+            let config = EmbeddedConfig {
+                expansion_search: inner
+                    .expansion_search
+                    .load(std::sync::atomic::Ordering::Relaxed),
+                ..inner.config.clone()
+            };
+            f(&mut guard, &config)
         })
         .await
         .map_err(|e| backend(op, e))?

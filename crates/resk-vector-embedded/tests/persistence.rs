@@ -177,3 +177,27 @@ fn one_process_per_directory() {
     drop(first);
     open(dir.path());
 }
+
+#[tokio::test]
+async fn a_batch_repeating_an_id_keeps_its_last_record() {
+    let s = EmbeddedVectorStore::in_memory();
+    s.ensure_collection("c", SPEC).await.unwrap();
+    let t = tenant();
+    let mut batch: Vec<_> = (0..600)
+        .map(|i| record(&t, &format!("r{i}"), [1.0, i as f32, 0.0, 0.0], json!({})))
+        .collect();
+    batch.push(record(
+        &t,
+        "r1",
+        [0.0, 0.0, 0.0, 1.0],
+        json!({"last": true}),
+    ));
+    s.upsert("c", batch).await.unwrap();
+    assert_eq!(s.len("c"), 600);
+    let found = s
+        .query("c", &query(&t, [0.0, 0.0, 0.0, 1.0], 1))
+        .await
+        .unwrap();
+    assert_eq!(found[0].id, "r1");
+    assert_eq!(found[0].metadata.get("last"), Some(&json!(true)));
+}
