@@ -127,6 +127,9 @@ fn mint(env: &[(&str, &str)], args: &[&str]) -> String {
 }
 
 fn client() -> reqwest::Client {
+    // The workspace builds reqwest without a default TLS provider (resk-embed installs ring); the
+    // test client must do the same before building a client, even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(10))
