@@ -1269,10 +1269,7 @@ fn bench(args: &[String]) -> Result {
         .output()
         .map_err(|e| format!("cannot run layer_cost: {e}"))?;
     let line = String::from_utf8_lossy(&layer.stdout).trim().to_owned();
-    let field = |name: &str| -> Option<f64> {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-    };
+    let field = fields(&line);
     match (field("plain_ns"), field("encrypted_ns"), field("added_ns")) {
         (Some(plain), Some(encrypted), Some(added)) => {
             println!();

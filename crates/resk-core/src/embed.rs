@@ -2,7 +2,7 @@
 
 use std::{fmt::Debug, future::Future, sync::Arc};
 
-use crate::{BoxFuture, Result};
+use crate::{BoxFuture, Error, ErrorKind, Result};
 
 /// One embedding vector.
 pub type Embedding = Vec<f32>;
@@ -35,6 +35,20 @@ impl EmbedderInfo {
             dims,
             max_batch,
         }
+    }
+
+    /// An [`ErrorKind::InvalidInput`] error when `texts` exceeds [`Self::max_batch`]: the check every
+    /// provider makes at the top of `embed`.
+    pub fn check_batch(&self, texts: usize) -> Result<()> {
+        if texts <= self.max_batch {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            self.provider,
+            "embed",
+            format!("{texts} texts; at most {} per call", self.max_batch),
+        ))
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use resk_embed::http::{check_response, client, secret_header, transport_error};
+use resk_embed::http::{check_response, client, read_json, secret_header, transport_error};
 use serde::Serialize;
 
 const NAME: &str = "hf";
@@ -123,14 +123,7 @@ impl Embedder for HfEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        if texts.len() > MAX_BATCH {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                "embed",
-                format!("{} texts; at most {MAX_BATCH} per request", texts.len()),
-            ));
-        }
+        self.info.check_batch(texts.len())?;
         let tei = self.style == HfStyle::Tei;
         let body = Request {
             inputs: texts,
@@ -143,15 +136,12 @@ impl Embedder for HfEmbedder {
         }
         let response = request.send().await.map_err(|e| transport_error(NAME, e))?;
         let response = check_response(NAME, response).await?;
-        let vectors: Vec<Embedding> = response.json().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                NAME,
-                "embed",
-                "the answer is not a list of vectors (is the model a sentence-embedding model?)",
-            )
-            .with_source(e.without_url())
-        })?;
+        let vectors: Vec<Embedding> = read_json(
+            NAME,
+            response,
+            "a list of vectors (is the model a sentence-embedding model?)",
+        )
+        .await?;
         if vectors.len() != texts.len() {
             return Err(Error::new(
                 ErrorKind::Backend,

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result, normalize_query};
+use resk_core::{Embedder, EmbedderInfo, Embedding, Result, normalize_query};
 
 /// Values per vector.
 pub const DIMS: usize = 512;
@@ -113,21 +113,14 @@ impl Embedder for LexicalEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Embedding>> {
-        if texts.len() > MAX_BATCH {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "lexical",
-                "embed",
-                format!("{} texts; at most {MAX_BATCH} per call", texts.len()),
-            ));
-        }
+        self.info.check_batch(texts.len())?;
         Ok(texts.iter().map(|t| Self::embed_one(t)).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use resk_core::Metric;
+    use resk_core::{ErrorKind, Metric};
 
     use super::*;
 

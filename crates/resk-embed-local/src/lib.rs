@@ -205,14 +205,7 @@ impl LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        if texts.len() > MAX_BATCH {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                "embed",
-                format!("{} texts; at most {MAX_BATCH} per call", texts.len()),
-            ));
-        }
+        self.info.check_batch(texts.len())?;
         self.inner.forward(texts)
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderName};
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use resk_embed::http::{check_response, client, secret_header, transport_error};
+use resk_embed::http::{check_response, client, read_json, secret_header, transport_error};
 use serde::{Deserialize, Serialize};
 
 const NAME: &str = "openai";
@@ -164,14 +164,7 @@ impl Embedder for OpenAiEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        if texts.len() > MAX_BATCH {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                "embed",
-                format!("{} texts; at most {MAX_BATCH} per request", texts.len()),
-            ));
-        }
+        self.info.check_batch(texts.len())?;
         let body = Request {
             model: &self.model,
             input: texts,
@@ -187,15 +180,7 @@ impl Embedder for OpenAiEmbedder {
             .await
             .map_err(|e| transport_error(NAME, e))?;
         let response = check_response(NAME, response).await?;
-        let parsed: Response = response.json().await.map_err(|e| {
-            Error::new(
-                ErrorKind::Backend,
-                NAME,
-                "embed",
-                "the answer is not an embeddings list",
-            )
-            .with_source(e.without_url())
-        })?;
+        let parsed: Response = read_json(NAME, response, "an embeddings list").await?;
         let mut out: Vec<Option<Embedding>> = vec![None; texts.len()];
         for item in parsed.data {
             if let Some(slot) = out.get_mut(item.index) {

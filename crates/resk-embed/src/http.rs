@@ -110,6 +110,24 @@ fn provider_message(body: &str) -> String {
     found.unwrap_or_else(|| body.chars().take(200).collect())
 }
 
+/// The body of a successful response as `T`; a body of another shape is a `Backend` error saying what
+/// was expected.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    provider: &'static str,
+    response: Response,
+    expected: &'static str,
+) -> Result<T> {
+    response.json().await.map_err(|e| {
+        Error::new(
+            ErrorKind::Backend,
+            provider,
+            "embed",
+            format!("the answer is not {expected}"),
+        )
+        .with_source(e.without_url())
+    })
+}
+
 /// `Retry-After` as delay-seconds (the HTTP-date form is rare from APIs and ignored: the backoff
 /// applies instead).
 pub fn parse_retry_after(value: &str) -> Option<Duration> {

@@ -24,6 +24,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The multi-threaded runtime; `None` (after saying why) when the OS refuses threads.
+fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(err) => {
+            eprintln!("{command}: cannot start the async runtime: {err}");
+            None
+        }
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
     telemetry::init_tracing(&args.log_level, args.log_format);
     let config = match args.resolve() {
@@ -33,15 +47,8 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("resk-server: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime("resk-server") else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(resk_server::serve(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,15 +71,8 @@ fn calibrate(args: &CalibrateArgs) -> ExitCode {
         eprintln!("resk-server calibrate: {}", err.message());
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("resk-server calibrate: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime("resk-server calibrate") else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let embedder = resk_server::semantic::build_embedder(&args.semantic).await?;

@@ -377,7 +377,10 @@ async fn with_the_local_model_paraphrases_hit_and_near_misses_miss() {
     assert_eq!(r["hit"], false, "{r}");
     let lower = json!({"query": "how do I end my subscription", "threshold": 0.85});
     let r = query(&app, lower).await;
-    assert_eq!(r["matched_query"], "How do I cancel my subscription?", "{r}");
+    assert_eq!(
+        r["matched_query"], "How do I cancel my subscription?",
+        "{r}"
+    );
     for other in [
         "How do I reset my username?",
         "What is the capital of France?",

@@ -105,6 +105,15 @@ macro_rules! cache_suite_if {
 #[macro_export]
 macro_rules! __cache_suite {
     ($make:expr; $($name:ident),* $(,)?) => {
+        $crate::__suite!(cache, SharedCacheStore; $make; $($name),*);
+    };
+}
+
+/// One `#[tokio::test]` per scenario of `$module`, on the store and again through `Arc<dyn …Dyn>`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __suite {
+    ($module:ident, $shared:ident; $make:expr; $($name:ident),* $(,)?) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
@@ -112,11 +121,11 @@ macro_rules! __cache_suite {
                     $crate::skip(stringify!($name));
                     return;
                 };
-                $crate::cache::$name(&store).await;
+                $crate::$module::$name(&store).await;
             }
         )*
 
-        /// The same scenarios through `Arc<dyn CacheStoreDyn>`.
+        /// The same scenarios through the object-safe twin.
         mod shared {
             #[allow(unused_imports)]
             use super::*;
@@ -127,8 +136,8 @@ macro_rules! __cache_suite {
                         $crate::skip(concat!("shared::", stringify!($name)));
                         return;
                     };
-                    let store: $crate::__private::SharedCacheStore = ::std::sync::Arc::new(store);
-                    $crate::cache::$name(&store).await;
+                    let store: $crate::__private::$shared = ::std::sync::Arc::new(store);
+                    $crate::$module::$name(&store).await;
                 }
             )*
         }
@@ -163,33 +172,7 @@ macro_rules! vector_suite_if {
 #[macro_export]
 macro_rules! __vector_suite {
     ($make:expr; $($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                let Some(store) = $make.await else {
-                    $crate::skip(stringify!($name));
-                    return;
-                };
-                $crate::vector::$name(&store).await;
-            }
-        )*
-
-        /// The same scenarios through `Arc<dyn VectorStoreDyn>`.
-        mod shared {
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(store) = $make.await else {
-                        $crate::skip(concat!("shared::", stringify!($name)));
-                        return;
-                    };
-                    let store: $crate::__private::SharedVectorStore = ::std::sync::Arc::new(store);
-                    $crate::vector::$name(&store).await;
-                }
-            )*
-        }
+        $crate::__suite!(vector, SharedVectorStore; $make; $($name),*);
     };
 }
 
