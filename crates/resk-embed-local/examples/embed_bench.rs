@@ -1,4 +1,5 @@
-//! Local embedder throughput: sentences/s one per call vs in batches, same sentences, same run.
+//! Local embedder throughput: sentences/s one per call vs in batches through the same pipeline the
+//! server and ingest use (length-sorted batches of `batch`, two in flight), same sentences, same run.
 //!
 //! ```text
 //! cargo run --release -p resk-embed-local --example embed_bench -- <model dir> [sentences] [batch]
@@ -7,6 +8,8 @@
 
 use std::time::Instant;
 
+use resk_core::Embedder;
+use resk_embed::{Pipeline, PipelineConfig};
 use resk_embed_local::LocalEmbedder;
 
 const WORDS: &[&str] = &[
@@ -38,7 +41,8 @@ const WORDS: &[&str] = &[
     "plan",
 ];
 
-fn main() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let mut args = std::env::args().skip(1);
     let dir = args
         .next()
@@ -64,11 +68,18 @@ fn main() {
         model.embed_blocking(std::slice::from_ref(s)).unwrap();
     }
     let single = n as f64 / t.elapsed().as_secs_f64();
+    let pipeline = Pipeline::new(
+        model.clone(),
+        PipelineConfig {
+            batch_size: batch,
+            concurrency: 2,
+            ..PipelineConfig::default()
+        },
+    );
     let t = Instant::now();
-    for chunk in sentences.chunks(batch) {
-        model.embed_blocking(chunk).unwrap();
-    }
+    let vectors = pipeline.embed(&sentences).await.unwrap();
     let batched = n as f64 / t.elapsed().as_secs_f64();
+    assert_eq!(vectors.len(), n);
     println!(
         "embed_bench sentences={n} batch={batch} single_per_s={single:.1} batched_per_s={batched:.1} ratio={:.2}",
         batched / single

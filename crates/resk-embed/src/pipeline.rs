@@ -134,8 +134,14 @@ impl<E: Embedder> Embedder for Pipeline<E> {
         if texts.len() <= self.config.batch_size {
             return self.call(texts).await;
         }
+        // Batches of texts of similar length waste less on padding (a local model pads every text
+        // of a batch to its longest), as sentence-transformers' own `encode` does: sort by length,
+        // embed, and put the vectors back in input order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        let sorted: Vec<String> = order.iter().map(|&i| texts[i].clone()).collect();
         // Futures are built up front (not in a stream closure) so their lifetimes stay concrete.
-        let calls: Vec<_> = texts
+        let calls: Vec<_> = sorted
             .chunks(self.config.batch_size)
             .map(|batch| self.call(batch))
             .collect();
@@ -143,7 +149,11 @@ impl<E: Embedder> Embedder for Pipeline<E> {
             .buffered(self.config.concurrency)
             .try_collect()
             .await?;
-        Ok(batches.into_iter().flatten().collect())
+        let mut out: Vec<Embedding> = vec![Vec::new(); texts.len()];
+        for (&i, vector) in order.iter().zip(batches.into_iter().flatten()) {
+            out[i] = vector;
+        }
+        Ok(out)
     }
 }
 
