@@ -176,43 +176,70 @@ fn format_of(args: &Args) -> Result<Format, String> {
 /// A row's line number and the row, or why it is bad.
 type Parsed = (u64, Result<Row, String>);
 
-/// Every row of the file with its line number, parsed or with the reason it is bad.
-fn read_rows(path: &Path, format: Format) -> Result<Vec<Parsed>, String> {
+/// The rows of the file, read as they are consumed (the corpus is never held in memory): each with its
+/// line number, parsed or with the reason it is bad. An I/O error ends the run.
+fn read_rows(
+    path: &Path,
+    format: Format,
+) -> Result<Box<dyn Iterator<Item = Result<Parsed, String>>>, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let shown = path.display().to_string();
     match format {
-        Format::Jsonl => {
-            let mut rows = Vec::new();
-            for (i, line) in BufReader::new(file).lines().enumerate() {
-                let line = line.map_err(|e| format!("{}: {e}", path.display()))?;
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let row = serde_json::from_str::<Row>(&line).map_err(|e| e.to_string());
-                rows.push((i as u64 + 1, row));
-            }
-            Ok(rows)
-        }
+        Format::Jsonl => Ok(Box::new(
+            BufReader::new(file)
+                .lines()
+                .enumerate()
+                .filter(|(_, line)| line.as_ref().map_or(true, |l| !l.trim().is_empty()))
+                .map(move |(i, line)| {
+                    let line = line.map_err(|e| format!("{shown}: {e}"))?;
+                    let row = serde_json::from_str::<Row>(&line).map_err(|e| e.to_string());
+                    Ok((i as u64 + 1, row))
+                }),
+        )),
         Format::Csv => {
-            let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(file);
-            let mut rows = Vec::new();
-            for record in reader.deserialize::<CsvRow>() {
-                let (line, row) = match record {
-                    Ok(r) => (0, r.into_row()),
-                    Err(e) => (e.position().map_or(0, |p| p.line()), Err(e.to_string())),
-                };
-                rows.push((line, row));
-            }
-            // The csv reader gives positions on errors only; count data lines for the rest.
-            let mut next = 2;
-            for (line, _) in &mut rows {
-                if *line == 0 {
-                    *line = next;
+            let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
+            let headers = reader
+                .headers()
+                .map_err(|e| format!("{shown}: header row: {e}"))?
+                .clone();
+            Ok(Box::new(reader.into_records().map(move |record| {
+                match record {
+                    Ok(record) => {
+                        let line = record.position().map_or(0, |p| p.line());
+                        let row = if record.len() != headers.len() {
+                            Err(format!(
+                                "{} fields; the header has {}",
+                                record.len(),
+                                headers.len()
+                            ))
+                        } else {
+                            record
+                                .deserialize::<CsvRow>(Some(&headers))
+                                .map_err(|e| e.to_string())
+                                .and_then(CsvRow::into_row)
+                        };
+                        Ok((line, row))
+                    }
+                    Err(e) => match e.position() {
+                        // A malformed record: report it and go on.
+                        Some(p) => Ok((p.line(), Err(e.to_string()))),
+                        None => Err(format!("{shown}: {e}")),
+                    },
                 }
-                next = *line + 1;
-            }
-            Ok(rows)
+            })))
         }
     }
+}
+
+/// Lines in the file (the progress bar's length; a header row or blank lines make it approximate).
+fn count_lines(path: &Path) -> Result<u64, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut n = 0u64;
+    for line in BufReader::new(file).split(b'\n') {
+        line.map_err(|e| format!("{}: {e}", path.display()))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 fn check(row: &Row) -> Result<(), String> {
@@ -234,22 +261,28 @@ async fn run(args: &Args, config: &Config) -> Result<Summary, String> {
     }
     let tenant = TenantId::new(&args.tenant).map_err(|e| format!("--tenant: {}", e.message()))?;
     let format = format_of(args)?;
-    let rows = read_rows(&args.input, format)?;
+    let total = count_lines(&args.input)?;
+    let mut rows = read_rows(&args.input, format)?;
     let Backends {
         cache, semantic, ..
     } = resk_server::build_backends(config)
         .await
         .map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let bar = ProgressBar::new(rows.len() as u64);
+    let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} rows  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let mut summary = Summary::default();
-    for chunk in rows.chunks(args.batch.max(1)) {
+    let batch = args.batch.max(1);
+    loop {
+        let chunk: Vec<Parsed> = rows.by_ref().take(batch).collect::<Result<_, _>>()?;
+        if chunk.is_empty() {
+            break;
+        }
         let mut pending = Vec::new();
-        for (line, row) in chunk {
+        for (line, row) in &chunk {
             let row = match row
                 .as_ref()
                 .map_err(Clone::clone)
