@@ -107,6 +107,64 @@ pub struct CollectionSpec {
     pub metric: Metric,
 }
 
+impl CollectionSpec {
+    /// A [`ErrorKind::DimensionMismatch`](crate::ErrorKind::DimensionMismatch) error if a vector of
+    /// `got` values does not fit this collection; every backend checks before it writes anything.
+    pub fn check_dims(&self, backend: &'static str, op: &'static str, got: usize) -> Result<()> {
+        if got == self.dims {
+            return Ok(());
+        }
+        Err(crate::Error::new(
+            crate::ErrorKind::DimensionMismatch,
+            backend,
+            op,
+            format!(
+                "vector has {got} values; the collection holds {}-value vectors",
+                self.dims
+            ),
+        ))
+    }
+
+    /// Check a batch before anything of it is written: every vector fits
+    /// ([`CollectionSpec::check_dims`]) and holds finite values only (NaN or infinity →
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput)).
+    pub fn check_records(&self, backend: &'static str, records: &[VectorRecord]) -> Result<()> {
+        for r in records {
+            self.check_dims(backend, "upsert", r.vector.len())?;
+            if r.vector.iter().any(|x| !x.is_finite()) {
+                return Err(crate::Error::new(
+                    crate::ErrorKind::InvalidInput,
+                    backend,
+                    "upsert",
+                    format!("record `{}` has a NaN or infinite value", r.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A [`ErrorKind::Config`](crate::ErrorKind::Config) error unless an existing collection's spec
+    /// (`self`) is the one asked for: the answer `ensure_collection` gives on a mismatch.
+    pub fn check_same(&self, backend: &'static str, collection: &str, asked: Self) -> Result<()> {
+        if *self == asked {
+            return Ok(());
+        }
+        Err(crate::Error::new(
+            crate::ErrorKind::Config,
+            backend,
+            "ensure_collection",
+            format!(
+                "collection `{collection}` holds {}-value {} vectors; {}-value {} was asked for \
+                 (a different embedding model needs its own collection)",
+                self.dims,
+                self.metric.as_str(),
+                asked.dims,
+                asked.metric.as_str()
+            ),
+        ))
+    }
+}
+
 /// Which records a [`VectorStore::purge`] removes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VectorPurge {

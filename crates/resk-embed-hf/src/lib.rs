@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use resk_embed::http::{check_response, client, read_json, secret_header, transport_error};
+use resk_http::{check_response, client, read_json, secret_header, transport_error};
 use serde::Serialize;
 
 const NAME: &str = "hf";
@@ -134,10 +134,14 @@ impl Embedder for HfEmbedder {
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, token.clone());
         }
-        let response = request.send().await.map_err(|e| transport_error(NAME, e))?;
-        let response = check_response(NAME, response).await?;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(NAME, "embed", e))?;
+        let response = check_response(NAME, "embed", response).await?;
         let vectors: Vec<Embedding> = read_json(
             NAME,
+            "embed",
             response,
             "a list of vectors (is the model a sentence-embedding model?)",
         )

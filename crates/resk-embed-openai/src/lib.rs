@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderName};
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use resk_embed::http::{check_response, client, read_json, secret_header, transport_error};
+use resk_http::{check_response, client, read_json, secret_header, transport_error};
 use serde::{Deserialize, Serialize};
 
 const NAME: &str = "openai";
@@ -178,9 +178,9 @@ impl Embedder for OpenAiEmbedder {
             .json(&body)
             .send()
             .await
-            .map_err(|e| transport_error(NAME, e))?;
-        let response = check_response(NAME, response).await?;
-        let parsed: Response = read_json(NAME, response, "an embeddings list").await?;
+            .map_err(|e| transport_error(NAME, "embed", e))?;
+        let response = check_response(NAME, "embed", response).await?;
+        let parsed: Response = read_json(NAME, "embed", response, "an embeddings list").await?;
         let mut out: Vec<Option<Embedding>> = vec![None; texts.len()];
         for item in parsed.data {
             if let Some(slot) = out.get_mut(item.index) {

@@ -1,14 +1,11 @@
 #![doc = include_str!("../README.md")]
 
 mod cache;
-#[cfg(feature = "http")]
-pub mod http;
 mod pipeline;
-mod retry;
 
 pub use cache::{EmbeddingCache, EmbeddingCacheConfig};
 pub use pipeline::{Pipeline, PipelineConfig};
-pub use retry::RetryPolicy;
+pub use resk_http::RetryPolicy;
 
 use resk_core::{Embedding, Error, ErrorKind, Result};
 

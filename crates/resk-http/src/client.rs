@@ -1,4 +1,4 @@
-//! What remote providers share: one mapping from HTTP outcomes to resk error kinds.
+//! The HTTP client and one mapping from HTTP outcomes to resk error kinds.
 
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ pub fn secret_header(value: &str) -> Result<HeaderValue> {
 /// Map a transport failure: timeouts and refused connections are transient, the rest is a backend
 /// error. The request URL is kept out of the message (it may carry a deployment name); the source
 /// chain has the detail.
-pub fn transport_error(provider: &'static str, err: reqwest::Error) -> Error {
+pub fn transport_error(provider: &'static str, op: &'static str, err: reqwest::Error) -> Error {
     let kind = if err.is_timeout() || err.is_connect() || err.is_request() {
         ErrorKind::Unavailable
     } else {
@@ -59,13 +59,17 @@ pub fn transport_error(provider: &'static str, err: reqwest::Error) -> Error {
     } else {
         "the request failed"
     };
-    Error::new(kind, provider, "embed", what).with_source(err.without_url())
+    Error::new(kind, provider, op, what).with_source(err.without_url())
 }
 
 /// Turn a non-success response into an error of the right kind, with the provider's own message:
 /// 429 → `RateLimited` (with `Retry-After`), 408 and 5xx → `Unavailable`, 401/403 → `Unauthorized`,
 /// 404 → `NotFound`, other 4xx → `InvalidInput`.
-pub async fn check_response(provider: &'static str, response: Response) -> Result<Response> {
+pub async fn check_response(
+    provider: &'static str,
+    op: &'static str,
+    response: Response,
+) -> Result<Response> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -87,7 +91,7 @@ pub async fn check_response(provider: &'static str, response: Response) -> Resul
     let mut err = Error::new(
         kind,
         provider,
-        "embed",
+        op,
         format!("HTTP {}: {}", status.as_u16(), provider_message(&body)),
     );
     if let Some(wait) = retry_after {
@@ -96,14 +100,16 @@ pub async fn check_response(provider: &'static str, response: Response) -> Resul
     Err(err)
 }
 
-/// The human part of a provider's error body: `error.message` (OpenAI), `error` (Hugging Face, TEI),
-/// or the first 200 characters of the raw body.
+/// The human part of a provider's error body: `error.message` (OpenAI), `error` (Hugging Face, TEI), `status.error` (Qdrant), `error[0].message` (Weaviate), `message` (Chroma,
+/// Pinecone, Milvus), or the first 200 characters of the raw body.
 fn provider_message(body: &str) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_str(body).ok();
     let found = parsed.as_ref().and_then(|v| {
         v.pointer("/error/message")
-            .or_else(|| v.get("error"))
+            .or_else(|| v.pointer("/error/0/message"))
+            .or_else(|| v.pointer("/status/error"))
             .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"))
             .and_then(|m| m.as_str())
             .map(str::to_owned)
     });
@@ -114,6 +120,7 @@ fn provider_message(body: &str) -> String {
 /// was expected.
 pub async fn read_json<T: serde::de::DeserializeOwned>(
     provider: &'static str,
+    op: &'static str,
     response: Response,
     expected: &'static str,
 ) -> Result<T> {
@@ -121,7 +128,7 @@ pub async fn read_json<T: serde::de::DeserializeOwned>(
         Error::new(
             ErrorKind::Backend,
             provider,
-            "embed",
+            op,
             format!("the answer is not {expected}"),
         )
         .with_source(e.without_url())
@@ -156,6 +163,18 @@ mod tests {
         assert_eq!(
             provider_message(r#"{"error":"Model is loading"}"#),
             "Model is loading"
+        );
+        assert_eq!(
+            provider_message(r#"{"error":[{"message":"class not found"}]}"#),
+            "class not found"
+        );
+        assert_eq!(
+            provider_message(r#"{"status":{"error":"Not found: Collection"},"time":0.1}"#),
+            "Not found: Collection"
+        );
+        assert_eq!(
+            provider_message(r#"{"code":3,"message":"bad id"}"#),
+            "bad id"
         );
         assert_eq!(provider_message("plain"), "plain");
     }

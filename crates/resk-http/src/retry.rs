@@ -53,9 +53,9 @@ impl RetryPolicy {
                 Ok(value) => return Ok(value),
                 Err(err) if err.is_retryable() && attempt < self.max_retries => {
                     let wait = self.backoff(attempt, err.retry_after());
-                    metrics::counter!("resk_embed_retries_total", "provider" => provider)
+                    metrics::counter!("resk_provider_retries_total", "provider" => provider)
                         .increment(1);
-                    tracing::debug!(provider, attempt, ?wait, error = %err, "retrying embedding call");
+                    tracing::debug!(provider, attempt, ?wait, error = %err, "retrying a provider call");
                     tokio::time::sleep(wait).await;
                     attempt += 1;
                 }

@@ -108,15 +108,6 @@ fn not_found(op: &'static str, collection: &str) -> Error {
     )
 }
 
-fn dims_mismatch(op: &'static str, got: usize, want: usize) -> Error {
-    Error::new(
-        ErrorKind::DimensionMismatch,
-        NAME,
-        op,
-        format!("vector has {got} values; the collection holds {want}-value vectors"),
-    )
-}
-
 fn valid_name(collection: &str) -> Result<()> {
     let ok = !collection.is_empty()
         && collection.len() <= 64
@@ -571,9 +562,7 @@ impl EmbeddedVectorStore {
             return Ok(Vec::new());
         };
         let coll = coll.read().unwrap_or_else(PoisonError::into_inner);
-        if query.vector.len() != coll.spec.dims {
-            return Err(dims_mismatch("query", query.vector.len(), coll.spec.dims));
-        }
+        coll.spec.check_dims(NAME, "query", query.vector.len())?;
         let Some(index) = coll.tenants.get(query.tenant.as_str()) else {
             return Ok(Vec::new());
         };
@@ -630,23 +619,7 @@ impl VectorStore for EmbeddedVectorStore {
         }
         if let Some(existing) = self.collection(collection) {
             let have = existing.read().unwrap_or_else(PoisonError::into_inner).spec;
-            return if have == spec {
-                Ok(())
-            } else {
-                Err(Error::new(
-                    ErrorKind::Config,
-                    NAME,
-                    "ensure_collection",
-                    format!(
-                        "collection `{collection}` holds {}-value {} vectors; {}-value {} was asked for \
-                         (a different embedding model needs its own collection)",
-                        have.dims,
-                        have.metric.as_str(),
-                        spec.dims,
-                        spec.metric.as_str()
-                    ),
-                ))
-            };
+            return have.check_same(NAME, collection, spec);
         }
         let log = match &self.inner.config.dir {
             None => None,
@@ -679,25 +652,8 @@ impl VectorStore for EmbeddedVectorStore {
         let Some(coll) = self.collection(collection) else {
             return Err(not_found("upsert", collection));
         };
-        let dims = coll
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .spec
-            .dims;
-        if let Some(bad) = records.iter().find(|r| r.vector.len() != dims) {
-            return Err(dims_mismatch("upsert", bad.vector.len(), dims));
-        }
-        if let Some(bad) = records
-            .iter()
-            .find(|r| r.vector.iter().any(|x| !x.is_finite()))
-        {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                NAME,
-                "upsert",
-                format!("record `{}` has a NaN or infinite value", bad.id),
-            ));
-        }
+        let spec = coll.read().unwrap_or_else(PoisonError::into_inner).spec;
+        spec.check_records(NAME, &records)?;
         let ops: Vec<Op> = records
             .into_iter()
             .map(|r| Op::Upsert {
