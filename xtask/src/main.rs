@@ -309,6 +309,169 @@ fn test_model() -> Result<Option<PathBuf>> {
     Ok(dir.join("model.safetensors").is_file().then_some(dir))
 }
 
+/// Python packages the suites run for real: a Chroma server, and pgserver, whose wheel carries
+/// PostgreSQL 16 with the pgvector extension (Debian has no pgvector package for this PostgreSQL).
+/// Pinned, so a new release cannot change what the tests run against.
+const VENV_PACKAGES: &[&str] = &["chromadb==1.5.9", "pgserver==0.1.4"];
+
+/// A Python virtual environment under `~/.cache/resk/venv` holding [`VENV_PACKAGES`], made once and
+/// topped up when the list changes. `None` when python3 or PyPI is not available (the suites that need
+/// it then print SKIP, or fail under CI=true).
+fn venv() -> Result<Option<PathBuf>> {
+    let home = env::var("HOME").unwrap_or_else(|_| ".".into());
+    let venv = PathBuf::from(home).join(".cache/resk/venv");
+    let stamp = venv.join("resk-packages.txt");
+    let wanted = VENV_PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(Some(venv));
+    }
+    if !have("python3", "--version") {
+        eprintln!("xtask: python3 not found; the Chroma and pgvector suites will be skipped");
+        return Ok(None);
+    }
+    eprintln!(
+        "xtask: installing {} into {} (once)",
+        VENV_PACKAGES.join(" "),
+        venv.display()
+    );
+    let made = venv.join("bin/python").is_file()
+        || Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .is_ok_and(|s| s.success());
+    let installed = made
+        && Command::new(venv.join("bin/python"))
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(VENV_PACKAGES)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!(
+            "xtask: could not install the Python test services; their suites will be skipped"
+        );
+        return Ok(None);
+    }
+    std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
+    Ok(Some(venv))
+}
+
+/// A fresh temporary directory for a private service, removed with its [`Fixture`].
+fn fixture_dir(name: &str) -> Result<PathBuf> {
+    let dir = env::temp_dir().join(format!("resk-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A private Chroma server (`chroma run`, v2 HTTP API) on a free loopback port.
+fn private_chroma(venv: Option<&Path>) -> Result<Option<Fixture>> {
+    if env::var("RESK_TEST_CHROMA_URL").is_ok_and(|v| !v.is_empty()) {
+        eprintln!("xtask: Chroma suites use RESK_TEST_CHROMA_URL from the environment");
+        return Ok(None);
+    }
+    let Some(venv) = venv else { return Ok(None) };
+    let dir = fixture_dir("chroma")?;
+    let port = free_port()?;
+    let child = Command::new(venv.join("bin/chroma"))
+        .args([
+            "run",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--path",
+        ])
+        .arg(dir.join("data"))
+        .env("ANONYMIZED_TELEMETRY", "False")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start chroma: {e}"))?;
+    let procs = vec![Proc(child)];
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}");
+    eprintln!("xtask: started a private Chroma server on {url}");
+    Ok(Some(Fixture { procs, dir, url }))
+}
+
+/// A private PostgreSQL 16 with pgvector (the binaries of the pgserver wheel) on a free loopback
+/// port, with trust authentication for `postgres`. PostgreSQL refuses to run as root, so as root the
+/// server runs as `nobody` (util-linux `setpriv`).
+fn private_pgvector(venv: Option<&Path>) -> Result<Option<Fixture>> {
+    if env::var("RESK_TEST_PGVECTOR_URL").is_ok_and(|v| !v.is_empty()) {
+        eprintln!("xtask: pgvector suites use RESK_TEST_PGVECTOR_URL from the environment");
+        return Ok(None);
+    }
+    let Some(venv) = venv else { return Ok(None) };
+    let install = std::fs::read_dir(venv.join("lib"))
+        .map_err(|e| format!("{}: {e}", venv.display()))?
+        .flatten()
+        .map(|e| e.path().join("site-packages/pgserver/pginstall"))
+        .find(|p| p.join("bin/postgres").is_file())
+        .ok_or("the pgserver wheel holds no PostgreSQL binaries")?;
+    let dir = fixture_dir("pgvector")?;
+    let data = dir.join("data");
+    let as_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    // `nobody` cannot reach into root's home: run a copy of the installation from the fixture.
+    let bin = if as_root {
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(&install)
+            .arg(dir.join("pginstall")))?;
+        dir.join("pginstall/bin")
+    } else {
+        install.join("bin")
+    };
+    let command = |program: &str| {
+        if as_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+                .arg(bin.join(program));
+            c
+        } else {
+            Command::new(bin.join(program))
+        }
+    };
+    if as_root {
+        run(Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(&dir))?;
+    }
+    let init = command("initdb")
+        .arg("-D")
+        .arg(&data)
+        .args(["-U", "postgres", "-A", "trust", "--no-sync"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run initdb: {e}"))?;
+    if !init.success() {
+        return Err(format!(
+            "initdb for the private pgvector server failed: {init}"
+        ));
+    }
+    let port = free_port()?;
+    let child = command("postgres")
+        .arg("-D")
+        .arg(&data)
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+        .arg(&dir)
+        .args(["-c", "fsync=off", "-c", "max_connections=200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start postgres: {e}"))?;
+    let procs = vec![Proc(child)];
+    wait_for_port(port)?;
+    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    eprintln!("xtask: started a private PostgreSQL with pgvector on {url}");
+    Ok(Some(Fixture { procs, dir, url }))
+}
+
 fn test() -> Result {
     // Every suite runs for real on loopback: memory and SQLite in process (SQLite is bundled by
     // sqlx), Redis on a private redis-server started here, the real resk-server binary, the example.
@@ -316,6 +479,9 @@ fn test() -> Result {
     let cluster = private_redis_cluster()?;
     let sentinel = private_redis_sentinel()?;
     let model = test_model()?;
+    let venv = venv()?;
+    let chroma = private_chroma(venv.as_deref())?;
+    let pgvector = private_pgvector(venv.as_deref())?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     if let Some((_, url)) = &redis {
@@ -330,8 +496,14 @@ fn test() -> Result {
     if let Some(model) = &model {
         tests.env("RESK_TEST_MODEL_DIR", model);
     }
+    if let Some(chroma) = &chroma {
+        tests.env("RESK_TEST_CHROMA_URL", &chroma.url);
+    }
+    if let Some(pg) = &pgvector {
+        tests.env("RESK_TEST_PGVECTOR_URL", &pg.url);
+    }
     run(&mut tests)?;
-    drop((cluster, sentinel));
+    drop((cluster, sentinel, chroma, pgvector));
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
         "run",
