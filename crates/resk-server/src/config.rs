@@ -107,6 +107,31 @@ impl EmbeddingProvider {
 pub enum VectorDbType {
     /// The in-process HNSW index (resk-vector-embedded), persisted to `VECTOR_DIR` when set.
     Embedded,
+    /// A Chroma server (`CHROMA_URL`), feature `vector-chroma`.
+    Chroma,
+    /// PostgreSQL with pgvector (`PGVECTOR_URL`), feature `vector-pgvector`.
+    Pgvector,
+}
+
+/// How vectors are compared (the threshold is on this metric's similarity scale).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum VectorMetric {
+    /// Cosine similarity in `[-1, 1]` (the default; sentence-embedding models are tuned for it).
+    Cosine,
+    /// Euclidean distance `d`, as similarity `1 / (1 + d)`.
+    L2,
+    /// Dot product (equal to cosine for normalised vectors).
+    Dot,
+}
+
+impl From<VectorMetric> for resk_core::Metric {
+    fn from(m: VectorMetric) -> Self {
+        match m {
+            VectorMetric::Cosine => resk_core::Metric::Cosine,
+            VectorMetric::L2 => resk_core::Metric::L2,
+            VectorMetric::Dot => resk_core::Metric::Dot,
+        }
+    }
 }
 
 /// OpenAI authentication style.
@@ -216,6 +241,30 @@ pub struct SemanticArgs {
     /// fsync every vector write (embedded index).
     #[arg(long, env = "VECTOR_SYNC", default_value_t = false, action = clap::ArgAction::Set)]
     pub vector_sync: bool,
+    /// Similarity measure of the collection (fixed when the collection is created).
+    #[arg(long, env = "VECTOR_METRIC", value_enum, default_value = "cosine")]
+    pub vector_metric: VectorMetric,
+    /// Per-request timeout of an external vector database, in seconds.
+    #[arg(long, env = "VECTOR_TIMEOUT_SECS", default_value_t = 10)]
+    pub vector_timeout_secs: u64,
+    /// Retries of a transient external vector-database failure (timeouts, 429, 5xx).
+    #[arg(long, env = "VECTOR_MAX_RETRIES", default_value_t = 2)]
+    pub vector_max_retries: u32,
+    /// Chroma server URL.
+    #[arg(long, env = "CHROMA_URL", default_value = "http://127.0.0.1:8000")]
+    pub chroma_url: String,
+    /// Chroma tenant (must exist).
+    #[arg(long, env = "CHROMA_TENANT", default_value = "default_tenant")]
+    pub chroma_tenant: String,
+    /// Chroma database (must exist).
+    #[arg(long, env = "CHROMA_DATABASE", default_value = "default_database")]
+    pub chroma_database: String,
+    /// Chroma token, sent as `x-chroma-token`.
+    #[arg(long, env = "CHROMA_API_KEY", hide_env_values = true)]
+    pub chroma_api_key: Option<String>,
+    /// PostgreSQL URL for pgvector (`postgres://user:password@host:port/database`).
+    #[arg(long, env = "PGVECTOR_URL", hide_env_values = true)]
+    pub pgvector_url: Option<String>,
 }
 
 /// Log line format.

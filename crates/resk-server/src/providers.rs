@@ -1,6 +1,6 @@
-//! The optional embedding providers, each behind its cargo feature.
+//! The optional embedding providers and vector databases, each behind its cargo feature.
 
-use resk_core::{Error, ErrorKind, Result, SharedEmbedder};
+use resk_core::{Error, ErrorKind, Result, SharedEmbedder, SharedVectorStore};
 use resk_embed::{EmbeddingCacheConfig, PipelineConfig};
 
 use crate::config::SemanticArgs;
@@ -16,6 +16,61 @@ fn not_compiled(provider: &str, feature: &str) -> Error {
             "EMBEDDING_PROVIDER={provider} is not compiled in; rebuild with --features {feature}"
         ),
     )
+}
+
+/// The start-up error for a vector database left out of this build.
+#[allow(dead_code)] // unused when every vector database is compiled in
+fn vector_not_compiled(kind: &str, feature: &str) -> Error {
+    Error::new(
+        ErrorKind::Config,
+        "config",
+        "vectors",
+        format!("VECTORDB_TYPE={kind} is not compiled in; rebuild with --features {feature}"),
+    )
+}
+
+/// `VECTORDB_TYPE=chroma`.
+pub(crate) fn chroma(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "vector-chroma")]
+    {
+        use resk_vector_chroma::{ChromaConfig, ChromaVectorStore};
+        let mut config = ChromaConfig::new(args.chroma_url.clone());
+        config.tenant = args.chroma_tenant.clone();
+        config.database = args.chroma_database.clone();
+        config.api_key = args.chroma_api_key.clone();
+        config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
+        config.retry.max_retries = args.vector_max_retries;
+        Ok(std::sync::Arc::new(ChromaVectorStore::new(config)?))
+    }
+    #[cfg(not(feature = "vector-chroma"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("chroma", "vector-chroma"))
+    }
+}
+
+/// `VECTORDB_TYPE=pgvector`.
+pub(crate) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "vector-pgvector")]
+    {
+        use resk_vector_pgvector::{PgVectorConfig, PgVectorStore};
+        let url = args.pgvector_url.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "config",
+                "vectors",
+                "VECTORDB_TYPE=pgvector needs PGVECTOR_URL (postgres://user:password@host:port/db)",
+            )
+        })?;
+        let mut config = PgVectorConfig::new(url);
+        config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
+        Ok(std::sync::Arc::new(PgVectorStore::connect(config).await?))
+    }
+    #[cfg(not(feature = "vector-pgvector"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("pgvector", "vector-pgvector"))
+    }
 }
 
 #[allow(dead_code)]

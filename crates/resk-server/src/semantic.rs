@@ -9,7 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use resk_core::{
-    CacheKey, CollectionSpec, Embedder, Filter, KeyBuilder, KeyInput, Metric, Result, Scored,
+    CacheKey, CollectionSpec, Embedder, Filter, KeyBuilder, KeyInput, Result, Scored,
     SharedEmbedder, SharedVectorStore, TenantId, VectorPurge, VectorQuery, VectorRecord,
     VectorStore,
 };
@@ -24,6 +24,9 @@ pub struct Semantic {
     embedder: SharedEmbedder,
     vectors: SharedVectorStore,
     collection: String,
+    spec: CollectionSpec,
+    /// Set once the collection is known to exist with `spec`.
+    ready: tokio::sync::OnceCell<()>,
     threshold: f32,
     top_k: usize,
 }
@@ -120,6 +123,8 @@ pub async fn build_vectors(args: &SemanticArgs) -> Result<SharedVectorStore> {
                 })??;
             Ok(Arc::new(store))
         }
+        VectorDbType::Chroma => crate::providers::chroma(args),
+        VectorDbType::Pgvector => crate::providers::pgvector(args).await,
     }
 }
 
@@ -141,15 +146,23 @@ impl Semantic {
             .vector_collection
             .clone()
             .unwrap_or_else(|| slug(&embedder.info().model));
-        vectors
-            .ensure_collection(
-                &collection,
-                CollectionSpec {
-                    dims: embedder.info().dims,
-                    metric: Metric::Cosine,
-                },
-            )
-            .await?;
+        let spec = CollectionSpec {
+            dims: embedder.info().dims,
+            metric: args.vector_metric.into(),
+        };
+        let ready = tokio::sync::OnceCell::new();
+        match vectors.ensure_collection(&collection, spec).await {
+            Ok(()) => {
+                let _ = ready.set(());
+            }
+            // A vector database that is down must not keep the exact cache from serving: start,
+            // answer semantic lookups as degraded, and check the collection again on use.
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, vectors = vectors.info().name, collection,
+                    "vector database unavailable at start-up; semantic lookups are degraded until it answers");
+            }
+            Err(e) => return Err(e),
+        }
         tracing::info!(
             provider = embedder.info().provider,
             model = %embedder.info().model,
@@ -163,9 +176,19 @@ impl Semantic {
             embedder,
             vectors,
             collection,
+            spec,
+            ready,
             threshold: args.threshold(),
             top_k: args.semantic_top_k,
         })
+    }
+
+    /// Make sure the collection exists with its spec (once; retried on every call until it succeeds).
+    async fn ready(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| self.vectors.ensure_collection(&self.collection, self.spec))
+            .await
+            .map(|_| ())
     }
 
     /// The embedder in use.
@@ -223,6 +246,7 @@ impl Semantic {
                 }
             })
             .collect();
+        self.ready().await?;
         self.vectors.upsert(&self.collection, records).await
     }
 
@@ -248,6 +272,7 @@ impl Semantic {
         k: usize,
         threshold: f32,
     ) -> Result<Vec<Scored>> {
+        self.ready().await?;
         self.vectors
             .query(
                 &self.collection,
@@ -264,11 +289,13 @@ impl Semantic {
 
     /// Remove the vectors of `ids` in `tenant`.
     pub async fn delete(&self, tenant: &TenantId, ids: &[String]) -> Result<u64> {
+        self.ready().await?;
         self.vectors.delete(&self.collection, tenant, ids).await
     }
 
     /// Remove every vector of `tenant`.
     pub async fn purge(&self, tenant: &TenantId) -> Result<u64> {
+        self.ready().await?;
         self.vectors
             .purge(&self.collection, &VectorPurge::Tenant(tenant.clone()))
             .await
