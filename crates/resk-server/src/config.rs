@@ -111,6 +111,8 @@ pub enum VectorDbType {
     Chroma,
     /// PostgreSQL with pgvector (`PGVECTOR_URL`), feature `vector-pgvector`.
     Pgvector,
+    /// A Qdrant server's REST API (`QDRANT_URL`), feature `vector-qdrant`.
+    Qdrant,
 }
 
 /// How vectors are compared (the threshold is on this metric's similarity scale).
@@ -265,6 +267,12 @@ pub struct SemanticArgs {
     /// PostgreSQL URL for pgvector (`postgres://user:password@host:port/database`).
     #[arg(long, env = "PGVECTOR_URL", hide_env_values = true)]
     pub pgvector_url: Option<String>,
+    /// Qdrant REST URL.
+    #[arg(long, env = "QDRANT_URL", default_value = "http://127.0.0.1:6333")]
+    pub qdrant_url: String,
+    /// Qdrant API key, sent as `api-key`.
+    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
 }
 
 /// Log line format.

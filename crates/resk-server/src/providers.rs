@@ -49,6 +49,24 @@ pub(crate) fn chroma(args: &SemanticArgs) -> Result<SharedVectorStore> {
     }
 }
 
+/// `VECTORDB_TYPE=qdrant`.
+pub(crate) fn qdrant(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "vector-qdrant")]
+    {
+        use resk_vector_qdrant::{QdrantConfig, QdrantVectorStore};
+        let mut config = QdrantConfig::new(args.qdrant_url.clone());
+        config.api_key = args.qdrant_api_key.clone();
+        config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
+        config.retry.max_retries = args.vector_max_retries;
+        Ok(std::sync::Arc::new(QdrantVectorStore::new(config)?))
+    }
+    #[cfg(not(feature = "vector-qdrant"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("qdrant", "vector-qdrant"))
+    }
+}
+
 /// `VECTORDB_TYPE=pgvector`.
 pub(crate) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
     #[cfg(feature = "vector-pgvector")]
