@@ -4,6 +4,8 @@
 //!   can, runs every crate's tests and doc tests, then builds and runs the library-use example.
 //! * `lint`  — `cargo fmt --check`, `cargo clippy -D warnings`, `cargo deny check`.
 //! * `ci`    — `lint`, then `test`.
+//! * `services` — start the private test services (Chroma, PostgreSQL with pgvector), print their
+//!   `RESK_TEST_*_URL` settings and keep them running until Enter, for running one crate's tests.
 //! * `bench` — release-build load benchmark of a cache hit against a bare axum handler (needs `wrk`).
 #![allow(clippy::print_stdout)] // a command-line tool reports on stdout
 
@@ -25,9 +27,10 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| test()),
         Some("bench") => bench(&args[1..]),
+        Some("services") => services(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|bench [--duration SECS] [--connections N] [--rounds N]>"
+                "usage: cargo xtask <test|lint|ci|services|bench [--duration SECS] [--connections N] [--rounds N]>"
             );
             return ExitCode::from(2);
         }
@@ -416,13 +419,24 @@ fn private_pgvector(venv: Option<&Path>) -> Result<Option<Fixture>> {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    // `nobody` cannot reach into root's home: run a copy of the installation from the fixture.
+    // `nobody` cannot reach into root's home: run a copy of the installation from the fixture, with
+    // the wheel's vendored libraries where the binaries' RPATH ($ORIGIN/../../../pgserver.libs) looks.
     let bin = if as_root {
+        let site = install
+            .parent()
+            .and_then(Path::parent)
+            .ok_or("unexpected pgserver layout")?;
+        let copy = dir.join("site");
+        std::fs::create_dir_all(copy.join("pgserver")).map_err(|e| e.to_string())?;
         run(Command::new("cp")
             .arg("-a")
             .arg(&install)
-            .arg(dir.join("pginstall")))?;
-        dir.join("pginstall/bin")
+            .arg(copy.join("pgserver/pginstall")))?;
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(site.join("pgserver.libs"))
+            .arg(copy.join("pgserver.libs")))?;
+        copy.join("pgserver/pginstall/bin")
     } else {
         install.join("bin")
     };
@@ -470,6 +484,23 @@ fn private_pgvector(venv: Option<&Path>) -> Result<Option<Fixture>> {
     let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
     eprintln!("xtask: started a private PostgreSQL with pgvector on {url}");
     Ok(Some(Fixture { procs, dir, url }))
+}
+
+fn services() -> Result {
+    let venv = venv()?;
+    let chroma = private_chroma(venv.as_deref())?;
+    let pgvector = private_pgvector(venv.as_deref())?;
+    if let Some(c) = &chroma {
+        println!("export RESK_TEST_CHROMA_URL={}", c.url);
+    }
+    if let Some(p) = &pgvector {
+        println!("export RESK_TEST_PGVECTOR_URL={}", p.url);
+    }
+    println!("# running; press Enter to stop");
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    drop((chroma, pgvector));
+    Ok(())
 }
 
 fn test() -> Result {
