@@ -1316,6 +1316,49 @@ fn bench_semantic(secs: u64, rounds: usize) -> Result {
     Ok(())
 }
 
+/// The vector stores side by side at 10 000 × 384: the embedded index, and Chroma and pgvector on
+/// private loopback servers (the test command's fixtures), each upserted in batches of 500 and queried
+/// 500 times (k = 10) by `examples/vector-bench`.
+fn bench_vectors() -> Result {
+    run(cargo().args(["build", "--release", "-p", "resk-vector-bench"]))?;
+    let venv = venv()?;
+    let chroma = private_chroma(venv.as_deref())?;
+    let pgvector = private_pgvector(venv.as_deref())?;
+    let mut cmd = Command::new(target_dir().join("release/resk-vector-bench"));
+    cmd.args([
+        "--n",
+        "10000",
+        "--dims",
+        "384",
+        "--batch",
+        "500",
+        "--queries",
+        "500",
+    ]);
+    match (&chroma, env::var("RESK_TEST_CHROMA_URL")) {
+        (Some(c), _) => {
+            cmd.args(["--chroma", &c.url]);
+        }
+        (None, Ok(url)) if !url.is_empty() => {
+            cmd.args(["--chroma", &url]);
+        }
+        _ => println!("SKIP vector-bench chroma: no Chroma server (python3 + PyPI needed)"),
+    }
+    match (&pgvector, env::var("RESK_TEST_PGVECTOR_URL")) {
+        (Some(p), _) => {
+            cmd.args(["--pgvector", &p.url]);
+        }
+        (None, Ok(url)) if !url.is_empty() => {
+            cmd.args(["--pgvector", &url]);
+        }
+        _ => println!("SKIP vector-bench pgvector: no PostgreSQL with pgvector"),
+    }
+    println!("# vector stores: 10 000 x 384 cosine, upserts in batches of 500, 500 queries k=10");
+    run(&mut cmd)?;
+    drop((chroma, pgvector));
+    Ok(())
+}
+
 fn bench(args: &[String]) -> Result {
     let mut secs = 10u64;
     let mut conns = 64u32;
@@ -1323,6 +1366,9 @@ fn bench(args: &[String]) -> Result {
     if args.first().is_some_and(|a| a == "semantic") {
         ensure_wrk()?;
         return bench_semantic(secs, rounds);
+    }
+    if args.first().is_some_and(|a| a == "vectors") {
+        return bench_vectors();
     }
     let mut it = args.iter();
     let number = |name: &str, value: Option<&String>| -> Result<u64> {
@@ -1456,6 +1502,7 @@ fn bench(args: &[String]) -> Result {
     bench_backends(&resk, rounds, secs, conns, &dir)?;
     let _ = std::fs::remove_dir_all(&dir);
     bench_semantic(secs, rounds)?;
+    bench_vectors()?;
 
     // The AES-GCM layer in isolation: no network and no scheduler, so a few hundred nanoseconds are
     // resolvable, unlike in the load runs above.
