@@ -113,6 +113,8 @@ pub enum VectorDbType {
     Pgvector,
     /// A Qdrant server's REST API (`QDRANT_URL`), feature `vector-qdrant`.
     Qdrant,
+    /// Pinecone (`PINECONE_API_KEY`), feature `vector-pinecone`.
+    Pinecone,
 }
 
 /// How vectors are compared (the threshold is on this metric's similarity scale).
@@ -273,6 +275,25 @@ pub struct SemanticArgs {
     /// Qdrant API key, sent as `api-key`.
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
+    /// Pinecone API key.
+    #[arg(long, env = "PINECONE_API_KEY", hide_env_values = true)]
+    pub pinecone_api_key: Option<String>,
+    /// Pinecone control plane.
+    #[arg(
+        long,
+        env = "PINECONE_CONTROLLER_URL",
+        default_value = "https://api.pinecone.io"
+    )]
+    pub pinecone_controller_url: String,
+    /// Cloud of the serverless indexes resk creates.
+    #[arg(long, env = "PINECONE_CLOUD", default_value = "aws")]
+    pub pinecone_cloud: String,
+    /// Region of the serverless indexes resk creates.
+    #[arg(long, env = "PINECONE_REGION", default_value = "us-east-1")]
+    pub pinecone_region: String,
+    /// Reach index hosts over plain HTTP (Pinecone Local).
+    #[arg(long, env = "PINECONE_PLAIN_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pinecone_plain_http: bool,
 }
 
 /// Log line format.

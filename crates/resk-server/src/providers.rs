@@ -67,6 +67,35 @@ pub(crate) fn qdrant(args: &SemanticArgs) -> Result<SharedVectorStore> {
     }
 }
 
+/// `VECTORDB_TYPE=pinecone`.
+pub(crate) fn pinecone(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "vector-pinecone")]
+    {
+        use resk_vector_pinecone::{PineconeConfig, PineconeVectorStore};
+        let key = args.pinecone_api_key.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Config,
+                "config",
+                "vectors",
+                "VECTORDB_TYPE=pinecone needs PINECONE_API_KEY",
+            )
+        })?;
+        let mut config = PineconeConfig::new(key);
+        config.controller_url = args.pinecone_controller_url.clone();
+        config.cloud = args.pinecone_cloud.clone();
+        config.region = args.pinecone_region.clone();
+        config.plain_http = args.pinecone_plain_http;
+        config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
+        config.retry.max_retries = args.vector_max_retries;
+        Ok(std::sync::Arc::new(PineconeVectorStore::new(config)?))
+    }
+    #[cfg(not(feature = "vector-pinecone"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("pinecone", "vector-pinecone"))
+    }
+}
+
 /// `VECTORDB_TYPE=pgvector`.
 pub(crate) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
     #[cfg(feature = "vector-pgvector")]

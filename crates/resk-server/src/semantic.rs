@@ -126,6 +126,7 @@ pub async fn build_vectors(args: &SemanticArgs) -> Result<SharedVectorStore> {
         VectorDbType::Chroma => crate::providers::chroma(args),
         VectorDbType::Pgvector => crate::providers::pgvector(args).await,
         VectorDbType::Qdrant => crate::providers::qdrant(args),
+        VectorDbType::Pinecone => crate::providers::pinecone(args),
     }
 }
 
