@@ -312,10 +312,16 @@ fn test_model() -> Result<Option<PathBuf>> {
     Ok(dir.join("model.safetensors").is_file().then_some(dir))
 }
 
-/// Python packages the suites run for real: a Chroma server, and pgserver, whose wheel carries
-/// PostgreSQL 16 with the pgvector extension (Debian has no pgvector package for this PostgreSQL).
-/// Pinned, so a new release cannot change what the tests run against.
-const VENV_PACKAGES: &[&str] = &["chromadb==1.5.9", "pgserver==0.1.4"];
+/// Python packages the suites run for real: a Chroma server; pgserver, whose wheel carries
+/// PostgreSQL 16 with the pgvector extension (Debian has no pgvector package for this PostgreSQL);
+/// milvus-lite, a Milvus gRPC server (it needs pymilvus's generated gRPC code). Pinned, so a new
+/// release cannot change what the tests run against.
+const VENV_PACKAGES: &[&str] = &[
+    "chromadb==1.5.9",
+    "pgserver==0.1.4",
+    "milvus-lite==3.2.2",
+    "pymilvus==3.0.2",
+];
 
 /// A Python virtual environment under `~/.cache/resk/venv` holding [`VENV_PACKAGES`], made once and
 /// topped up when the list changes. `None` when python3 or PyPI is not available (the suites that need
@@ -395,6 +401,36 @@ fn private_chroma(venv: Option<&Path>) -> Result<Option<Fixture>> {
     wait_for_port(port)?;
     let url = format!("http://127.0.0.1:{port}");
     eprintln!("xtask: started a private Chroma server on {url}");
+    Ok(Some(Fixture { procs, dir, url }))
+}
+
+/// A private milvus-lite server (Milvus gRPC) on a free loopback port.
+fn private_milvus(venv: Option<&Path>) -> Result<Option<Fixture>> {
+    if env::var("RESK_TEST_MILVUS_URL").is_ok_and(|v| !v.is_empty()) {
+        eprintln!("xtask: Milvus suites use RESK_TEST_MILVUS_URL from the environment");
+        return Ok(None);
+    }
+    let Some(venv) = venv else { return Ok(None) };
+    let dir = fixture_dir("milvus")?;
+    let port = free_port()?;
+    let child = Command::new(venv.join("bin/milvus-lite"))
+        .args([
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--data-dir",
+        ])
+        .arg(dir.join("data"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start milvus-lite: {e}"))?;
+    let procs = vec![Proc(child)];
+    wait_for_port(port)?;
+    let url = format!("http://127.0.0.1:{port}");
+    eprintln!("xtask: started a private milvus-lite server on {url}");
     Ok(Some(Fixture { procs, dir, url }))
 }
 
@@ -490,6 +526,10 @@ fn services() -> Result {
     let venv = venv()?;
     let chroma = private_chroma(venv.as_deref())?;
     let pgvector = private_pgvector(venv.as_deref())?;
+    let milvus = private_milvus(venv.as_deref())?;
+    if let Some(m) = &milvus {
+        println!("export RESK_TEST_MILVUS_URL={}", m.url);
+    }
     if let Some(c) = &chroma {
         println!("export RESK_TEST_CHROMA_URL={}", c.url);
     }
@@ -499,7 +539,7 @@ fn services() -> Result {
     println!("# running; press Enter to stop");
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
-    drop((chroma, pgvector));
+    drop((chroma, pgvector, milvus));
     Ok(())
 }
 
@@ -513,6 +553,7 @@ fn test() -> Result {
     let venv = venv()?;
     let chroma = private_chroma(venv.as_deref())?;
     let pgvector = private_pgvector(venv.as_deref())?;
+    let milvus = private_milvus(venv.as_deref())?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
     if let Some((_, url)) = &redis {
@@ -533,8 +574,11 @@ fn test() -> Result {
     if let Some(pg) = &pgvector {
         tests.env("RESK_TEST_PGVECTOR_URL", &pg.url);
     }
+    if let Some(m) = &milvus {
+        tests.env("RESK_TEST_MILVUS_URL", &m.url);
+    }
     run(&mut tests)?;
-    drop((cluster, sentinel, chroma, pgvector));
+    drop((cluster, sentinel, chroma, pgvector, milvus));
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
         "run",
@@ -1316,7 +1360,7 @@ fn bench_semantic(secs: u64, rounds: usize) -> Result {
     Ok(())
 }
 
-/// The vector stores side by side at 10 000 × 384: the embedded index, and Chroma and pgvector on
+/// The vector stores side by side at 10 000 × 384: the embedded index, and Chroma, pgvector and Milvus on
 /// private loopback servers (the test command's fixtures), each upserted in batches of 500 and queried
 /// 500 times (k = 10) by `examples/vector-bench`.
 fn bench_vectors() -> Result {
@@ -1324,6 +1368,7 @@ fn bench_vectors() -> Result {
     let venv = venv()?;
     let chroma = private_chroma(venv.as_deref())?;
     let pgvector = private_pgvector(venv.as_deref())?;
+    let milvus = private_milvus(venv.as_deref())?;
     let mut cmd = Command::new(target_dir().join("release/resk-vector-bench"));
     cmd.args([
         "--n",
@@ -1353,9 +1398,18 @@ fn bench_vectors() -> Result {
         }
         _ => println!("SKIP vector-bench pgvector: no PostgreSQL with pgvector"),
     }
+    match (&milvus, env::var("RESK_TEST_MILVUS_URL")) {
+        (Some(m), _) => {
+            cmd.args(["--milvus", &m.url]);
+        }
+        (None, Ok(url)) if !url.is_empty() => {
+            cmd.args(["--milvus", &url]);
+        }
+        _ => println!("SKIP vector-bench milvus: no milvus-lite server"),
+    }
     println!("# vector stores: 10 000 x 384 cosine, upserts in batches of 500, 500 queries k=10");
     run(&mut cmd)?;
-    drop((chroma, pgvector));
+    drop((chroma, pgvector, milvus));
     Ok(())
 }
 

@@ -115,6 +115,8 @@ pub enum VectorDbType {
     Qdrant,
     /// Pinecone (`PINECONE_API_KEY`), feature `vector-pinecone`.
     Pinecone,
+    /// Milvus over gRPC (`MILVUS_URL`), feature `vector-milvus`.
+    Milvus,
 }
 
 /// How vectors are compared (the threshold is on this metric's similarity scale).
@@ -294,6 +296,15 @@ pub struct SemanticArgs {
     /// Reach index hosts over plain HTTP (Pinecone Local).
     #[arg(long, env = "PINECONE_PLAIN_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
     pub pinecone_plain_http: bool,
+    /// Milvus gRPC endpoint.
+    #[arg(long, env = "MILVUS_URL", default_value = "http://127.0.0.1:19530")]
+    pub milvus_url: String,
+    /// Milvus token (`user:password`, or a Zilliz Cloud API key).
+    #[arg(long, env = "MILVUS_TOKEN", hide_env_values = true)]
+    pub milvus_token: Option<String>,
+    /// Milvus database (the server's default when unset).
+    #[arg(long, env = "MILVUS_DATABASE")]
+    pub milvus_database: Option<String>,
 }
 
 /// Log line format.

@@ -96,6 +96,26 @@ pub(crate) fn pinecone(args: &SemanticArgs) -> Result<SharedVectorStore> {
     }
 }
 
+/// `VECTORDB_TYPE=milvus`.
+pub(crate) async fn milvus(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "vector-milvus")]
+    {
+        use resk_vector_milvus::{MilvusConfig, MilvusVectorStore};
+        let mut config = MilvusConfig::new(args.milvus_url.clone());
+        config.token = args.milvus_token.clone();
+        config.database = args.milvus_database.clone();
+        config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
+        Ok(std::sync::Arc::new(
+            MilvusVectorStore::connect(config).await?,
+        ))
+    }
+    #[cfg(not(feature = "vector-milvus"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("milvus", "vector-milvus"))
+    }
+}
+
 /// `VECTORDB_TYPE=pgvector`.
 pub(crate) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
     #[cfg(feature = "vector-pgvector")]

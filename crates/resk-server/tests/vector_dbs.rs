@@ -1,5 +1,6 @@
 //! The semantic flow through the HTTP API on external vector databases running for real on loopback
-//! (`RESK_TEST_CHROMA_URL`, `RESK_TEST_PGVECTOR_URL`, started by `cargo xtask test`), and what happens
+//! (`RESK_TEST_CHROMA_URL`, `RESK_TEST_PGVECTOR_URL`, `RESK_TEST_MILVUS_URL`, started by `cargo xtask
+//! test`), and what happens
 //! when the vector database is down or misconfigured.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -88,6 +89,15 @@ async fn semantic_flow_on_pgvector() {
         return;
     };
     semantic_flow(&["--vectordb-type", "pgvector", "--pgvector-url", &url]).await;
+}
+
+#[tokio::test]
+async fn semantic_flow_on_milvus() {
+    let Some(url) = resk_testkit::service_url("MILVUS") else {
+        resk_testkit::skip("semantic_flow_on_milvus");
+        return;
+    };
+    semantic_flow(&["--vectordb-type", "milvus", "--milvus-url", &url]).await;
 }
 
 fn closed_port() -> u16 {

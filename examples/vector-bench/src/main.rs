@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! resk-vector-bench [--n 10000] [--dims 384] [--batch 500] [--queries 500]
-//!                   [--chroma URL] [--pgvector URL]
+//!                   [--chroma URL] [--pgvector URL] [--milvus URL]
 //! ```
 //!
-//! The embedded index always runs; Chroma and pgvector when their URL is given (`cargo xtask bench
+//! The embedded index always runs; Chroma, pgvector and Milvus when their URL is given (`cargo xtask bench
 //! vectors` starts private servers on loopback). Vectors are unit vectors around 1 000 topic centres,
 //! the shape of an FAQ corpus; queries are fresh points of the same distribution.
 #![allow(clippy::print_stdout)]
@@ -24,6 +24,7 @@ struct Args {
     queries: usize,
     chroma: Option<String>,
     pgvector: Option<String>,
+    milvus: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -34,6 +35,7 @@ fn parse() -> Result<Args, String> {
         queries: 500,
         chroma: None,
         pgvector: None,
+        milvus: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -46,6 +48,7 @@ fn parse() -> Result<Args, String> {
             "--queries" => a.queries = num()?.max(1),
             "--chroma" => a.chroma = Some(value),
             "--pgvector" => a.pgvector = Some(value),
+            "--milvus" => a.milvus = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -188,6 +191,14 @@ async fn run() -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
         measure("pgvector", Arc::new(store), &a, &d).await?;
+    }
+    if let Some(url) = &a.milvus {
+        let store = resk_vector_milvus::MilvusVectorStore::connect(
+            resk_vector_milvus::MilvusConfig::new(url.clone()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        measure("milvus", Arc::new(store), &a, &d).await?;
     }
     Ok(())
 }
