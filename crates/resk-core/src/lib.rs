@@ -22,8 +22,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use key::{KeyBuilder, KeyInput, normalize_query};
 pub use tenant::TenantId;
 pub use vector::{
-    CollectionSpec, Filter, Metric, RecordId, Scored, SharedVectorStore, VectorPurge, VectorQuery,
-    VectorRecord, VectorStore, VectorStoreDyn,
+    CollectionSpec, Filter, Metric, OperatorFilter, RecordId, Scored, SharedVectorStore,
+    VectorPurge, VectorQuery, VectorRecord, VectorStore, VectorStoreDyn, collection_missing,
 };
 
 use std::{future::Future, pin::Pin};

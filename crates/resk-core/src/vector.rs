@@ -98,6 +98,95 @@ impl Filter {
     }
 }
 
+/// A [`Filter`] in the operator language Chroma and Pinecone share (MongoDB style: `$eq`, `$in`,
+/// `$and`, `$or`), from [`Filter::to_operator_json`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum OperatorFilter {
+    /// The filter matches every record (`And([])`): send no filter.
+    All,
+    /// The filter matches no record (`Or([])`, `In(_, [])`): do not ask the backend at all.
+    Nothing,
+    /// The filter to send.
+    Where(serde_json::Value),
+}
+
+impl Filter {
+    /// This filter in the `$eq`/`$in`/`$and`/`$or` JSON language; `$and`/`$or` get two or more
+    /// operands (one stands alone), as Chroma requires. Values must be strings, numbers or booleans:
+    /// anything else is [`crate::ErrorKind::Unsupported`], named after `backend`.
+    pub fn to_operator_json(&self, backend: &'static str) -> Result<OperatorFilter> {
+        use serde_json::{Value, json};
+        let scalar = |field: &str, value: &Value| match value {
+            Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value.clone()),
+            _ => Err(crate::Error::new(
+                crate::ErrorKind::Unsupported,
+                backend,
+                "query",
+                format!(
+                    "filters compare strings, numbers and booleans; `{field}` is compared with {value}"
+                ),
+            )),
+        };
+        Ok(match self {
+            Filter::Eq(field, value) => {
+                OperatorFilter::Where(json!({ field: { "$eq": scalar(field, value)? } }))
+            }
+            Filter::In(_, values) if values.is_empty() => OperatorFilter::Nothing,
+            Filter::In(field, values) => {
+                let values = values
+                    .iter()
+                    .map(|v| scalar(field, v))
+                    .collect::<Result<Vec<_>>>()?;
+                OperatorFilter::Where(json!({ field: { "$in": values } }))
+            }
+            Filter::And(all) => {
+                let mut parts = Vec::new();
+                for f in all {
+                    match f.to_operator_json(backend)? {
+                        OperatorFilter::All => {}
+                        OperatorFilter::Nothing => return Ok(OperatorFilter::Nothing),
+                        OperatorFilter::Where(w) => parts.push(w),
+                    }
+                }
+                match parts.len() {
+                    0 => OperatorFilter::All,
+                    1 => OperatorFilter::Where(parts.remove(0)),
+                    _ => OperatorFilter::Where(json!({ "$and": parts })),
+                }
+            }
+            Filter::Or(any) => {
+                let mut parts = Vec::new();
+                for f in any {
+                    match f.to_operator_json(backend)? {
+                        OperatorFilter::All => return Ok(OperatorFilter::All),
+                        OperatorFilter::Nothing => {}
+                        OperatorFilter::Where(w) => parts.push(w),
+                    }
+                }
+                match parts.len() {
+                    0 => OperatorFilter::Nothing,
+                    1 => OperatorFilter::Where(parts.remove(0)),
+                    _ => OperatorFilter::Where(json!({ "$or": parts })),
+                }
+            }
+        })
+    }
+}
+
+/// The error every backend gives for an operation on a collection that was never ensured.
+pub fn collection_missing(
+    backend: &'static str,
+    op: &'static str,
+    collection: &str,
+) -> crate::Error {
+    crate::Error::new(
+        crate::ErrorKind::NotFound,
+        backend,
+        op,
+        format!("collection `{collection}` does not exist (ensure_collection creates it)"),
+    )
+}
+
 /// The fixed shape of a collection: how many values per vector and how they are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CollectionSpec {
@@ -219,6 +308,8 @@ pub struct Scored {
 /// * `delete` removes the given ids of one tenant and returns how many existed (`delete_removes`); it
 ///   never removes another tenant's record of the same id (`tenants_are_isolated`).
 /// * `purge` removes a tenant's records or all records and returns how many (`purge_tenant`).
+/// * Similarities are on the metric's scale ([`Metric::similarity`]), whatever the backend's own
+///   distance or score (`similarity_scales`).
 /// * Every operation on a collection that was never ensured fails with
 ///   [`crate::ErrorKind::NotFound`], except `query`, which answers no results.
 pub trait VectorStore: Send + Sync + Debug + 'static {
@@ -359,3 +450,55 @@ impl<T: VectorStoreDyn + ?Sized> VectorStore for Arc<T> {
 
 /// A vector store chosen at run time.
 pub type SharedVectorStore = Arc<dyn VectorStoreDyn>;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn operator_filters_translate() {
+        let f = Filter::And(vec![
+            Filter::Eq("lang".into(), json!("en")),
+            Filter::Or(vec![
+                Filter::In("n".into(), vec![json!(1), json!(2)]),
+                Filter::Eq("ok".into(), json!(true)),
+            ]),
+        ]);
+        assert_eq!(
+            f.to_operator_json("t").unwrap(),
+            OperatorFilter::Where(json!({"$and": [
+                {"lang": {"$eq": "en"}},
+                {"$or": [{"n": {"$in": [1, 2]}}, {"ok": {"$eq": true}}]}
+            ]}))
+        );
+        assert_eq!(
+            Filter::Or(vec![]).to_operator_json("t").unwrap(),
+            OperatorFilter::Nothing
+        );
+        assert_eq!(
+            Filter::And(vec![]).to_operator_json("t").unwrap(),
+            OperatorFilter::All
+        );
+        assert_eq!(
+            Filter::And(vec![Filter::Eq("a".into(), json!(1)), Filter::And(vec![])])
+                .to_operator_json("t")
+                .unwrap(),
+            OperatorFilter::Where(json!({"a": {"$eq": 1}}))
+        );
+        assert_eq!(
+            Filter::And(vec![Filter::Eq("a".into(), json!(1)), Filter::Or(vec![])])
+                .to_operator_json("t")
+                .unwrap(),
+            OperatorFilter::Nothing
+        );
+        for bad in [json!(null), json!([1]), json!({"a": 1})] {
+            let err = Filter::Eq("a".into(), bad)
+                .to_operator_json("t")
+                .unwrap_err();
+            assert_eq!(err.kind(), crate::ErrorKind::Unsupported);
+        }
+    }
+}

@@ -7,25 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{admin, semantic_app, semantic_app_with, token_for};
+use common::{
+    admin, query_ok as query, semantic_app, semantic_app_with, token_for, write_ok as write,
+};
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
 use serde_json::{Value, json};
-
-async fn write(app: &common::TestApp, body: Value) -> Value {
-    let r = app
-        .call("POST", "/api/cache", Some(&admin()), Some(&body))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body
-}
-
-async fn query(app: &common::TestApp, body: Value) -> Value {
-    let r = app
-        .call("POST", "/api/cache/query", Some(&admin()), Some(&body))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body
-}
 
 #[tokio::test]
 async fn a_paraphrase_hits_and_a_near_miss_does_not() {

@@ -6,25 +6,9 @@
 
 mod common;
 
-use common::{admin, semantic_app};
+use common::{admin, query_ok as query, semantic_app, write_ok as write};
 use resk_core::ErrorKind;
-use serde_json::{Value, json};
-
-async fn write(app: &common::TestApp, body: Value) -> Value {
-    let r = app
-        .call("POST", "/api/cache", Some(&admin()), Some(&body))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.body
-}
-
-async fn query(app: &common::TestApp, body: Value) -> Value {
-    let r = app
-        .call("POST", "/api/cache/query", Some(&admin()), Some(&body))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    r.body
-}
+use serde_json::json;
 
 /// Paraphrase hit, near miss, delete and purge, on the vector database the arguments select.
 async fn semantic_flow(extra: &[&str]) {

@@ -163,6 +163,7 @@ macro_rules! vector_suite_if {
             delete_removes,
             tenants_are_isolated,
             purge_tenant,
+            similarity_scales,
             unknown_collection_not_found,
         );
     };

@@ -350,6 +350,51 @@ pub async fn purge_tenant<S: VectorStore>(store: &S) {
     );
 }
 
+/// Similarities are on each metric's documented scale ([`Metric::similarity`]): a backend's own
+/// distance or score is converted, and results rank by it (unnormalised vectors rank by length under
+/// dot product).
+pub async fn similarity_scales<S: VectorStore>(store: &S) {
+    let t = tenant();
+    let q = [1.0, 0.0, 0.0, 0.0];
+    let vectors = [
+        ("same", [1.0, 0.0, 0.0, 0.0]),
+        ("tilted", [0.6, 0.8, 0.0, 0.0]),
+        ("long", [2.0, 1.0, 0.5, 0.0]),
+    ];
+    for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
+        let coll = format!("resk_t_{}_{}", metric.as_str(), unique_id());
+        store
+            .ensure_collection(&coll, CollectionSpec { dims: 4, metric })
+            .await
+            .unwrap();
+        store
+            .upsert(
+                &coll,
+                vectors
+                    .iter()
+                    .map(|(id, v)| record(&t, id, *v, json!({})))
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let found = store.query(&coll, &query(&t, q, 3)).await.unwrap();
+        assert_eq!(found.len(), 3, "{metric:?}");
+        let mut want: Vec<(&str, f32)> = vectors
+            .iter()
+            .map(|(id, v)| (*id, metric.similarity(&q, v)))
+            .collect();
+        want.sort_by(|a, b| b.1.total_cmp(&a.1));
+        for (hit, (id, sim)) in found.iter().zip(&want) {
+            assert_eq!(hit.id, *id, "{metric:?}: {found:?}");
+            assert!(
+                (hit.similarity - sim).abs() < 1e-4,
+                "{metric:?} {id}: {} vs {sim}",
+                hit.similarity
+            );
+        }
+    }
+}
+
 /// Operations other than `query` on a collection never ensured fail with `NotFound`.
 pub async fn unknown_collection_not_found<S: VectorStore>(store: &S) {
     let missing = format!("resk_t_missing_{}", unique_id());

@@ -3,8 +3,9 @@
 use std::{collections::HashMap, fmt, time::Duration};
 
 use resk_core::{
-    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Filter, Metric, RecordId, Result,
-    Scored, TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
+    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Metric, OperatorFilter, RecordId,
+    Result, Scored, TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
+    collection_missing,
 };
 use resk_http::{JsonApi, Method, RetryPolicy, header::HeaderMap, secret_header};
 use serde::Deserialize;
@@ -134,69 +135,6 @@ fn similarity(metric: Metric, distance: f32) -> f32 {
     }
 }
 
-fn unsupported(what: String) -> Error {
-    Error::new(ErrorKind::Unsupported, SCHEME, "query", what)
-}
-
-fn scalar(field: &str, value: &Value) -> Result<Value> {
-    match value {
-        Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value.clone()),
-        _ => Err(unsupported(format!(
-            "Chroma filters compare strings, numbers and booleans; `{field}` is compared with {value}"
-        ))),
-    }
-}
-
-/// A resk filter as a Chroma `where` clause; `None` when it matches nothing (an empty `Or`).
-fn translate(filter: &Filter) -> Result<Option<Value>> {
-    Ok(match filter {
-        Filter::Eq(field, value) => Some(json!({ field: { "$eq": scalar(field, value)? } })),
-        Filter::In(field, values) => {
-            if values.is_empty() {
-                return Ok(None);
-            }
-            let values = values
-                .iter()
-                .map(|v| scalar(field, v))
-                .collect::<Result<Vec<_>>>()?;
-            Some(json!({ field: { "$in": values } }))
-        }
-        Filter::And(all) => {
-            let mut parts = Vec::new();
-            for f in all {
-                match translate(f)? {
-                    Some(p) => parts.push(p),
-                    None => return Ok(None),
-                }
-            }
-            Some(combine("$and", parts).unwrap_or_else(|| json!({})))
-        }
-        Filter::Or(any) => {
-            let mut parts = Vec::new();
-            for f in any {
-                if let Some(p) = translate(f)? {
-                    parts.push(p);
-                }
-            }
-            combine("$or", parts)
-        }
-        other => return Err(unsupported(format!("filter {other:?}"))),
-    })
-}
-
-/// `$and`/`$or` of the parts (Chroma wants two or more; one part stands alone, none is `None`).
-fn combine(op: &str, mut parts: Vec<Value>) -> Option<Value> {
-    // An always-true part (`{}`, from `And([])`) adds nothing to an `$and`.
-    if op == "$and" {
-        parts.retain(|p| p.as_object().is_none_or(|o| !o.is_empty()));
-    }
-    match parts.len() {
-        0 => None,
-        1 => parts.pop(),
-        _ => Some(json!({ op: parts })),
-    }
-}
-
 /// The tenant condition, and the user's filter with it.
 fn scoped(tenant: &TenantId, filter: Option<Value>) -> Value {
     let own = json!({ TENANT_FIELD: { "$eq": tenant.as_str() } });
@@ -295,14 +233,9 @@ impl ChromaVectorStore {
     }
 
     async fn require(&self, collection: &str, op: &'static str) -> Result<Known> {
-        self.lookup(collection).await?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                SCHEME,
-                op,
-                format!("collection `{collection}` does not exist (ensure_collection creates it)"),
-            )
-        })
+        self.lookup(collection)
+            .await?
+            .ok_or_else(|| collection_missing(SCHEME, op, collection))
     }
 
     fn records_path(&self, known: &Known, action: &str) -> String {
@@ -486,12 +419,12 @@ impl VectorStore for ChromaVectorStore {
             return Ok(Vec::new());
         };
         known.spec.check_dims(SCHEME, "query", query.vector.len())?;
-        let filter = match &query.filter {
+        let filter = match query.filter.as_ref().map(|f| f.to_operator_json(SCHEME)) {
             None => None,
-            Some(f) => match translate(f)? {
-                Some(w) => Some(w),
-                None => return Ok(Vec::new()),
-            },
+            Some(Ok(OperatorFilter::All)) => None,
+            Some(Ok(OperatorFilter::Nothing)) => return Ok(Vec::new()),
+            Some(Ok(OperatorFilter::Where(w))) => Some(w),
+            Some(Err(e)) => return Err(e),
         };
         if query.k == 0 {
             return Ok(Vec::new());
@@ -580,34 +513,6 @@ impl VectorStore for ChromaVectorStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn filters_translate() {
-        let f = Filter::And(vec![
-            Filter::Eq("lang".into(), json!("en")),
-            Filter::Or(vec![
-                Filter::In("n".into(), vec![json!(1), json!(2)]),
-                Filter::Eq("ok".into(), json!(true)),
-            ]),
-        ]);
-        assert_eq!(
-            translate(&f).unwrap().unwrap(),
-            json!({"$and": [
-                {"lang": {"$eq": "en"}},
-                {"$or": [{"n": {"$in": [1, 2]}}, {"ok": {"$eq": true}}]}
-            ]})
-        );
-        assert_eq!(translate(&Filter::Or(vec![])).unwrap(), None);
-        assert_eq!(translate(&Filter::And(vec![])).unwrap(), Some(json!({})));
-        assert_eq!(
-            translate(&Filter::And(vec![Filter::Eq("a".into(), json!(1))])).unwrap(),
-            Some(json!({"a": {"$eq": 1}}))
-        );
-        let err = translate(&Filter::Eq("a".into(), json!(null))).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
-        let err = translate(&Filter::In("a".into(), vec![json!([1])])).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Unsupported);
-    }
 
     #[test]
     fn distances_convert_to_the_metric_scale() {

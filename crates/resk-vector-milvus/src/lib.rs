@@ -310,14 +310,9 @@ impl MilvusVectorStore {
     }
 
     async fn require(&self, collection: &str, op: &'static str) -> Result<CollectionSpec> {
-        self.lookup(collection).await?.ok_or_else(|| {
-            Error::new(
-                ErrorKind::NotFound,
-                SCHEME,
-                op,
-                format!("collection `{collection}` does not exist (ensure_collection creates it)"),
-            )
-        })
+        self.lookup(collection)
+            .await?
+            .ok_or_else(|| resk_core::collection_missing(SCHEME, op, collection))
     }
 
     /// The primary keys matching `filter` (at most `limit`).

@@ -2,7 +2,7 @@
 //! `cargo xtask test`), plus what is Milvus's own: similarity scales, escaping, an unreachable server.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use resk_core::{CollectionSpec, ErrorKind, Filter, Metric, VectorStore};
+use resk_core::{ErrorKind, Filter, VectorStore};
 use resk_testkit::vector::{query, record, tenant};
 use resk_vector_milvus::{MilvusConfig, MilvusVectorStore};
 use serde_json::json;
@@ -17,45 +17,6 @@ async fn store() -> Option<MilvusVectorStore> {
 }
 
 resk_testkit::vector_suite_if!(store());
-
-/// Every metric's similarity matches `Metric::similarity` on real Milvus scores.
-#[tokio::test]
-async fn similarities_follow_the_metric() {
-    let Some(store) = store().await else {
-        resk_testkit::skip("similarities_follow_the_metric");
-        return;
-    };
-    let t = tenant();
-    let a = [1.0, 0.0, 0.0, 0.0];
-    let b = [0.6, 0.8, 0.0, 0.0];
-    let c = [2.0, 1.0, 0.5, 0.0];
-    for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
-        let coll = format!("resk_t_{}_{}", metric.as_str(), resk_testkit::unique_id());
-        store
-            .ensure_collection(&coll, CollectionSpec { dims: 4, metric })
-            .await
-            .unwrap();
-        store
-            .upsert(
-                &coll,
-                vec![record(&t, "b", b, json!({})), record(&t, "c", c, json!({}))],
-            )
-            .await
-            .unwrap();
-        let found = store.query(&coll, &query(&t, a, 2)).await.unwrap();
-        assert_eq!(found.len(), 2, "{metric:?}");
-        for hit in found {
-            let v = if hit.id == "b" { b } else { c };
-            let want = metric.similarity(&a, &v);
-            assert!(
-                (hit.similarity - want).abs() < 1e-4,
-                "{metric:?} {}: {} vs {want}",
-                hit.id,
-                hit.similarity
-            );
-        }
-    }
-}
 
 /// Quotes and backslashes in ids, field names and values are data, never expression syntax; a
 /// hyphenated collection name (resk's default `resk-<model>`) works.

@@ -18,45 +18,6 @@ async fn store() -> Option<PgVectorStore> {
 
 resk_testkit::vector_suite_if!(store());
 
-/// Every metric's similarity matches `Metric::similarity` on real pgvector distances.
-#[tokio::test]
-async fn similarities_follow_the_metric() {
-    let Some(store) = store().await else {
-        resk_testkit::skip("similarities_follow_the_metric");
-        return;
-    };
-    let t = tenant();
-    let a = [1.0, 0.0, 0.0, 0.0];
-    let b = [0.6, 0.8, 0.0, 0.0];
-    let c = [2.0, 1.0, 0.5, 0.0];
-    for metric in [Metric::Cosine, Metric::L2, Metric::Dot] {
-        let coll = format!("resk_t_{}_{}", metric.as_str(), resk_testkit::unique_id());
-        store
-            .ensure_collection(&coll, CollectionSpec { dims: 4, metric })
-            .await
-            .unwrap();
-        store
-            .upsert(
-                &coll,
-                vec![record(&t, "b", b, json!({})), record(&t, "c", c, json!({}))],
-            )
-            .await
-            .unwrap();
-        let found = store.query(&coll, &query(&t, a, 2)).await.unwrap();
-        assert_eq!(found.len(), 2, "{metric:?}");
-        for hit in found {
-            let v = if hit.id == "b" { b } else { c };
-            let want = metric.similarity(&a, &v);
-            assert!(
-                (hit.similarity - want).abs() < 1e-4,
-                "{metric:?} {}: {} vs {want}",
-                hit.id,
-                hit.similarity
-            );
-        }
-    }
-}
-
 /// A second instance finds the collection and its spec; ensure races between instances create it once;
 /// hostile names and metadata are plain data.
 #[tokio::test]

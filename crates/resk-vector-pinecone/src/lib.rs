@@ -3,8 +3,8 @@
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use resk_core::{
-    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Filter, Metric, RecordId, Result,
-    Scored, TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
+    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Metric, OperatorFilter, RecordId,
+    Result, Scored, TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
 };
 use resk_http::{
     JsonApi, Method, RetryPolicy,
@@ -180,59 +180,6 @@ pub fn index_name(collection: &str) -> Result<String> {
         ));
     }
     Ok(trimmed.to_owned())
-}
-
-fn unsupported(what: String) -> Error {
-    Error::new(ErrorKind::Unsupported, SCHEME, "query", what)
-}
-
-fn scalar(field: &str, value: &Value) -> Result<Value> {
-    match value {
-        Value::String(_) | Value::Number(_) | Value::Bool(_) => Ok(value.clone()),
-        _ => Err(unsupported(format!(
-            "Pinecone filters compare strings, numbers and booleans; `{field}` is compared with {value}"
-        ))),
-    }
-}
-
-/// A resk filter in Pinecone's metadata filter language; `None` when it matches nothing.
-fn translate(filter: &Filter) -> Result<Option<Value>> {
-    Ok(match filter {
-        Filter::Eq(field, value) => Some(json!({ field: { "$eq": scalar(field, value)? } })),
-        Filter::In(field, values) => {
-            if values.is_empty() {
-                return Ok(None);
-            }
-            let values = values
-                .iter()
-                .map(|v| scalar(field, v))
-                .collect::<Result<Vec<_>>>()?;
-            Some(json!({ field: { "$in": values } }))
-        }
-        Filter::And(all) => {
-            let mut parts = Vec::new();
-            for f in all {
-                match translate(f)? {
-                    Some(p) => parts.push(p),
-                    None => return Ok(None),
-                }
-            }
-            Some(json!({ "$and": parts }))
-        }
-        Filter::Or(any) => {
-            let mut parts = Vec::new();
-            for f in any {
-                if let Some(p) = translate(f)? {
-                    parts.push(p);
-                }
-            }
-            if parts.is_empty() {
-                return Ok(None);
-            }
-            Some(json!({ "$or": parts }))
-        }
-        other => return Err(unsupported(format!("filter {other:?}"))),
-    })
 }
 
 fn check_metadata(record: &VectorRecord) -> Result<()> {
@@ -536,12 +483,12 @@ impl VectorStore for PineconeVectorStore {
             return Ok(Vec::new());
         };
         index.spec.check_dims(SCHEME, "query", query.vector.len())?;
-        let filter = match &query.filter {
+        let filter = match query.filter.as_ref().map(|f| f.to_operator_json(SCHEME)) {
             None => None,
-            Some(f) => match translate(f)? {
-                Some(v) => Some(v),
-                None => return Ok(Vec::new()),
-            },
+            Some(Ok(OperatorFilter::All)) => None,
+            Some(Ok(OperatorFilter::Nothing)) => return Ok(Vec::new()),
+            Some(Ok(OperatorFilter::Where(w))) => Some(w),
+            Some(Err(e)) => return Err(e),
         };
         if query.k == 0 {
             return Ok(Vec::new());
@@ -643,25 +590,6 @@ mod tests {
         );
         assert!(index_name("___").is_err());
         assert!(index_name(&"a".repeat(46)).is_err());
-    }
-
-    #[test]
-    fn filters_translate() {
-        let f = Filter::And(vec![
-            Filter::Eq("lang".into(), json!("en")),
-            Filter::Or(vec![Filter::In("n".into(), vec![json!(1), json!(2)])]),
-        ]);
-        assert_eq!(
-            translate(&f).unwrap().unwrap(),
-            json!({"$and": [{"lang": {"$eq": "en"}}, {"$or": [{"n": {"$in": [1, 2]}}]}]})
-        );
-        assert_eq!(translate(&Filter::Or(vec![])).unwrap(), None);
-        assert_eq!(
-            translate(&Filter::Eq("a".into(), json!(null)))
-                .unwrap_err()
-                .kind(),
-            ErrorKind::Unsupported
-        );
     }
 
     #[test]

@@ -215,3 +215,17 @@ pub fn semantic_app_with(config: Config, semantic: resk_server::semantic::Semant
         config,
     }
 }
+
+/// `POST /api/cache` as the admin; asserts 201 and returns the body.
+pub async fn write_ok(app: &TestApp, body: Value) -> Value {
+    let r = app.write(&admin(), body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.body
+}
+
+/// `POST /api/cache/query` as the admin; asserts 200 and returns the body.
+pub async fn query_ok(app: &TestApp, body: Value) -> Value {
+    let r = app.query(&admin(), body).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body
+}
