@@ -1,6 +1,7 @@
 //! The ingest binary end to end: a JSONL and a CSV corpus with bad rows into SQLite + the embedded
 //! index (local model when `RESK_TEST_MODEL_DIR` is set, the built-in embedder otherwise), a resumed
-//! rerun that skips everything, then the server built on the same settings answering a paraphrase.
+//! rerun that skips everything, then the server built on the same settings answering a paraphrase; and
+//! the same into a real Chroma server (`RESK_TEST_CHROMA_URL`): ingest works with any vector store.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -33,6 +34,10 @@ fn settings(dir: &std::path::Path) -> Vec<String> {
 }
 
 fn ingest(dir: &std::path::Path, input: &std::path::Path) -> (bool, String, String) {
+    ingest_with(input, &settings(dir))
+}
+
+fn ingest_with(input: &std::path::Path, settings: &[String]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_resk-ingest"))
         .args([
             "--input",
@@ -42,7 +47,7 @@ fn ingest(dir: &std::path::Path, input: &std::path::Path) -> (bool, String, Stri
             "--batch",
             "3",
         ])
-        .args(settings(dir))
+        .args(settings)
         .env("LOG_LEVEL", "warn")
         .output()
         .unwrap();
@@ -116,8 +121,21 @@ async fn ingests_skips_bad_rows_resumes_and_the_server_answers() {
     assert!(stderr.contains("bad row at line 3"), "{stderr}");
 
     // The server on the same settings answers a paraphrase from the ingested corpus.
+    let settings = settings(dir.path());
+    let body = ask(&settings, "how can I reset my password").await;
+    assert_eq!(body["hit"], true, "{body}");
+    assert_eq!(
+        body["matched_query"], "How do I reset my password?",
+        "{body}"
+    );
+    let body = ask(&settings, "How do I change my email address").await;
+    assert_eq!(body["hit"], true, "{body}");
+}
+
+/// `POST /api/cache/query` on a server built from `settings`, as tenant `acme`.
+async fn ask(settings: &[String], query: &str) -> serde_json::Value {
     let mut argv = vec!["resk-server".to_owned()];
-    argv.extend(settings(dir.path()));
+    argv.extend(settings.iter().cloned());
     let config = <resk_server::Cli as clap::Parser>::try_parse_from(argv)
         .unwrap()
         .serve
@@ -125,25 +143,69 @@ async fn ingests_skips_bad_rows_resumes_and_the_server_answers() {
         .unwrap();
     let app = resk_server::App::build(&config).await.unwrap();
     let token = resk_server::auth::mint(&config.jwt, "u", "cache:read", Some("acme"), 60).unwrap();
-    for (q, matched) in [
-        ("how can I reset my password", "How do I reset my password?"),
-        ("How do I change my email address", ""),
-    ] {
-        let req = axum::http::Request::post("/api/cache/query")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::json!({ "query": q }).to_string()))
-            .unwrap();
-        let res = app.router.clone().oneshot(req).await.unwrap();
-        let body: serde_json::Value = serde_json::from_slice(
-            &axum::body::to_bytes(res.into_body(), usize::MAX)
-                .await
-                .unwrap(),
-        )
+    let req = axum::http::Request::post("/api/cache/query")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(
+            serde_json::json!({ "query": query }).to_string(),
+        ))
         .unwrap();
-        assert_eq!(body["hit"], true, "{q}: {body}");
-        if !matched.is_empty() {
-            assert_eq!(body["matched_query"], matched, "{body}");
-        }
-    }
+    let res = app.router.clone().oneshot(req).await.unwrap();
+    serde_json::from_slice(
+        &axum::body::to_bytes(res.into_body(), usize::MAX)
+            .await
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingests_into_chroma_and_the_server_answers_from_it() {
+    let Some(url) = resk_testkit::service_url("CHROMA") else {
+        resk_testkit::skip("ingests_into_chroma_and_the_server_answers_from_it");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("faq.jsonl");
+    std::fs::write(
+        &corpus,
+        [
+            r#"{"query": "How do I reset my password?", "response": "Use the reset link."}"#,
+            r#"{"query": "What are your opening hours?", "response": "9 to 5."}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let collection = format!("resk_t_ingest_{}", resk_testkit::unique_id());
+    let mut settings = vec![
+        "--jwt-secret".to_owned(),
+        SECRET.into(),
+        "--cache-backend".into(),
+        "sqlite".into(),
+        "--sqlite-path".into(),
+        dir.path()
+            .join("cache.sqlite")
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    settings.extend(
+        [
+            "--vectordb-type",
+            "chroma",
+            "--chroma-url",
+            &url,
+            "--vector-collection",
+            &collection,
+        ]
+        .map(String::from),
+    );
+    let (ok, stdout, stderr) = ingest_with(&corpus, &settings);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("ingested 2 rows"), "{stdout}");
+    let (ok, stdout, _) = ingest_with(&corpus, &settings);
+    assert!(ok);
+    assert!(stdout.contains("skipped 2 already present"), "{stdout}");
+    let body = ask(&settings, "how can I reset my password").await;
+    assert_eq!(body["hit"], true, "{body}");
+    assert_eq!(body["source"], "semantic", "{body}");
 }
