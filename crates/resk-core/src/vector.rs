@@ -278,6 +278,19 @@ pub struct VectorQuery {
     pub filter: Option<Filter>,
 }
 
+impl VectorQuery {
+    /// A backend's converted hits as the contract wants them: none below `min_similarity` (nor NaN),
+    /// best first, at most `k`.
+    pub fn finish(&self, mut hits: Vec<Scored>) -> Vec<Scored> {
+        hits.retain(|h| {
+            h.similarity.is_finite() && self.min_similarity.is_none_or(|min| h.similarity >= min)
+        });
+        hits.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+        hits.truncate(self.k);
+        hits
+    }
+}
+
 /// One search result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scored {

@@ -454,18 +454,13 @@ impl VectorStore for ChromaVectorStore {
             metadata.remove(TENANT_FIELD);
             let Some(distance) = distance else { continue };
             let similarity = similarity(known.spec.metric, distance);
-            if query.min_similarity.is_some_and(|min| similarity < min) {
-                continue;
-            }
             out.push(Scored {
                 id: resk_id(&query.tenant, &id),
                 similarity,
                 metadata,
             });
         }
-        out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        out.truncate(query.k);
-        Ok(out)
+        Ok(query.finish(out))
     }
 
     async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {

@@ -560,11 +560,6 @@ impl VectorStore for MilvusVectorStore {
                 };
                 let score = row.get("score").and_then(Value::as_f64).unwrap_or(f64::NAN) as f32;
                 let similarity = similarity(spec.metric, score);
-                if !similarity.is_finite()
-                    || query.min_similarity.is_some_and(|min| similarity < min)
-                {
-                    continue;
-                }
                 let metadata = match row.get(METADATA) {
                     Some(Value::Object(m)) => m.clone(),
                     Some(Value::String(s)) => {
@@ -579,9 +574,7 @@ impl VectorStore for MilvusVectorStore {
                 });
             }
         }
-        out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        out.truncate(query.k);
-        Ok(out)
+        Ok(query.finish(out))
     }
 
     async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {

@@ -486,16 +486,13 @@ impl VectorStore for PgVectorStore {
                 row.try_get("metadata").map_err(|e| db_error("query", e))?;
             let distance: f64 = row.try_get("distance").map_err(|e| db_error("query", e))?;
             let similarity = similarity(known.spec.metric, distance);
-            if query.min_similarity.is_some_and(|min| similarity < min) {
-                continue;
-            }
             out.push(Scored {
                 id,
                 similarity,
                 metadata: metadata.0,
             });
         }
-        Ok(out)
+        Ok(query.finish(out))
     }
 
     async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {

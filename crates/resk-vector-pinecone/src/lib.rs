@@ -507,7 +507,7 @@ impl VectorStore for PineconeVectorStore {
             .data
             .call("query", Method::POST, "/query", Some(&body))
             .await?;
-        let mut out: Vec<Scored> = answer
+        let out: Vec<Scored> = answer
             .matches
             .into_iter()
             .map(|m| Scored {
@@ -515,11 +515,8 @@ impl VectorStore for PineconeVectorStore {
                 similarity: similarity(index.spec.metric, m.score),
                 metadata: m.metadata.unwrap_or_default(),
             })
-            .filter(|s| query.min_similarity.is_none_or(|min| s.similarity >= min))
             .collect();
-        out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        out.truncate(query.k);
-        Ok(out)
+        Ok(query.finish(out))
     }
 
     async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {

@@ -447,18 +447,13 @@ impl VectorStore for QdrantVectorStore {
                 continue; // not written by resk
             };
             let similarity = similarity(spec.metric, point.score);
-            if query.min_similarity.is_some_and(|min| similarity < min) {
-                continue;
-            }
             out.push(Scored {
                 id,
                 similarity,
                 metadata,
             });
         }
-        out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
-        out.truncate(query.k);
-        Ok(out)
+        Ok(query.finish(out))
     }
 
     async fn delete(&self, collection: &str, tenant: &TenantId, ids: &[RecordId]) -> Result<u64> {
