@@ -373,65 +373,53 @@ fn fixture_dir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// A private Chroma server (`chroma run`, v2 HTTP API) on a free loopback port.
-fn private_chroma(venv: Option<&Path>) -> Result<Option<Fixture>> {
-    if env::var("RESK_TEST_CHROMA_URL").is_ok_and(|v| !v.is_empty()) {
-        eprintln!("xtask: Chroma suites use RESK_TEST_CHROMA_URL from the environment");
+/// A private server of the venv (`bin/<program> <args> <flag> <data dir>`, then `--host 127.0.0.1
+/// --port P` given by `args`) on a free loopback port, unless `RESK_TEST_<SERVICE>_URL` is set.
+fn venv_server(
+    venv: Option<&Path>,
+    service: &str,
+    program: &str,
+    command: &str,
+    data_flag: &str,
+) -> Result<Option<Fixture>> {
+    let var = format!("RESK_TEST_{}_URL", service.to_ascii_uppercase());
+    if env::var(&var).is_ok_and(|v| !v.is_empty()) {
+        eprintln!("xtask: {service} suites use {var} from the environment");
         return Ok(None);
     }
     let Some(venv) = venv else { return Ok(None) };
-    let dir = fixture_dir("chroma")?;
+    let dir = fixture_dir(service)?;
     let port = free_port()?;
-    let child = Command::new(venv.join("bin/chroma"))
+    let child = Command::new(venv.join("bin").join(program))
         .args([
-            "run",
+            command,
             "--host",
             "127.0.0.1",
             "--port",
             &port.to_string(),
-            "--path",
+            data_flag,
         ])
         .arg(dir.join("data"))
         .env("ANONYMIZED_TELEMETRY", "False")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start chroma: {e}"))?;
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
     let procs = vec![Proc(child)];
     wait_for_port(port)?;
     let url = format!("http://127.0.0.1:{port}");
-    eprintln!("xtask: started a private Chroma server on {url}");
+    eprintln!("xtask: started a private {program} server on {url}");
     Ok(Some(Fixture { procs, dir, url }))
+}
+
+/// A private Chroma server (`chroma run`, v2 HTTP API) on a free loopback port.
+fn private_chroma(venv: Option<&Path>) -> Result<Option<Fixture>> {
+    venv_server(venv, "chroma", "chroma", "run", "--path")
 }
 
 /// A private milvus-lite server (Milvus gRPC) on a free loopback port.
 fn private_milvus(venv: Option<&Path>) -> Result<Option<Fixture>> {
-    if env::var("RESK_TEST_MILVUS_URL").is_ok_and(|v| !v.is_empty()) {
-        eprintln!("xtask: Milvus suites use RESK_TEST_MILVUS_URL from the environment");
-        return Ok(None);
-    }
-    let Some(venv) = venv else { return Ok(None) };
-    let dir = fixture_dir("milvus")?;
-    let port = free_port()?;
-    let child = Command::new(venv.join("bin/milvus-lite"))
-        .args([
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--data-dir",
-        ])
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start milvus-lite: {e}"))?;
-    let procs = vec![Proc(child)];
-    wait_for_port(port)?;
-    let url = format!("http://127.0.0.1:{port}");
-    eprintln!("xtask: started a private milvus-lite server on {url}");
-    Ok(Some(Fixture { procs, dir, url }))
+    venv_server(venv, "milvus", "milvus-lite", "server", "--data-dir")
 }
 
 /// A private PostgreSQL 16 with pgvector (the binaries of the pgserver wheel) on a free loopback

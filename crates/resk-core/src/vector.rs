@@ -279,6 +279,14 @@ pub struct VectorQuery {
 }
 
 impl VectorQuery {
+    /// The query's filter in the operator language ([`Filter::to_operator_json`]); no filter is
+    /// [`OperatorFilter::All`].
+    pub fn operator_filter(&self, backend: &'static str) -> Result<OperatorFilter> {
+        self.filter
+            .as_ref()
+            .map_or(Ok(OperatorFilter::All), |f| f.to_operator_json(backend))
+    }
+
     /// A backend's converted hits as the contract wants them: none below `min_similarity` (nor NaN),
     /// best first, at most `k`.
     pub fn finish(&self, mut hits: Vec<Scored>) -> Vec<Scored> {

@@ -419,12 +419,10 @@ impl VectorStore for ChromaVectorStore {
             return Ok(Vec::new());
         };
         known.spec.check_dims(SCHEME, "query", query.vector.len())?;
-        let filter = match query.filter.as_ref().map(|f| f.to_operator_json(SCHEME)) {
-            None => None,
-            Some(Ok(OperatorFilter::All)) => None,
-            Some(Ok(OperatorFilter::Nothing)) => return Ok(Vec::new()),
-            Some(Ok(OperatorFilter::Where(w))) => Some(w),
-            Some(Err(e)) => return Err(e),
+        let filter = match query.operator_filter(SCHEME)? {
+            OperatorFilter::All => None,
+            OperatorFilter::Nothing => return Ok(Vec::new()),
+            OperatorFilter::Where(w) => Some(w),
         };
         if query.k == 0 {
             return Ok(Vec::new());
