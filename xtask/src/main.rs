@@ -6,6 +6,9 @@
 //! * `ci`    — `lint`, then `test`.
 //! * `services` — start the private test services (Chroma, PostgreSQL with pgvector), print their
 //!   `RESK_TEST_*_URL` settings and keep them running until Enter, for running one crate's tests.
+//! * `fuzz`  — the schemathesis run of `test` alone: the real server fuzzed from its OpenAPI document.
+//! * `sbom`  — CycloneDX 1.5 SBOMs (every crate linked, with licences and checksums) of each
+//!   workspace crate, `resk-server` included, by cargo-cyclonedx, gathered in `<target>/sbom/`.
 //! * `bench` — release-build load benchmark of a cache hit against a bare axum handler (needs `wrk`).
 #![allow(clippy::print_stdout)] // a command-line tool reports on stdout
 
@@ -28,9 +31,11 @@ fn main() -> ExitCode {
         Some("ci") => lint().and_then(|()| test()),
         Some("bench") => bench(&args[1..]),
         Some("services") => services(),
+        Some("fuzz") => fuzz_api(),
+        Some("sbom") => sbom(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|services|bench [--duration SECS] [--connections N] [--rounds N]>"
+                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|bench [--duration SECS] [--connections N] [--rounds N]>"
             );
             return ExitCode::from(2);
         }
@@ -323,24 +328,36 @@ const VENV_PACKAGES: &[&str] = &[
     "pymilvus==3.0.2",
 ];
 
-/// A Python virtual environment under `~/.cache/resk/venv` holding [`VENV_PACKAGES`], made once and
-/// topped up when the list changes. `None` when python3 or PyPI is not available (the suites that need
-/// it then print SKIP, or fail under CI=true).
+/// The Python virtual environment of the test services (`~/.cache/resk/venv`, [`VENV_PACKAGES`]).
 fn venv() -> Result<Option<PathBuf>> {
+    venv_at(
+        "venv",
+        VENV_PACKAGES,
+        "the Chroma, pgvector and Milvus suites",
+    )
+}
+
+/// The API fuzzer, pinned, in a venv of its own (its dependencies must not move the services').
+const FUZZ_PACKAGES: &[&str] = &["schemathesis==4.32.5"];
+
+/// A Python virtual environment under `~/.cache/resk/<name>` holding `packages`, made once and
+/// topped up when the list changes. `None` when python3 or PyPI is not available (what needs it then
+/// prints SKIP, or fails under CI=true).
+fn venv_at(name: &str, packages: &[&str], purpose: &str) -> Result<Option<PathBuf>> {
     let home = env::var("HOME").unwrap_or_else(|_| ".".into());
-    let venv = PathBuf::from(home).join(".cache/resk/venv");
+    let venv = PathBuf::from(home).join(".cache/resk").join(name);
     let stamp = venv.join("resk-packages.txt");
-    let wanted = VENV_PACKAGES.join("\n");
+    let wanted = packages.join("\n");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(Some(venv));
     }
     if !have("python3", "--version") {
-        eprintln!("xtask: python3 not found; the Chroma and pgvector suites will be skipped");
+        eprintln!("xtask: python3 not found; {purpose} will be skipped");
         return Ok(None);
     }
     eprintln!(
         "xtask: installing {} into {} (once)",
-        VENV_PACKAGES.join(" "),
+        packages.join(" "),
         venv.display()
     );
     let made = venv.join("bin/python").is_file()
@@ -352,17 +369,176 @@ fn venv() -> Result<Option<PathBuf>> {
     let installed = made
         && Command::new(venv.join("bin/python"))
             .args(["-m", "pip", "install", "--quiet"])
-            .args(VENV_PACKAGES)
+            .args(packages)
             .status()
             .is_ok_and(|s| s.success());
     if !installed {
         eprintln!(
-            "xtask: could not install the Python test services; their suites will be skipped"
+            "xtask: could not install {}; {purpose} will be skipped",
+            packages.join(" ")
         );
         return Ok(None);
     }
     std::fs::write(&stamp, wanted).map_err(|e| format!("{}: {e}", stamp.display()))?;
     Ok(Some(venv))
+}
+
+/// `cargo xtask sbom`: CycloneDX SBOMs of the workspace crates. cargo-cyclonedx (the CycloneDX
+/// project's own cargo plugin, pinned) is installed once when missing; it writes next to each manifest,
+/// so the files are moved under the target directory, never left in the source tree.
+fn sbom() -> Result {
+    if !have("cargo-cyclonedx", "--version") {
+        eprintln!("xtask: installing cargo-cyclonedx (once)");
+        run(cargo().args([
+            "install",
+            "cargo-cyclonedx",
+            "--version",
+            "0.5.9",
+            "--locked",
+        ]))?;
+    }
+    run(cargo().args([
+        "cyclonedx",
+        "--format",
+        "json",
+        "--spec-version",
+        "1.5",
+        "--quiet",
+    ]))?;
+    // cargo-cyclonedx writes `<crate>.cdx.json` beside every workspace member's manifest: gather them.
+    let dir = target_dir().join("sbom");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut members = vec![root().join("xtask")];
+    for parent in ["crates", "examples"] {
+        if let Ok(entries) = std::fs::read_dir(root().join(parent)) {
+            members.extend(entries.filter_map(|e| e.ok().map(|e| e.path())));
+        }
+    }
+    let mut gathered = 0;
+    for member in members {
+        let Ok(entries) = std::fs::read_dir(&member) else {
+            continue;
+        };
+        for file in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+            if file.to_string_lossy().ends_with(".cdx.json") {
+                let to = dir.join(file.file_name().unwrap_or_default());
+                std::fs::copy(&file, &to).map_err(|e| format!("{}: {e}", to.display()))?;
+                std::fs::remove_file(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+                gathered += 1;
+            }
+        }
+    }
+    let out = dir.join("resk-server.cdx.json");
+    // xtask is std-only: a textual check that the document is a CycloneDX SBOM with packages in it.
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let components = text.matches("\"purl\"").count();
+    if !text.contains("CycloneDX") || components == 0 {
+        return Err(format!(
+            "{} is not a CycloneDX SBOM with components",
+            out.display()
+        ));
+    }
+    println!(
+        "SBOMs of {gathered} workspace crates in {}; resk-server: {components} packages",
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Fuzz the real server from its own OpenAPI document with schemathesis, for a bounded number of
+/// cases per operation (`RESK_FUZZ_EXAMPLES`, default 100; `RESK_FUZZ_SEED` for another seed): every
+/// check on (no 5xx, status codes, content types and bodies as documented, schema-valid requests
+/// accepted, schema-invalid ones refused). `/api/ws` is left out (a WebSocket upgrade, tested by
+/// `tests/ws.rs`), and `/api/auth/revoke` gets a pass of its own with its own token (the fuzzer would
+/// otherwise revoke the token of the other operations on its first valid call).
+fn fuzz_api() -> Result {
+    const SECRET: &str = "xtask-fuzz-secret-0123456789abcdefghijklmnop";
+    let Some(venv) = venv_at("venv-fuzz", FUZZ_PACKAGES, "the API fuzzing run")? else {
+        if in_ci() {
+            return Err(
+                "schemathesis could not be installed (CI=true: a failure, not a skip)".into(),
+            );
+        }
+        println!("SKIP api fuzzing: schemathesis could not be installed (python3 + PyPI needed)");
+        return Ok(());
+    };
+    run(cargo().args(["build", "--quiet", "-p", "resk-server"]))?;
+    let bin = target_dir().join("debug/resk-server");
+    let port = free_port()?;
+    let child = Command::new(&bin)
+        .env("JWT_SECRET", SECRET)
+        .env("RATE_LIMIT_MAX", "10000000")
+        .env("LOG_LEVEL", "error")
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let _server = Proc(child);
+    wait_for_port(port)?;
+    let token = |sub: &str, scope: &str| -> Result<String> {
+        let out = Command::new(&bin)
+            .env("JWT_SECRET", SECRET)
+            .args([
+                "token", "--sub", sub, "--tenant", "fuzz", "--scope", scope, "--ttl", "3600",
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("token: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+    let examples = env::var("RESK_FUZZ_EXAMPLES").unwrap_or_else(|_| "100".into());
+    let seed = env::var("RESK_FUZZ_SEED").unwrap_or_else(|_| "20261124".into());
+    let spec = format!("http://127.0.0.1:{port}/api/openapi.json");
+    // schemathesis keeps a crash cache (`.schemathesis/`) in its working directory: a throwaway one.
+    let work = fixture_dir("fuzz")?;
+    let _work = Fixture {
+        procs: Vec::new(),
+        dir: work.clone(),
+        url: String::new(),
+    };
+    let pass = |token: String, paths: &[&str]| -> Result {
+        let mut st = Command::new(venv.join("bin/st"));
+        st.current_dir(&work);
+        st.args([
+            "run",
+            &spec,
+            "--checks",
+            "all",
+            "--max-examples",
+            &examples,
+            "--seed",
+            &seed,
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(paths)
+        .env("NO_COLOR", "1");
+        // The bearer token stays out of the log: print the paths, not the command line.
+        eprintln!("xtask: running schemathesis {} against {spec}", paths.join(" "));
+        let status = st
+            .status()
+            .map_err(|e| format!("cannot run schemathesis: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("schemathesis {} failed with {status}", paths.join(" ")))
+        }
+    };
+    pass(
+        token("fuzz", "cache:read cache:write cache:admin")?,
+        &[
+            "--exclude-path",
+            "/api/auth/revoke",
+            "--exclude-path",
+            "/api/ws",
+        ],
+    )?;
+    pass(
+        token("fuzz-revoke", "cache:read cache:admin")?,
+        &["--include-path", "/api/auth/revoke"],
+    )
 }
 
 /// A fresh temporary directory for a private service, removed with its [`Fixture`].
@@ -577,6 +753,7 @@ fn test() -> Result {
         "--self-test",
     ]))?;
     drop(redis);
+    fuzz_api()?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }

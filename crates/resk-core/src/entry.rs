@@ -40,6 +40,9 @@ pub struct CacheEntry {
     pub expires_at: OffsetDateTime,
     /// Who wrote it.
     pub origin: Origin,
+    /// The subject the entry is private to (`visibility: "user"`); `None`: shared by the tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl PartialEq for CacheEntry {
@@ -51,6 +54,7 @@ impl PartialEq for CacheEntry {
             && self.created_at == other.created_at
             && self.expires_at == other.expires_at
             && self.origin == other.origin
+            && self.owner == other.owner
     }
 }
 
@@ -73,6 +77,7 @@ impl CacheEntry {
             created_at,
             expires_at: created_at + ttl,
             origin,
+            owner: None,
         }
     }
 
@@ -134,9 +139,16 @@ pub struct CacheEntryView<'a> {
     /// When it stops being served.
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: OffsetDateTime,
+    /// The subject the entry is private to, if any.
+    #[serde(default, borrow)]
+    pub owner: Option<std::borrow::Cow<'a, str>>,
 }
 
 impl<'a> CacheEntryView<'a> {
+    /// Whether `subject` of the entry's tenant may read it: shared entries, or its owner.
+    pub fn readable_by(&self, subject: &str) -> bool {
+        self.owner.as_deref().is_none_or(|o| o == subject)
+    }
     /// Parse bytes written by [`CacheEntry::to_bytes`] without copying; an unknown schema version is
     /// an error.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {

@@ -95,6 +95,9 @@ pub struct KeyInput<'a> {
     pub model: Option<&'a str>,
     /// Generation parameters that change the answer (temperature, system prompt id, …).
     pub params: Option<&'a serde_json::Value>,
+    /// The writer's subject when the entry is private to it: only the same subject derives the same
+    /// key (and semantic scope). `None`: shared by the tenant.
+    pub owner: Option<&'a str>,
 }
 
 /// Derives [`CacheKey`]s with HMAC-SHA-256 under a service secret.
@@ -206,6 +209,12 @@ impl KeyBuilder {
             .filter(|p| !is_empty_params(p))
             .map(canonical_json);
         field(params.as_deref());
+        // Appended only for private entries, so the keys of shared entries stay what they were.
+        // Every field is length-prefixed, so the longer input never collides with a shorter one.
+        if let Some(owner) = input.owner {
+            field(Some(b"owner"));
+            field(Some(owner.as_bytes()));
+        }
         mac.finalize().into_bytes().into()
     }
 }

@@ -24,6 +24,7 @@ pub use tenant::TenantId;
 pub use vector::{
     CollectionSpec, Filter, Metric, OperatorFilter, RecordId, Scored, SharedVectorStore,
     VectorPurge, VectorQuery, VectorRecord, VectorStore, VectorStoreDyn, collection_missing,
+    record_uuid,
 };
 
 use std::{future::Future, pin::Pin};

@@ -173,6 +173,26 @@ impl Filter {
     }
 }
 
+/// A UUID-formatted id for (tenant, record id), from SHA-256: for backends whose ids must be UUIDs
+/// (Qdrant, Weaviate). Equal record ids of two tenants never collide, and any resk id maps to one.
+pub fn record_uuid(tenant: &crate::TenantId, id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write as _;
+    let mut h = Sha256::new();
+    h.update(tenant.as_str().as_bytes());
+    h.update([0]);
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    let mut s = String::with_capacity(36);
+    for (i, b) in d[..16].iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            s.push('-');
+        }
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
 /// The error every backend gives for an operation on a collection that was never ensured.
 pub fn collection_missing(
     backend: &'static str,
@@ -478,6 +498,19 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn record_uuids_are_uuids_per_tenant() {
+        let (a, b) = (
+            crate::TenantId::new("a").unwrap(),
+            crate::TenantId::new("b").unwrap(),
+        );
+        let id = record_uuid(&a, "k");
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+        assert_ne!(id, record_uuid(&b, "k"));
+        assert_eq!(id, record_uuid(&a, "k"));
+    }
 
     #[test]
     fn operator_filters_translate() {

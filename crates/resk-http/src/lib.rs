@@ -13,5 +13,5 @@ pub use client::{
     check_response, client, parse_retry_after, read_json, secret_header, transport_error,
 };
 #[cfg(feature = "client")]
-pub use reqwest::{Method, header};
+pub use reqwest::{Client, Method, header};
 pub use retry::RetryPolicy;

@@ -3,44 +3,123 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+// Patterns of "not blank" spell out Rust's `char::is_whitespace` set instead of `\S`: Python's `\s`
+// (the fuzzer's engine) also counts U+001C-U+001F, which Rust (and so the server) does not.
+
+/// An optional whole number: JSON Schema counts `30.0` as the integer 30, so it is accepted, and a
+/// whole number past `u64::MAX` saturates (a freshness bound of 10^20 s means no bound); fractions
+/// and negatives are refused.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(u) = n.as_u64() {
+        return Ok(Some(u));
+    }
+    match n.as_f64() {
+        // `as` saturates at u64::MAX.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(D::Error::custom(format!(
+            "invalid value: {n}, expected a non-negative whole number"
+        ))),
+    }
+}
+
+/// Any JSON value but `null`.
+fn non_null(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"not": {"type": "null"}})
+}
+
+/// `DELETE /api/cache/{key}`: the key a write returned.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct KeyPath {
+    /// 64 lowercase hex characters.
+    #[schemars(regex(pattern = "^[0-9a-f]{64}$"))]
+    pub key: String,
+}
+
+/// Who may read an entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Every user of the tenant (the default).
+    #[default]
+    Tenant,
+    /// Only the token subject that wrote it: the subject is part of the key, so no other subject can
+    /// read, overwrite or find it (exactly or semantically). Read it back with `visibility: "user"`.
+    User,
+}
+
 /// `POST /api/cache`: store an answer.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WriteRequest {
-    /// The user's question. Normalised (case, spacing, Unicode form) before keying.
-    #[schemars(length(min = 1))]
+    /// The user's question. Normalised (case, spacing, Unicode form) before keying. Not blank; at most
+    /// `MAX_QUERY_CHARS` characters (10 000 by default).
+    #[schemars(
+        length(min = 1, max = 10000),
+        regex(
+            pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub query: String,
     /// The answer to cache: any JSON value except `null`.
+    #[schemars(schema_with = "non_null")]
     pub response: serde_json::Value,
-    /// Time to live in seconds (default and maximum are configured on the server).
-    #[schemars(range(min = 1))]
+    /// Time to live in seconds (default and maximum are configured on the server; the maximum shown
+    /// is the default `CACHE_MAX_TTL_SECS`).
+    #[schemars(range(min = 1, max = 604800))]
+    #[serde(default, deserialize_with = "whole")]
     pub ttl: Option<u64>,
     /// Answer language (BCP 47 tag such as `en` or `fr-CA`); part of the key.
+    #[schemars(regex(pattern = "^[A-Za-z0-9-]{1,35}$"))]
     pub language: Option<String>,
     /// The model that produced the answer; part of the key.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(
+            pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub model: Option<String>,
     /// Generation parameters that change the answer (temperature, prompt version, …); part of the key.
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
     /// Index the query for semantic lookups (default `true` when the server has semantic caching).
     pub semantic: Option<bool>,
+    /// `tenant` (default) or `user`: private to the token's subject.
+    pub visibility: Option<Visibility>,
 }
 
 /// `POST /api/cache/query`: look an answer up.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryRequest {
-    /// The user's question.
-    #[schemars(length(min = 1))]
+    /// The user's question (not blank; at most `MAX_QUERY_CHARS` characters, 10 000 by default).
+    #[schemars(
+        length(min = 1, max = 10000),
+        regex(
+            pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub query: String,
     /// Freshness bound in seconds: an entry written longer ago than this counts as a miss.
     #[schemars(range(min = 1))]
+    #[serde(default, deserialize_with = "whole")]
     pub ttl: Option<u64>,
     /// Skip the cache and answer a miss (the caller will regenerate and write the answer).
     #[serde(default)]
     pub force_refresh: bool,
     /// Answer language; must match what the writer sent.
+    #[schemars(regex(pattern = "^[A-Za-z0-9-]{1,35}$"))]
     pub language: Option<String>,
     /// Model; must match what the writer sent.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(
+            pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+        )
+    )]
     pub model: Option<String>,
     /// Generation parameters; must match what the writer sent (key order does not matter).
     pub params: Option<serde_json::Map<String, serde_json::Value>>,
@@ -52,9 +131,12 @@ pub struct QueryRequest {
     pub threshold: Option<f32>,
     /// Candidates examined (default: the server's `SEMANTIC_TOP_K`).
     #[schemars(range(min = 1, max = 100))]
-    pub k: Option<usize>,
+    #[serde(default, deserialize_with = "whole")]
+    pub k: Option<u64>,
     /// Seed of the `deterministic` variant strategy (default: the token's subject).
     pub seed: Option<String>,
+    /// `tenant` (default): entries shared by the tenant; `user`: the caller's private entries.
+    pub visibility: Option<Visibility>,
 }
 
 /// The fields of a request that decide its cache key, borrowed.
@@ -68,6 +150,8 @@ pub struct KeyFields<'a> {
     pub model: Option<&'a str>,
     /// Generation parameters.
     pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// Shared by the tenant or private to the caller.
+    pub visibility: Visibility,
 }
 
 macro_rules! key_fields {
@@ -80,6 +164,7 @@ macro_rules! key_fields {
                     language: self.language.as_deref(),
                     model: self.model.as_deref(),
                     params: self.params.as_ref(),
+                    visibility: self.visibility.unwrap_or_default(),
                 }
             }
         }
@@ -214,8 +299,9 @@ pub struct QueryResponse<'a> {
     )]
     #[schemars(with = "Option<String>")]
     pub expires_at: Option<time::OffsetDateTime>,
-    /// `true` when a backend failed and the answer is a miss for that reason, not for lack of an entry.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    /// `true` when a backend failed and the answer is a miss for that reason, not for lack of an entry
+    /// (absent: `false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub degraded: bool,
     /// Per-layer latency.
     pub latency_ms: Latency,
@@ -228,6 +314,31 @@ pub struct PurgeResponse {
     pub success: bool,
     /// How many entries of the caller's tenant were removed.
     pub purged: u64,
+}
+
+/// `POST /api/auth/revoke`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeRequest {
+    /// The `jti` of the token to revoke (needs `cache:admin`); absent: the caller's own token.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 256))]
+    pub jti: Option<String>,
+    /// When the revoked token expires (Unix seconds); the revocation lasts until then. Default: now
+    /// plus the maximum token lifetime.
+    #[serde(default, deserialize_with = "whole")]
+    pub exp: Option<u64>,
+}
+
+/// Answer to a revocation.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RevokeResponse {
+    /// Always `true`.
+    pub revoked: bool,
+    /// The revoked `jti`.
+    pub jti: String,
+    /// Until when (Unix seconds) the revocation is kept.
+    pub until: u64,
 }
 
 /// `GET /health`.

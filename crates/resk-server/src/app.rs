@@ -1,6 +1,6 @@
 //! Wiring: state, router, middleware and the serve loop.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use aide::{
     axum::{
@@ -47,6 +47,9 @@ pub struct AppState {
     pub(crate) limits: Limits,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) openapi: Arc<OpenApi>,
+    pub(crate) revocations: Arc<crate::revoke::Revocations>,
+    /// Longest a revocation is kept: no token outlives it.
+    pub(crate) revoke_default_secs: u64,
 }
 
 /// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
@@ -302,7 +305,23 @@ impl App {
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
         let limiter = Arc::new(LocalRateLimiter::new(config.rate_limit));
+        let revoke_default_secs = config
+            .jwt
+            .max_lifetime
+            .map_or(365 * 86_400, |d| d.as_secs())
+            + config.jwt.leeway.as_secs();
+        let revocations = Arc::new(crate::revoke::Revocations::new(
+            cache.clone(),
+            bus.clone(),
+            Duration::from_secs(revoke_default_secs),
+        ));
+        if tokio::runtime::Handle::try_current().is_ok() {
+            revocations.spawn_listener();
+        }
         let gate = Arc::new(Gate {
+            revocations: revocations.clone(),
+            tls: config.tls.is_some(),
+            trusted_proxies: config.trusted_proxies.clone(),
             verifier: JwtVerifier::new(&config.jwt),
             limiter: limiter.clone(),
             timeout: config.limits.request_timeout,
@@ -325,6 +344,20 @@ impl App {
                 }),
             )
             .api_route(
+                "/api/auth/revoke",
+                post_with(routes::revoke, |op| {
+                    with_body(secured(op, "cache:read"))
+                        .summary("Revoke a token")
+                        .description(
+                            "Without `jti`: revokes the caller's own token (logout; any scope). With `jti`: \
+                             revokes that token (needs `cache:admin`). The revocation lasts until the token \
+                             expires; every instance refuses the token within 5 s, at once on this one.",
+                        )
+                        .response::<200, Json<crate::api::RevokeResponse>>()
+                        .response::<503, Json<ErrorBody>>()
+                }),
+            )
+            .api_route(
                 "/api/cache/{key}",
                 aide::axum::routing::delete_with(routes::delete_entry, |op| {
                     secured(op, "cache:write")
@@ -338,6 +371,7 @@ impl App {
                 crate::ws::ROUTE,
                 get_with(crate::ws::upgrade, |op| {
                     secured(op, "cache:read")
+                        .response::<426, Json<ErrorBody>>()
                         .summary("WebSocket pub/sub")
                         .description(
                             "Upgrades to a WebSocket (subprotocol `resk.v1`). Browsers pass the token as a \
@@ -408,6 +442,8 @@ impl App {
             limits: config.limits,
             metrics,
             openapi: Arc::new(api),
+            revocations,
+            revoke_default_secs,
         });
         let router = router
             .fallback(routes::not_found)
@@ -415,6 +451,33 @@ impl App {
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             .layer(middleware::from_fn_with_state(gate, gate::pipeline))
             .with_state(state);
+        // Outermost, so preflight requests (which carry no token) are answered here.
+        let router = if config.cors_origins.is_empty() {
+            router
+        } else {
+            use axum::http::{HeaderName, Method, header};
+            router.layer(
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(tower_http::cors::AllowOrigin::list(
+                        config.cors_origins.clone(),
+                    ))
+                    .allow_methods([Method::GET, Method::POST, Method::DELETE])
+                    .allow_headers([
+                        header::AUTHORIZATION,
+                        header::CONTENT_TYPE,
+                        HeaderName::from_static("x-correlation-id"),
+                    ])
+                    .expose_headers([
+                        header::RETRY_AFTER,
+                        HeaderName::from_static("ratelimit-limit"),
+                        HeaderName::from_static("ratelimit-remaining"),
+                        HeaderName::from_static("ratelimit-reset"),
+                        HeaderName::from_static("x-correlation-id"),
+                    ])
+                    .allow_credentials(false)
+                    .max_age(Duration::from_secs(600)),
+            )
+        };
         Self { router, limiter }
     }
 }
@@ -452,27 +515,81 @@ pub async fn serve(config: Config) -> Result<()> {
     })?;
     tracing::info!(address = %local, backend = ?config.backend, "resk-server listening");
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal received; draining in-flight requests");
-        let _ = stop_tx.send(true);
-    });
     let grace = config.shutdown_grace;
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // Slowloris: a client that does not finish its headers in time is disconnected.
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut signal => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = app.router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower::ServiceExt::oneshot(router.clone(), req)
+            });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        let handshake = config.header_read_timeout;
+        tokio::spawn(async move {
+            let result = match tls {
+                None => {
+                    let conn = builder.serve_connection_with_upgrades(
+                        hyper_util::rt::TokioIo::new(stream),
+                        service,
+                    );
+                    watcher.watch(conn).await
+                }
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(handshake, acceptor.accept(stream)).await
+                    else {
+                        metrics::counter!("resk_tls_handshake_failures_total").increment(1);
+                        return;
+                    };
+                    let conn = builder.serve_connection_with_upgrades(
+                        hyper_util::rt::TokioIo::new(stream),
+                        service,
+                    );
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    tracing::info!("shutdown signal received; draining in-flight requests");
+    drop(listener);
     tokio::select! {
-        result = std::future::IntoFuture::into_future(server) => {
-            result.map_err(|e| Error::new(ErrorKind::Backend, "server", "serve", e.to_string()))?;
-            tracing::info!("shutdown complete");
-        }
-        _ = async {
-            let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        } => {
+        () = graceful.shutdown() => tracing::info!("shutdown complete"),
+        () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_secs = grace.as_secs(), "grace period over; exiting with requests in flight");
         }
     }

@@ -1,11 +1,24 @@
-//! JWT authentication (HS256) and scope checks.
+//! JWT authentication and scope checks.
 //!
-//! Verification follows RFC 8725: one allowed algorithm (HS256, so `alg: none` and RS/HS confusion are
-//! rejected before any signature work), `exp` required, `nbf` and `iat` checked with a small leeway,
-//! `aud`/`iss` enforced when configured. Scopes come from the space-separated `scope` claim of RFC 9068,
-//! so access tokens from a standard identity provider work unchanged.
+//! Verification follows RFC 8725. Every key has exactly one algorithm: the HMAC secret its `JWT_ALGORITHM`
+//! (HS256/384/512), a PEM public key its `JWT_PUBLIC_KEY_ALGORITHM` (RS*, PS256, ES256/384, EdDSA), a JWKS
+//! key its `alg` (or the one its type implies). A token is checked only with keys of its header's
+//! algorithm, and of its `kid` when it names one, so `alg: none`, HS/RS confusion (an HMAC over the public
+//! key) and algorithm downgrades fail before any signature work. Headers that point at keys (`jku`,
+//! `jwk`, `x5u`, `x5c`) are refused: keys come from configuration only. `exp` is required and bounded by
+//! `JWT_MAX_LIFETIME_SECS`, `nbf` and `iat` are checked with a small leeway, `aud`/`iss` enforced when
+//! configured. Scopes come from the space-separated `scope` claim of RFC 9068, so access tokens from a
+//! standard identity provider work unchanged.
+//!
+//! JWKS: jsonwebtoken's `JwkSet` parses the document; the set is fetched on first use, used for at most
+//! `JWT_JWKS_MAX_AGE_SECS`, and fetched again for an unknown `kid` at most once per
+//! `JWT_JWKS_MIN_REFRESH_SECS`, so a flood of made-up `kid`s cannot turn into a flood of fetches.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use aide::{OperationInput, generate::GenContext, openapi::Operation};
 use axum::{extract::FromRequestParts, http::request::Parts};
@@ -13,7 +26,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use resk_core::TenantId;
 use serde_json::{Map, Value};
 
-use crate::{config::JwtConfig, error::ApiError};
+use crate::{
+    config::{JwksConfig, JwtConfig, PublicKeyConfig},
+    error::ApiError,
+};
 
 /// A permission carried in the token's `scope` claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,6 +70,8 @@ pub struct Principal {
     pub subject: Arc<str>,
     /// The tenant every read, write and purge of this request is confined to.
     pub tenant: TenantId,
+    /// The token's `jti`, when it has one (what revocation names).
+    pub jti: Option<Arc<str>>,
     /// The resk scopes the token carries, as bits (other scopes are ignored).
     scopes: u8,
     /// The token's `exp` (Unix seconds) plus the configured leeway: when a long-lived connection
@@ -142,16 +160,150 @@ pub struct AuthFailure {
 /// on every request. Tokens that fail verification are never remembered.
 #[derive(Clone)]
 pub struct JwtVerifier {
-    key: DecodingKey,
+    keys: Arc<Vec<VerifyKey>>,
+    jwks: Option<Arc<Jwks>>,
     validation: Validation,
     tenant_claim: String,
     leeway_secs: u64,
+    max_lifetime_secs: Option<u64>,
     verified: moka::sync::Cache<Box<str>, (Principal, u64)>,
+}
+
+/// A key and the one algorithm it verifies.
+#[derive(Clone)]
+struct VerifyKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+/// The decoding key of a configured PEM public key.
+pub(crate) fn decoding_key(config: &PublicKeyConfig) -> jsonwebtoken::errors::Result<DecodingKey> {
+    use Algorithm as A;
+    match config.algorithm {
+        A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512 => {
+            DecodingKey::from_rsa_pem(&config.pem)
+        }
+        A::ES256 | A::ES384 => DecodingKey::from_ec_pem(&config.pem),
+        A::EdDSA => DecodingKey::from_ed_pem(&config.pem),
+        _ => Err(ErrorKind::InvalidKeyFormat.into()),
+    }
+}
+
+/// An identity provider's key set, fetched lazily and refreshed with a floor between fetches.
+struct Jwks {
+    config: JwksConfig,
+    client: resk_http::Client,
+    state: tokio::sync::Mutex<JwksState>,
+}
+
+#[derive(Default)]
+struct JwksState {
+    keys: Arc<Vec<VerifyKey>>,
+    fetched: Option<Instant>,
+    attempted: Option<Instant>,
+}
+
+/// The one algorithm a JWK verifies: its `alg`, or the one its key type implies; `None` for
+/// symmetric keys and encryption keys, which never verify resk tokens.
+fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, KeyAlgorithm, PublicKeyUse};
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)) {
+        return None;
+    }
+    if let AlgorithmParameters::OctetKey(_) = jwk.algorithm {
+        return None;
+    }
+    if let Some(alg) = jwk.common.key_algorithm {
+        let alg = match alg {
+            KeyAlgorithm::RS256 => Algorithm::RS256,
+            KeyAlgorithm::RS384 => Algorithm::RS384,
+            KeyAlgorithm::RS512 => Algorithm::RS512,
+            KeyAlgorithm::PS256 => Algorithm::PS256,
+            KeyAlgorithm::PS384 => Algorithm::PS384,
+            KeyAlgorithm::PS512 => Algorithm::PS512,
+            KeyAlgorithm::ES256 => Algorithm::ES256,
+            KeyAlgorithm::ES384 => Algorithm::ES384,
+            KeyAlgorithm::EdDSA => Algorithm::EdDSA,
+            _ => return None,
+        };
+        return Some(alg);
+    }
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => Some(Algorithm::ES256),
+            EllipticCurve::P384 => Some(Algorithm::ES384),
+            _ => None,
+        },
+        AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+            Some(Algorithm::EdDSA)
+        }
+        _ => None,
+    }
+}
+
+impl Jwks {
+    /// The current keys, fetching when none were fetched yet, when they are older than `max_age`,
+    /// or when `unknown_kid` is set — never more often than `min_refresh`.
+    async fn keys(&self, unknown_kid: bool) -> Arc<Vec<VerifyKey>> {
+        let mut state = self.state.lock().await;
+        let now = Instant::now();
+        let stale = state
+            .fetched
+            .is_none_or(|t| now.duration_since(t) >= self.config.max_age);
+        let allowed = state
+            .attempted
+            .is_none_or(|t| now.duration_since(t) >= self.config.min_refresh);
+        if (stale || unknown_kid) && allowed {
+            state.attempted = Some(now);
+            match self.fetch().await {
+                Ok(keys) => {
+                    state.keys = Arc::new(keys);
+                    state.fetched = Some(now);
+                }
+                Err(e) => {
+                    metrics::counter!("resk_jwks_fetch_failures_total").increment(1);
+                    tracing::warn!(url = %self.config.url, error = %e, "could not fetch the JWKS; keeping the previous keys");
+                }
+            }
+        }
+        state.keys.clone()
+    }
+
+    async fn fetch(&self) -> Result<Vec<VerifyKey>, String> {
+        let response = self
+            .client
+            .get(&self.config.url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("HTTP {}", response.status()));
+        }
+        let set: jsonwebtoken::jwk::JwkSet = response.json().await.map_err(|e| e.to_string())?;
+        metrics::counter!("resk_jwks_fetches_total").increment(1);
+        Ok(set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let algorithm = jwk_algorithm(jwk)?;
+                let key = DecodingKey::from_jwk(jwk).ok()?;
+                Some(VerifyKey {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm,
+                    key,
+                })
+            })
+            .collect())
+    }
 }
 
 impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtVerifier")
+            .field("keys", &self.keys.len())
+            .field("jwks", &self.jwks.as_ref().map(|j| j.config.url.as_str()))
             .field("tenant_claim", &self.tenant_claim)
             .finish_non_exhaustive()
     }
@@ -175,6 +327,7 @@ impl JwtVerifier {
 
     /// A verifier for `config`.
     pub fn new(config: &JwtConfig) -> Self {
+        // The algorithm is set per key at verification; the rest is shared.
         let mut validation = Validation::new(Algorithm::HS256);
         // A configured audience or issuer must be present, not merely correct when present.
         let mut required = vec!["exp"];
@@ -195,11 +348,39 @@ impl JwtVerifier {
         if let Some(iss) = &config.issuer {
             validation.set_issuer(&[iss]);
         }
+        let mut keys = Vec::new();
+        if let Some(secret) = &config.secret {
+            keys.push(VerifyKey {
+                kid: None,
+                algorithm: config.hmac_algorithm,
+                key: DecodingKey::from_secret(secret),
+            });
+        }
+        for k in &config.public_keys {
+            // Checked when the configuration was resolved.
+            if let Ok(key) = decoding_key(k) {
+                keys.push(VerifyKey {
+                    kid: k.kid.clone(),
+                    algorithm: k.algorithm,
+                    key,
+                });
+            }
+        }
+        let jwks = config.jwks.as_ref().and_then(|j| {
+            let client = resk_http::client("jwks", Duration::from_secs(5)).ok()?;
+            Some(Arc::new(Jwks {
+                config: j.clone(),
+                client,
+                state: tokio::sync::Mutex::new(JwksState::default()),
+            }))
+        });
         Self {
-            key: DecodingKey::from_secret(&config.secret),
+            keys: Arc::new(keys),
+            jwks,
             validation,
             tenant_claim: config.tenant_claim.clone(),
             leeway_secs: config.leeway.as_secs(),
+            max_lifetime_secs: config.max_lifetime.map(|d| d.as_secs()),
             verified: moka::sync::Cache::builder()
                 .max_capacity(Self::CACHE_CAPACITY)
                 .time_to_live(Self::CACHE_TTL)
@@ -207,8 +388,17 @@ impl JwtVerifier {
         }
     }
 
+    /// Whether `token` was verified recently and is still valid: verifying it again costs no
+    /// signature work.
+    pub fn remembers(&self, token: &str) -> bool {
+        let now = jsonwebtoken::get_current_timestamp();
+        self.verified
+            .get(token)
+            .is_some_and(|(_, exp)| now <= exp.saturating_add(self.leeway_secs))
+    }
+
     /// Verify `token` and return who it speaks for.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthFailure> {
         let now = jsonwebtoken::get_current_timestamp();
         if let Some((principal, exp)) = self.verified.get(token) {
             if now <= exp.saturating_add(self.leeway_secs) {
@@ -216,27 +406,94 @@ impl JwtVerifier {
             }
             self.verified.invalidate(token);
         }
-        let (principal, exp) = self.verify_uncached(token, now)?;
+        let (principal, exp) = self.verify_uncached(token, now).await?;
         self.verified.insert(token.into(), (principal.clone(), exp));
         Ok(principal)
     }
 
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<(Principal, u64), AuthFailure> {
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
-            .map_err(|e| match e.kind() {
-            ErrorKind::ExpiredSignature => failure("token expired", "expired"),
-            ErrorKind::ImmatureSignature => failure("token not yet valid", "not_yet_valid"),
-            ErrorKind::InvalidSignature => failure("invalid signature", "bad_signature"),
+    /// The keys a token with this header may be checked with: its algorithm, and its `kid` when it
+    /// names one (a key without a `kid` answers only tokens without one).
+    fn candidates(keys: &[VerifyKey], alg: Algorithm, kid: Option<&str>) -> Vec<VerifyKey> {
+        keys.iter()
+            .filter(|k| k.algorithm == alg && k.kid.as_deref() == kid)
+            .cloned()
+            .collect()
+    }
+
+    async fn verify_uncached(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Principal, u64), AuthFailure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
                 failure("algorithm not allowed", "bad_algorithm")
             }
-            ErrorKind::InvalidAudience => failure("invalid audience", "bad_audience"),
-            ErrorKind::InvalidIssuer => failure("invalid issuer", "bad_issuer"),
-            ErrorKind::MissingRequiredClaim(_) => {
-                failure("token lacks a required claim", "missing_claim")
-            }
             _ => failure("malformed token", "malformed"),
         })?;
+        if header.jku.is_some()
+            || header.jwk.is_some()
+            || header.x5u.is_some()
+            || header.x5c.is_some()
+        {
+            return Err(failure(
+                "token headers must not point at keys (jku, jwk, x5u, x5c)",
+                "key_header",
+            ));
+        }
+        let kid = header.kid.as_deref();
+        let mut candidates = Self::candidates(&self.keys, header.alg, kid);
+        if candidates.is_empty()
+            && let Some(jwks) = &self.jwks
+        {
+            let keys = jwks.keys(false).await;
+            candidates = Self::candidates(&keys, header.alg, kid);
+            if candidates.is_empty() && kid.is_some() {
+                // A rotated-in key: fetch again (rate-limited inside).
+                let keys = jwks.keys(true).await;
+                candidates = Self::candidates(&keys, header.alg, kid);
+            }
+        }
+        if candidates.is_empty() {
+            return Err(if kid.is_some() {
+                failure("unknown key id", "unknown_kid")
+            } else {
+                failure("algorithm not allowed", "bad_algorithm")
+            });
+        }
+        let mut last = failure("invalid signature", "bad_signature");
+        let mut data = None;
+        for key in &candidates {
+            let mut validation = self.validation.clone();
+            validation.algorithms = vec![key.algorithm];
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
+                Ok(d) => {
+                    data = Some(d);
+                    break;
+                }
+                Err(e) => {
+                    last = match e.kind() {
+                        ErrorKind::ExpiredSignature => failure("token expired", "expired"),
+                        ErrorKind::ImmatureSignature => {
+                            failure("token not yet valid", "not_yet_valid")
+                        }
+                        ErrorKind::InvalidSignature => {
+                            failure("invalid signature", "bad_signature")
+                        }
+                        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => {
+                            failure("algorithm not allowed", "bad_algorithm")
+                        }
+                        ErrorKind::InvalidAudience => failure("invalid audience", "bad_audience"),
+                        ErrorKind::InvalidIssuer => failure("invalid issuer", "bad_issuer"),
+                        ErrorKind::MissingRequiredClaim(_) => {
+                            failure("token lacks a required claim", "missing_claim")
+                        }
+                        _ => failure("malformed token", "malformed"),
+                    };
+                }
+            }
+        }
+        let data = data.ok_or(last)?;
         let claims = data.claims;
         // jsonwebtoken has checked `exp` is present and a number not in the past.
         let exp = claims
@@ -254,6 +511,18 @@ impl JwtVerifier {
             }
             Some(_) => return Err(failure("malformed iat claim", "bad_iat")),
         }
+        if let Some(max) = self.max_lifetime_secs {
+            let start = claims
+                .get("iat")
+                .and_then(Value::as_f64)
+                .map_or(now, |iat| iat.max(0.0) as u64);
+            if exp.saturating_sub(start) > max.saturating_add(self.leeway_secs) {
+                return Err(failure(
+                    "token lifetime exceeds the allowed maximum",
+                    "lifetime",
+                ));
+            }
+        }
         let subject = match claims.get("sub") {
             Some(Value::String(s)) if !s.is_empty() && s.len() <= MAX_SUBJECT_LEN => {
                 Arc::from(s.as_str())
@@ -262,10 +531,22 @@ impl JwtVerifier {
         };
         let tenant = match claims.get(&self.tenant_claim) {
             None | Some(Value::Null) => TenantId::default_tenant(),
+            Some(Value::String(s)) if s == crate::revoke::RESERVED_TENANT => {
+                return Err(failure("reserved tenant", "bad_tenant"));
+            }
             Some(Value::String(s)) => {
                 TenantId::new(s).map_err(|_| failure("invalid tenant claim", "bad_tenant"))?
             }
             Some(_) => return Err(failure("invalid tenant claim", "bad_tenant")),
+        };
+        let jti = match claims.get("jti") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s))
+                if !s.is_empty() && s.chars().count() <= crate::revoke::MAX_JTI_LEN =>
+            {
+                Some(Arc::from(s.as_str()))
+            }
+            Some(_) => return Err(failure("invalid jti claim", "bad_jti")),
         };
         let scopes = match claims.get("scope") {
             None => 0,
@@ -279,6 +560,7 @@ impl JwtVerifier {
             Principal {
                 subject,
                 tenant,
+                jti,
                 scopes,
                 valid_until: exp.saturating_add(self.leeway_secs),
             },
@@ -287,7 +569,8 @@ impl JwtVerifier {
     }
 }
 
-/// Mint an HS256 token for `sub` with `scope`, valid for `ttl_secs`.
+/// Mint a token signed with `JWT_SECRET` (its `JWT_ALGORITHM`) for `sub` with `scope`, valid for
+/// `ttl_secs`.
 pub fn mint(
     config: &JwtConfig,
     sub: &str,
@@ -306,6 +589,15 @@ pub fn mint(
     claims.insert("scope".into(), Value::from(scope));
     claims.insert("iat".into(), Value::from(now));
     claims.insert("exp".into(), Value::from(now + ttl_secs));
+    // A random id, so the token can be revoked.
+    claims.insert(
+        "jti".into(),
+        Value::from(format!(
+            "{:016x}{:016x}",
+            fastrand::u64(..),
+            fastrand::u64(..)
+        )),
+    );
     if let Some(t) = tenant {
         claims.insert(config.tenant_claim.clone(), Value::from(t));
     }
@@ -315,10 +607,15 @@ pub fn mint(
     if let Some(iss) = &config.issuer {
         claims.insert("iss".into(), Value::from(iss.as_str()));
     }
+    let Some(secret) = &config.secret else {
+        return Err(err(
+            "JWT_SECRET is not set: tokens of public-key issuers are minted by their issuer".into(),
+        ));
+    };
     jsonwebtoken::encode(
-        &Header::new(Algorithm::HS256),
+        &Header::new(config.hmac_algorithm),
         &claims,
-        &EncodingKey::from_secret(&config.secret),
+        &EncodingKey::from_secret(secret),
     )
     .map_err(|e| err(format!("could not sign token: {e}")))
 }

@@ -115,6 +115,8 @@ pub enum VectorDbType {
     Qdrant,
     /// Pinecone (`PINECONE_API_KEY`), feature `vector-pinecone`.
     Pinecone,
+    /// A Weaviate server (`WEAVIATE_URL`), feature `vector-weaviate`.
+    Weaviate,
     /// Milvus over gRPC (`MILVUS_URL`), feature `vector-milvus`.
     Milvus,
 }
@@ -277,6 +279,12 @@ pub struct SemanticArgs {
     /// Qdrant API key, sent as `api-key`.
     #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,
+    /// Weaviate base URL (no `/v1`).
+    #[arg(long, env = "WEAVIATE_URL", default_value = "http://127.0.0.1:8080")]
+    pub weaviate_url: String,
+    /// Weaviate API key, sent as `Authorization: Bearer`.
+    #[arg(long, env = "WEAVIATE_API_KEY", hide_env_values = true)]
+    pub weaviate_api_key: Option<String>,
     /// Pinecone API key.
     #[arg(long, env = "PINECONE_API_KEY", hide_env_values = true)]
     pub pinecone_api_key: Option<String>,
@@ -319,9 +327,35 @@ pub enum LogFormat {
 /// JWT settings shared by `serve` and `token`.
 #[derive(Clone, Debug, Args)]
 pub struct JwtArgs {
-    /// HS256 secret, at least 32 bytes. Required unless --dev.
+    /// HMAC secret (at least 32 / 48 / 64 bytes for HS256 / HS384 / HS512). Required unless a public
+    /// key or a JWKS URL is set, or --dev.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
+    /// The one algorithm tokens signed with JWT_SECRET may use.
+    #[arg(long, env = "JWT_ALGORITHM", value_enum, default_value = "hs256")]
+    pub jwt_algorithm: HmacAlgorithm,
+    /// PEM file of a public key (SPKI `PUBLIC KEY`, or `RSA PUBLIC KEY`) whose tokens are accepted.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<std::path::PathBuf>,
+    /// The one algorithm the public key verifies.
+    #[arg(long, env = "JWT_PUBLIC_KEY_ALGORITHM", value_enum)]
+    pub jwt_public_key_algorithm: Option<PublicAlgorithm>,
+    /// Key id (`kid`) of the public key; tokens naming another `kid` are not checked with it.
+    #[arg(long, env = "JWT_PUBLIC_KEY_ID")]
+    pub jwt_public_key_id: Option<String>,
+    /// JWKS URL of an identity provider (keys fetched on first use, cached, refreshed for an unknown
+    /// `kid` at most once per JWT_JWKS_MIN_REFRESH_SECS and when older than JWT_JWKS_MAX_AGE_SECS).
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+    /// Shortest time between two JWKS fetches.
+    #[arg(long, env = "JWT_JWKS_MIN_REFRESH_SECS", default_value_t = 30)]
+    pub jwt_jwks_min_refresh_secs: u64,
+    /// Longest a fetched JWKS is used before it is fetched again.
+    #[arg(long, env = "JWT_JWKS_MAX_AGE_SECS", default_value_t = 300)]
+    pub jwt_jwks_max_age_secs: u64,
+    /// Longest accepted token lifetime (`exp - iat`, or `exp - now` without `iat`), seconds; 0: no limit.
+    #[arg(long, env = "JWT_MAX_LIFETIME_SECS", default_value_t = 86_400)]
+    pub jwt_max_lifetime_secs: u64,
     /// Required `aud` claim, when set.
     #[arg(long, env = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
@@ -337,6 +371,73 @@ pub struct JwtArgs {
     /// Development mode: use a well-known JWT secret when JWT_SECRET is unset. Never in production.
     #[arg(long, env = "RESK_DEV", default_value_t = false)]
     pub dev: bool,
+}
+
+/// The HMAC algorithm of `JWT_SECRET`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HmacAlgorithm {
+    /// HMAC-SHA-256.
+    Hs256,
+    /// HMAC-SHA-384.
+    Hs384,
+    /// HMAC-SHA-512.
+    Hs512,
+}
+
+impl HmacAlgorithm {
+    /// The jsonwebtoken algorithm.
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        match self {
+            Self::Hs256 => jsonwebtoken::Algorithm::HS256,
+            Self::Hs384 => jsonwebtoken::Algorithm::HS384,
+            Self::Hs512 => jsonwebtoken::Algorithm::HS512,
+        }
+    }
+
+    /// Shortest secret, bytes (RFC 7518 §3.2: at least the hash size).
+    pub fn min_secret_len(self) -> usize {
+        match self {
+            Self::Hs256 => 32,
+            Self::Hs384 => 48,
+            Self::Hs512 => 64,
+        }
+    }
+}
+
+/// The algorithm of `JWT_PUBLIC_KEY_FILE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PublicAlgorithm {
+    /// RSASSA-PKCS1-v1_5 with SHA-256.
+    Rs256,
+    /// RSASSA-PKCS1-v1_5 with SHA-384.
+    Rs384,
+    /// RSASSA-PKCS1-v1_5 with SHA-512.
+    Rs512,
+    /// RSASSA-PSS with SHA-256.
+    Ps256,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+    /// ECDSA P-384 with SHA-384.
+    Es384,
+    /// Ed25519.
+    #[value(name = "eddsa")]
+    EdDsa,
+}
+
+impl PublicAlgorithm {
+    /// The jsonwebtoken algorithm.
+    pub fn algorithm(self) -> jsonwebtoken::Algorithm {
+        use jsonwebtoken::Algorithm as A;
+        match self {
+            Self::Rs256 => A::RS256,
+            Self::Rs384 => A::RS384,
+            Self::Rs512 => A::RS512,
+            Self::Ps256 => A::PS256,
+            Self::Es256 => A::ES256,
+            Self::Es384 => A::ES384,
+            Self::EdDsa => A::EdDSA,
+        }
+    }
 }
 
 /// Options of the server.
@@ -435,6 +536,24 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight requests, in seconds.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Time a client has to send a request's headers (and a TLS handshake), in seconds: slow
+    /// clients (slowloris) are disconnected.
+    #[arg(long, env = "HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// Reverse proxies (IPs or CIDRs, comma-separated) whose `X-Forwarded-For` names the client;
+    /// from any other peer the header is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+    /// Browser origins allowed to call the API cross-origin (comma-separated, exact
+    /// `scheme://host[:port]`); none by default. `*` is refused.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+    /// PEM certificate chain: serve HTTPS (TLS 1.2 and 1.3, rustls) instead of HTTP.
+    #[arg(long, env = "TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of TLS_CERT.
+    #[arg(long, env = "TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// Semantic caching.
     #[command(flatten)]
     pub semantic: SemanticArgs,
@@ -512,11 +631,41 @@ pub struct CalibrateArgs {
     pub semantic: SemanticArgs,
 }
 
+/// A public key tokens may be signed with, and its one algorithm.
+#[derive(Clone, Debug)]
+pub struct PublicKeyConfig {
+    /// `kid` the key answers to (`None`: tokens without a `kid`, or any `kid` when it is the only key).
+    pub kid: Option<String>,
+    /// The key's one algorithm.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// The PEM text (checked at start-up).
+    pub pem: Vec<u8>,
+}
+
+/// Where to fetch an identity provider's keys.
+#[derive(Clone, Debug)]
+pub struct JwksConfig {
+    /// The JWKS URL.
+    pub url: String,
+    /// Shortest time between two fetches.
+    pub min_refresh: Duration,
+    /// Longest a fetched set is used.
+    pub max_age: Duration,
+}
+
 /// Resolved JWT verification settings.
 #[derive(Clone)]
 pub struct JwtConfig {
-    /// HS256 secret.
-    pub secret: Arc<Zeroizing<Vec<u8>>>,
+    /// HMAC secret (`None` when only public keys verify tokens).
+    pub secret: Option<Arc<Zeroizing<Vec<u8>>>>,
+    /// The algorithm of `secret`.
+    pub hmac_algorithm: jsonwebtoken::Algorithm,
+    /// Public keys from PEM files.
+    pub public_keys: Vec<PublicKeyConfig>,
+    /// An identity provider's JWKS.
+    pub jwks: Option<JwksConfig>,
+    /// Longest accepted token lifetime.
+    pub max_lifetime: Option<Duration>,
     /// Required audience.
     pub audience: Option<String>,
     /// Required issuer.
@@ -532,6 +681,10 @@ pub struct JwtConfig {
 impl std::fmt::Debug for JwtConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtConfig")
+            .field("hmac_algorithm", &self.hmac_algorithm)
+            .field("public_keys", &self.public_keys.len())
+            .field("jwks", &self.jwks)
+            .field("max_lifetime", &self.max_lifetime)
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("tenant_claim", &self.tenant_claim)
@@ -548,28 +701,93 @@ fn config_err(message: impl Into<String>) -> Error {
 impl JwtArgs {
     /// Validate into a [`JwtConfig`].
     pub fn resolve(&self) -> Result<JwtConfig> {
+        let mut public_keys = Vec::new();
+        match (&self.jwt_public_key_file, self.jwt_public_key_algorithm) {
+            (Some(path), Some(alg)) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    config_err(format!("JWT_PUBLIC_KEY_FILE {}: {e}", path.display()))
+                })?;
+                let key = PublicKeyConfig {
+                    kid: self.jwt_public_key_id.clone().filter(|k| !k.is_empty()),
+                    algorithm: alg.algorithm(),
+                    pem,
+                };
+                crate::auth::decoding_key(&key).map_err(|e| {
+                    config_err(format!(
+                        "JWT_PUBLIC_KEY_FILE {} is not a {alg:?} public key in PEM: {e}",
+                        path.display()
+                    ))
+                })?;
+                public_keys.push(key);
+            }
+            (Some(_), None) => {
+                return Err(config_err(
+                    "JWT_PUBLIC_KEY_FILE needs JWT_PUBLIC_KEY_ALGORITHM (rs256, rs384, rs512, ps256, es256, es384 or eddsa)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(config_err(
+                    "JWT_PUBLIC_KEY_ALGORITHM is set without JWT_PUBLIC_KEY_FILE",
+                ));
+            }
+            (None, None) => {}
+        }
+        let jwks = match self.jwt_jwks_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                Some(JwksConfig {
+                    url: url.to_owned(),
+                    min_refresh: Duration::from_secs(self.jwt_jwks_min_refresh_secs),
+                    max_age: Duration::from_secs(self.jwt_jwks_max_age_secs.max(1)),
+                })
+            }
+            Some(url) => {
+                return Err(config_err(format!(
+                    "JWT_JWKS_URL must be an http(s) URL (got {url:?})"
+                )));
+            }
+            None => None,
+        };
+        let has_public = !public_keys.is_empty() || jwks.is_some();
+        let alg = self.jwt_algorithm;
         let (secret, dev_secret) = match (&self.jwt_secret, self.dev) {
-            (Some(s), _) => (s.clone().into_bytes(), false),
-            (None, true) => (DEV_JWT_SECRET.as_bytes().to_vec(), true),
+            (Some(s), _) => (Some(s.clone().into_bytes()), false),
+            (None, _) if has_public => (None, false),
+            (None, true) => (Some(DEV_JWT_SECRET.as_bytes().to_vec()), true),
             (None, false) => {
                 return Err(config_err(
                     "JWT_SECRET is not set: set a secret of at least 32 bytes \
-                     (e.g. `openssl rand -base64 48`), or start with --dev (RESK_DEV=true) \
-                     for local development",
+                     (e.g. `openssl rand -base64 48`), JWT_PUBLIC_KEY_FILE or JWT_JWKS_URL, or start \
+                     with --dev (RESK_DEV=true) for local development",
                 ));
             }
         };
-        if secret.len() < MIN_JWT_SECRET_LEN {
-            return Err(config_err(format!(
-                "JWT_SECRET is {} bytes; HS256 needs at least {MIN_JWT_SECRET_LEN}",
-                secret.len()
-            )));
+        if let Some(secret) = &secret {
+            let min = if dev_secret {
+                MIN_JWT_SECRET_LEN
+            } else {
+                alg.min_secret_len()
+            };
+            if secret.len() < min {
+                return Err(config_err(format!(
+                    "JWT_SECRET is {} bytes; {alg:?} needs at least {min}",
+                    secret.len()
+                )));
+            }
         }
         if self.jwt_tenant_claim.trim().is_empty() {
             return Err(config_err("JWT_TENANT_CLAIM must not be empty"));
         }
         Ok(JwtConfig {
-            secret: Arc::new(Zeroizing::new(secret)),
+            secret: secret.map(|s| Arc::new(Zeroizing::new(s))),
+            hmac_algorithm: if dev_secret {
+                jsonwebtoken::Algorithm::HS256
+            } else {
+                alg.algorithm()
+            },
+            public_keys,
+            jwks,
+            max_lifetime: (self.jwt_max_lifetime_secs > 0)
+                .then(|| Duration::from_secs(self.jwt_max_lifetime_secs)),
             audience: self.jwt_audience.clone().filter(|s| !s.is_empty()),
             issuer: self.jwt_issuer.clone().filter(|s| !s.is_empty()),
             tenant_claim: self.jwt_tenant_claim.clone(),
@@ -660,6 +878,14 @@ pub struct Config {
     pub limits: Limits,
     /// Shutdown grace period.
     pub shutdown_grace: Duration,
+    /// Time to receive a request's headers (and the TLS handshake).
+    pub header_read_timeout: Duration,
+    /// TLS, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins allowed cross-origin (CORS); empty: none.
+    pub cors_origins: Vec<axum::http::HeaderValue>,
     /// Semantic caching (validated; `enabled = false` turns it off).
     pub semantic: SemanticArgs,
 }
@@ -668,6 +894,7 @@ impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("host", &self.host)
+            .field("tls", &self.tls.is_some())
             .field("port", &self.port)
             .field("jwt", &self.jwt)
             .field("backend", &self.backend)
@@ -720,8 +947,13 @@ impl ServeArgs {
             }
             Some(s) => Zeroizing::new(s.clone().into_bytes()),
             None => {
+                let Some(jwt_secret) = &jwt.secret else {
+                    return Err(config_err(
+                        "CACHE_KEY_SECRET (at least 32 bytes) is required when JWT_SECRET is unset",
+                    ));
+                };
                 let mut derived = Zeroizing::new(vec![0u8; 32]);
-                Hkdf::<Sha256>::new(Some(b"resk/cache-key-secret/v1"), &jwt.secret)
+                Hkdf::<Sha256>::new(Some(b"resk/cache-key-secret/v1"), jwt_secret)
                     .expand(b"resk/cache-key-secret", &mut derived)
                     .map_err(|_| config_err("could not derive the cache key secret"))?;
                 derived
@@ -805,6 +1037,24 @@ impl ServeArgs {
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
+            tls: self.tls()?,
+            cors_origins: self.cors_origins()?,
+            trusted_proxies: self
+                .trusted_proxies
+                .iter()
+                .map(|p| p.trim())
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            config_err(format!(
+                                "TRUSTED_PROXIES: {p:?} is not an IP address or CIDR"
+                            ))
+                        })
+                })
+                .collect::<Result<_>>()?,
             semantic: {
                 let mut semantic = self.semantic.clone();
                 if semantic.vector_dir.is_none() && self.cache_backend == CacheBackend::Sqlite {
@@ -818,6 +1068,74 @@ impl ServeArgs {
     }
 }
 
+impl ServeArgs {
+    /// `CORS_ALLOWED_ORIGINS`, each an exact origin: a scheme, a host, an optional port, nothing else.
+    fn cors_origins(&self) -> Result<Vec<axum::http::HeaderValue>> {
+        let mut out = Vec::new();
+        for raw in &self.cors_allowed_origins {
+            let origin = raw.trim();
+            if origin.is_empty() {
+                continue;
+            }
+            if origin == "*" {
+                return Err(config_err(
+                    "CORS_ALLOWED_ORIGINS: `*` is refused; list the origins that may call the API",
+                ));
+            }
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let valid = rest.is_some_and(|host| {
+                !host.is_empty()
+                    && host.chars().all(|c| {
+                        c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')
+                    })
+            });
+            if !valid {
+                return Err(config_err(format!(
+                    "CORS_ALLOWED_ORIGINS: {origin:?} is not an origin (scheme://host[:port], no path)"
+                )));
+            }
+            out.push(
+                axum::http::HeaderValue::from_str(origin)
+                    .map_err(|_| config_err(format!("CORS_ALLOWED_ORIGINS: {origin:?}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The rustls configuration of `TLS_CERT` / `TLS_KEY`: TLS 1.3 and 1.2 (rustls offers only
+    /// AEAD suites with forward secrecy), ALPN `h2` and `http/1.1`.
+    fn tls(&self) -> Result<Option<Arc<rustls::ServerConfig>>> {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+        let (cert, key) = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => return Ok(None),
+            (Some(c), Some(k)) => (c, k),
+            _ => return Err(config_err("TLS_CERT and TLS_KEY go together")),
+        };
+        let certs = CertificateDer::pem_file_iter(cert)
+            .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| config_err(format!("TLS_CERT {}: {e}", cert.display())))?;
+        if certs.is_empty() {
+            return Err(config_err(format!(
+                "TLS_CERT {} holds no certificate",
+                cert.display()
+            )));
+        }
+        let key = PrivateKeyDer::from_pem_file(key)
+            .map_err(|e| config_err(format!("TLS_KEY {}: {e}", key.display())))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| config_err(format!("TLS: {e}")))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| config_err(format!("TLS_CERT / TLS_KEY do not make a key pair: {e}")))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Some(Arc::new(config)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,6 +1144,44 @@ mod tests {
         let mut all = vec!["resk-server"];
         all.extend_from_slice(args);
         Cli::try_parse_from(all).unwrap().serve
+    }
+
+    #[test]
+    fn tls_needs_a_readable_certificate_and_key_pair() {
+        let fixture = |n: &str| format!("{}/tests/fixtures/tls/{n}", env!("CARGO_MANIFEST_DIR"));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (cert, key, ca) = (fixture("cert.pem"), fixture("key.pem"), fixture("ca.pem"));
+        let ok = parse(&[
+            "--jwt-secret",
+            secret,
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ])
+        .resolve()
+        .unwrap();
+        assert!(ok.tls.is_some());
+        for (args, needle) in [
+            (vec!["--tls-cert", cert.as_str()], "go together"),
+            (
+                vec!["--tls-cert", "/nonexistent.pem", "--tls-key", key.as_str()],
+                "/nonexistent.pem",
+            ),
+            (
+                vec!["--tls-cert", key.as_str(), "--tls-key", key.as_str()],
+                "no certificate",
+            ),
+            (
+                vec!["--tls-cert", ca.as_str(), "--tls-key", key.as_str()],
+                "key pair",
+            ),
+        ] {
+            let mut all = vec!["--jwt-secret", secret];
+            all.extend(args);
+            let err = parse(&all).resolve().unwrap_err();
+            assert!(err.to_string().contains(needle), "{needle}: {err}");
+        }
     }
 
     #[test]

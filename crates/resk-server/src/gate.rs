@@ -30,6 +30,11 @@ pub(crate) const PUBLIC_ROUTES: &[&str] =
 #[derive(Debug)]
 pub(crate) struct Gate {
     pub(crate) verifier: JwtVerifier,
+    /// Whether the server speaks HTTPS (then answers carry HSTS).
+    pub(crate) tls: bool,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) revocations: std::sync::Arc<crate::revoke::Revocations>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) timeout: Duration,
 }
@@ -46,7 +51,7 @@ fn needs_token(matched: Option<&str>, path: &str) -> bool {
 /// The outer middleware: telemetry around (time limit around (gate, then the handler)).
 pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     telemetry::observe(req, |req| async move {
-        match tokio::time::timeout(gate.timeout, gate.admit(req, next)).await {
+        let mut response = match tokio::time::timeout(gate.timeout, gate.admit(req, next)).await {
             Ok(response) => response,
             Err(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -54,7 +59,9 @@ pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: 
                 "request timed out",
             )
             .into_response(),
-        }
+        };
+        secure(&mut response, gate.tls);
+        response
     })
     .await
 }
@@ -89,7 +96,108 @@ fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// The 429 answer, with `Retry-After` and `RateLimit-*` headers.
+fn limited(key_type: &'static str, limit: u32, retry_after: Duration) -> Response {
+    metrics::counter!("resk_rate_limited_total", "key_type" => key_type).increment(1);
+    let secs = ceil_secs(retry_after).max(1);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!("rate limit exceeded; retry in {secs} s"),
+    )
+    .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(secs))
+    .with_header(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit))
+    .with_header(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(0u32))
+    .with_header(RATE_LIMIT_RESET.clone(), HeaderValue::from(secs))
+    .into_response()
+}
+
+/// Headers every answer carries: the API serves JSON to programs, never pages to browsers, and its
+/// answers are private (`no-store` keeps shared caches and proxies from keeping them).
+fn secure(response: &mut Response, tls: bool) {
+    use axum::http::header;
+    let headers = response.headers_mut();
+    if tls && !headers.contains_key(header::STRICT_TRANSPORT_SECURITY) {
+        // Two years, the preload-list minimum; only ever sent over HTTPS (RFC 6797 §7.2).
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (
+            HeaderName::from_static("cross-origin-opener-policy"),
+            "same-origin",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+}
+
+/// The client behind `peer`: `peer` itself, unless it is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` address that is not a trusted proxy (the left part of the header is
+/// whatever the client wrote, so it is never believed).
+pub(crate) fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    forwarded: &[&str],
+    trusted: &[ipnet::IpNet],
+) -> Option<std::net::IpAddr> {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for hop in forwarded.iter().rev().flat_map(|h| h.rsplit(',')) {
+        let Ok(ip) = hop.trim().parse::<std::net::IpAddr>() else {
+            // Garbage in the chain: stop at the last address we could trust.
+            break;
+        };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 impl Gate {
+    fn client_ip(&self, req: &Request) -> String {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let forwarded: Vec<&str> = req
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        client_ip(peer, &forwarded, &self.trusted_proxies)
+            .map_or_else(|| "unknown".into(), |ip| ip.to_string())
+    }
+
+    async fn revoked(&self, principal: &crate::auth::Principal) -> bool {
+        match &principal.jti {
+            Some(jti) => self.revocations.is_revoked(jti).await,
+            None => false,
+        }
+    }
+
     /// Verify the bearer token, apply the rate limit (per subject; per IP for requests without a
     /// valid token), hand the principal to the handler and add the `RateLimit-*` headers.
     async fn admit(&self, mut req: Request, next: Next) -> Response {
@@ -102,43 +210,52 @@ impl Gate {
         }
         let token = bearer(&req, matched);
         let token_present = token.is_some();
+        let ip_key = format!("ip:{}", self.client_ip(&req));
+        // A token not verified recently costs signature work: charge the client address first, so
+        // a flood of forged or made-up tokens is refused before any of that work.
+        let mut ip_decision = None;
+        if let Some(t) = token
+            && !self.verifier.remembers(t)
+        {
+            let decision = self.limiter.check(&ip_key).await;
+            if let Decision::Limited { limit, retry_after } = decision {
+                return limited("ip", limit, retry_after);
+            }
+            ip_decision = Some(decision);
+        }
         let verified = match token {
-            Some(token) => self.verifier.verify(token),
+            Some(token) => self.verifier.verify(token).await,
             None => Err(AuthFailure {
                 description: "missing bearer token",
                 reason: "missing",
             }),
         };
-        let (limit_key, key_type) = match &verified {
-            Ok(p) => (format!("sub:{}:{}", p.tenant, p.subject), "subject"),
-            Err(_) => {
-                let ip = req
-                    .extensions()
-                    .get::<ConnectInfo<SocketAddr>>()
-                    .map(|ConnectInfo(addr)| addr.ip().to_string())
-                    .unwrap_or_else(|| "unknown".into());
-                (format!("ip:{ip}"), "ip")
-            }
+        let verified = match verified {
+            Ok(p) if self.revoked(&p).await => Err(AuthFailure {
+                description: "token revoked",
+                reason: "revoked",
+            }),
+            other => other,
         };
-        let (limit, remaining, reset) = match self.limiter.check(&limit_key).await {
+        let (decision, key_type) = match (&verified, ip_decision) {
+            (Ok(p), _) => (
+                self.limiter
+                    .check(&format!("sub:{}:{}", p.tenant, p.subject))
+                    .await,
+                "subject",
+            ),
+            // Already charged to the address above.
+            (Err(_), Some(d)) => (d, "ip"),
+            (Err(_), None) => (self.limiter.check(&ip_key).await, "ip"),
+        };
+        let (limit, remaining, reset) = match decision {
             Decision::Allowed {
                 limit,
                 remaining,
                 reset,
             } => (limit, remaining, reset),
             Decision::Limited { limit, retry_after } => {
-                metrics::counter!("resk_rate_limited_total", "key_type" => key_type).increment(1);
-                let secs = ceil_secs(retry_after).max(1);
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!("rate limit exceeded; retry in {secs} s"),
-                )
-                .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(secs))
-                .with_header(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit))
-                .with_header(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(0u32))
-                .with_header(RATE_LIMIT_RESET.clone(), HeaderValue::from(secs))
-                .into_response();
+                return limited(key_type, limit, retry_after);
             }
         };
         let principal = match verified {
@@ -169,7 +286,50 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let trusted: Vec<ipnet::IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "192.0.2.1/32".parse().unwrap(),
+        ];
+        // An untrusted peer: the header is ignored, whatever it says.
+        assert_eq!(
+            client_ip(Some(ip("203.0.113.9")), &["1.2.3.4"], &trusted),
+            Some(ip("203.0.113.9"))
+        );
+        // A trusted proxy: the right-most untrusted hop is the client; spoofed left parts are not.
+        assert_eq!(
+            client_ip(
+                Some(ip("10.1.1.1")),
+                &["6.6.6.6, 198.51.100.7, 10.2.2.2"],
+                &trusted
+            ),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            client_ip(
+                Some(ip("192.0.2.1")),
+                &["6.6.6.6", "198.51.100.7"],
+                &trusted
+            ),
+            Some(ip("198.51.100.7")),
+            "several headers read as one list"
+        );
+        // Garbage: the last trusted hop stands.
+        assert_eq!(
+            client_ip(Some(ip("10.1.1.1")), &["not-an-ip"], &trusted),
+            Some(ip("10.1.1.1"))
+        );
+        assert_eq!(
+            client_ip(Some(ip("10.1.1.1")), &[], &trusted),
+            Some(ip("10.1.1.1"))
+        );
+        assert_eq!(client_ip(None, &["1.2.3.4"], &trusted), None);
+    }
 
     #[test]
     fn every_route_needs_a_token_unless_public() {

@@ -56,6 +56,18 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 ApiError::bad_request("invalid_body", "could not read the request body")
             }
         })?;
+        // Every request body is an object: serde would also read a struct from an array
+        // (`[null, null]`), which the schema does not allow.
+        if bytes
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b != b'{')
+        {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
+        }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
             let path = err.path().to_string();

@@ -10,6 +10,7 @@ mod gate;
 pub mod json;
 mod providers;
 pub mod ratelimit;
+pub mod revoke;
 mod routes;
 pub mod semantic;
 pub mod telemetry;

@@ -67,6 +67,24 @@ pub(crate) fn qdrant(args: &SemanticArgs) -> Result<SharedVectorStore> {
     }
 }
 
+/// `VECTORDB_TYPE=weaviate`.
+pub(crate) fn weaviate(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "vector-weaviate")]
+    {
+        use resk_vector_weaviate::{WeaviateConfig, WeaviateVectorStore};
+        let mut config = WeaviateConfig::new(args.weaviate_url.clone());
+        config.api_key = args.weaviate_api_key.clone();
+        config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
+        config.retry.max_retries = args.vector_max_retries;
+        Ok(std::sync::Arc::new(WeaviateVectorStore::new(config)?))
+    }
+    #[cfg(not(feature = "vector-weaviate"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("weaviate", "vector-weaviate"))
+    }
+}
+
 /// `VECTORDB_TYPE=pinecone`.
 pub(crate) fn pinecone(args: &SemanticArgs) -> Result<SharedVectorStore> {
     #[cfg(feature = "vector-pinecone")]

@@ -17,7 +17,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     api::{
         DeleteResponse, HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest,
-        QueryResponse, ReadyResponse, Source, WriteRequest, WriteResponse,
+        QueryResponse, ReadyResponse, RevokeRequest, RevokeResponse, Source, Visibility,
+        WriteRequest, WriteResponse,
     },
     app::AppState,
     auth::{Principal, Scope},
@@ -42,17 +43,24 @@ struct Scoped<'a> {
     language: Option<&'a str>,
     model: Option<&'a str>,
     params: Option<serde_json::Value>,
+    /// The subject, for entries private to it.
+    owner: Option<&'a str>,
 }
 
 const MAX_LANGUAGE_LEN: usize = 35;
 const MAX_MODEL_LEN: usize = 256;
 
-fn validate<'a>(limits: &Limits, fields: KeyFields<'a>) -> Result<Scoped<'a>, ApiError> {
+fn validate<'a>(
+    limits: &Limits,
+    fields: KeyFields<'a>,
+    subject: &'a str,
+) -> Result<Scoped<'a>, ApiError> {
     let KeyFields {
         query,
         language,
         model,
         params,
+        visibility,
     } = fields;
     if query.trim().is_empty() {
         return Err(ApiError::bad_request(
@@ -82,11 +90,11 @@ fn validate<'a>(limits: &Limits, fields: KeyFields<'a>) -> Result<Scoped<'a>, Ap
         }
     }
     if let Some(m) = model
-        && (m.trim().is_empty() || m.len() > MAX_MODEL_LEN)
+        && (m.trim().is_empty() || m.chars().count() > MAX_MODEL_LEN)
     {
         return Err(ApiError::bad_request(
             "invalid_model",
-            format!("model must be 1-{MAX_MODEL_LEN} bytes"),
+            format!("model must be 1-{MAX_MODEL_LEN} characters, not blank"),
         ));
     }
     Ok(Scoped {
@@ -94,6 +102,7 @@ fn validate<'a>(limits: &Limits, fields: KeyFields<'a>) -> Result<Scoped<'a>, Ap
         language,
         model,
         params: params.cloned().map(serde_json::Value::Object),
+        owner: (visibility == Visibility::User).then_some(subject),
     })
 }
 
@@ -104,6 +113,7 @@ impl Scoped<'_> {
             language: self.language,
             model: self.model,
             params: self.params.as_ref(),
+            owner: self.owner,
         }
     }
 }
@@ -131,7 +141,7 @@ pub(crate) async fn write_entry(
     ApiJson(req): ApiJson<WriteRequest>,
 ) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
     principal.require(Scope::Write)?;
-    let scoped = validate(&app.limits, req.key_fields())?;
+    let scoped = validate(&app.limits, req.key_fields(), &principal.subject)?;
     if req.response.is_null() {
         return Err(ApiError::bad_request(
             "invalid_response",
@@ -144,7 +154,7 @@ pub(crate) async fn write_entry(
         .resolve(req.ttl)
         .map_err(|e| ApiError::bad_request("invalid_ttl", e.message()))?;
     let key = cache_key(&app, &principal, &scoped);
-    let entry = CacheEntry::new(
+    let mut entry = CacheEntry::new(
         principal.tenant.clone(),
         req.query.clone(),
         CacheEntry::raw(&req.response)?,
@@ -154,6 +164,7 @@ pub(crate) async fn write_entry(
             subject: Some(principal.subject.to_string()),
         },
     );
+    entry.owner = scoped.owner.map(str::to_owned);
     let bytes = entry.to_bytes()?;
     app.cache
         .set(&key, Bytes::from(bytes), Some(ttl))
@@ -221,7 +232,7 @@ pub(crate) async fn query_entry(
             "ttl must be at least 1 second",
         ));
     }
-    let scoped = validate(&app.limits, req.key_fields())?;
+    let scoped = validate(&app.limits, req.key_fields(), &principal.subject)?;
     if req
         .threshold
         .is_some_and(|t| !(t.is_finite() && (-1.0..=1.0).contains(&t)))
@@ -264,6 +275,7 @@ pub(crate) async fn query_entry(
     let now = OffsetDateTime::now_utc();
     let usable = |e: &CacheEntryView<'_>| {
         e.tenant == principal.tenant.as_str()
+            && e.readable_by(&principal.subject)
             && now < e.expires_at
             && req.ttl.is_none_or(|max_age| {
                 (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
@@ -385,7 +397,10 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
     ) -> Option<(CachedValue, CacheKey, f32)> {
         let (app, sem, tenant) = (self.app, self.sem, &self.principal.tenant);
         let threshold = self.req.threshold.unwrap_or(sem.threshold());
-        let k = self.req.k.unwrap_or(sem.top_k());
+        let k = self
+            .req
+            .k
+            .map_or(sem.top_k(), |k| usize::try_from(k).unwrap_or(usize::MAX));
         let scope = sem.scope(&app.keys, tenant, &self.scoped.input());
         let embed_start = Instant::now();
         let vector = sem.embed(self.scoped.query).await;
@@ -514,6 +529,56 @@ pub(crate) async fn purge(
     }))
 }
 
+/// `POST /api/auth/revoke`: revoke a token by its `jti` (`cache:admin`), or the caller's own token.
+pub(crate) async fn revoke(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<RevokeRequest>,
+) -> Result<Json<RevokeResponse>, ApiError> {
+    let now = jsonwebtoken::get_current_timestamp();
+    let (jti, until) = match req.jti {
+        None => {
+            let Some(own) = principal.jti.clone() else {
+                return Err(ApiError::bad_request(
+                    "no_jti",
+                    "this token has no jti claim, so it cannot be revoked; tokens minted by \
+                     `resk-server token` carry one",
+                ));
+            };
+            (own.to_string(), principal.valid_until())
+        }
+        Some(jti) => {
+            principal.require(Scope::Admin)?;
+            if jti.is_empty() || jti.chars().count() > crate::revoke::MAX_JTI_LEN {
+                return Err(ApiError::bad_request(
+                    "invalid_jti",
+                    format!("jti must be 1-{} bytes", crate::revoke::MAX_JTI_LEN),
+                ));
+            }
+            let until = req.exp.unwrap_or(now + app.revoke_default_secs);
+            (jti, until.min(now + app.revoke_default_secs.max(1)))
+        }
+    };
+    app.revocations
+        .revoke(&jti, until)
+        .await
+        .inspect_err(|e| backend_error(&app, "revoke", e))?;
+    metrics::counter!("resk_tokens_revoked_total").increment(1);
+    tracing::info!(
+        audit = "token_revoked",
+        subject = %principal.subject,
+        tenant = %principal.tenant,
+        jti = %jti,
+        until,
+        "token revoked"
+    );
+    Ok(Json(RevokeResponse {
+        revoked: true,
+        jti,
+        until,
+    }))
+}
+
 /// The length of the keys the API hands out (hex HMAC-SHA-256).
 const KEY_LEN: usize = 64;
 
@@ -521,7 +586,7 @@ const KEY_LEN: usize = 64;
 pub(crate) async fn delete_entry(
     State(app): State<Arc<AppState>>,
     principal: Principal,
-    Path(name): Path<String>,
+    Path(crate::api::KeyPath { key: name }): Path<crate::api::KeyPath>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     principal.require(Scope::Write)?;
     let well_formed = name.len() == KEY_LEN
@@ -536,6 +601,22 @@ pub(crate) async fn delete_entry(
     }
     let key = CacheKey::new(principal.tenant.clone(), name)
         .map_err(|e| ApiError::bad_request("invalid_key", e.message()))?;
+    // Another subject's private entry is not deleted, even by someone who learnt its key; the
+    // answer is the same as for a missing key.
+    let found = app
+        .cache
+        .get(&key)
+        .await
+        .inspect_err(|e| backend_error(&app, "get", e))?;
+    if let Some(value) = &found
+        && let Ok(view) = CacheEntryView::parse(&value.bytes)
+        && !view.readable_by(&principal.subject)
+    {
+        return Ok(Json(DeleteResponse {
+            success: true,
+            deleted: false,
+        }));
+    }
     let deleted = app
         .cache
         .delete(&key)

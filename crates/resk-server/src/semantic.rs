@@ -127,6 +127,7 @@ pub async fn build_vectors(args: &SemanticArgs) -> Result<SharedVectorStore> {
         VectorDbType::Pgvector => crate::providers::pgvector(args).await,
         VectorDbType::Qdrant => crate::providers::qdrant(args),
         VectorDbType::Pinecone => crate::providers::pinecone(args),
+        VectorDbType::Weaviate => crate::providers::weaviate(args),
         VectorDbType::Milvus => crate::providers::milvus(args).await,
     }
 }

@@ -113,6 +113,7 @@ pub(crate) const ROUTES: &[&str] = &[
     "/api/cache",
     "/api/cache/query",
     "/api/cache/{key}",
+    "/api/auth/revoke",
     "/api/ws",
     "/api/openapi.json",
     "/api/metrics",

@@ -152,9 +152,16 @@ impl Hub {
 pub(crate) async fn upgrade(
     State(app): State<Arc<AppState>>,
     principal: Principal,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            e.status(),
+            "upgrade_required",
+            format!("this route only accepts WebSocket upgrades: {e}"),
+        )
+    })?;
     let hub = &app.hub;
     let Ok(slot) = hub.slots.clone().try_acquire_owned() else {
         return Err(ApiError::new(

@@ -291,7 +291,9 @@ async fn rate_limit_per_subject_with_ip_fallback() {
         "limits are per subject"
     );
 
-    // Requests without a valid token are limited by client address.
+    // Requests without a valid token are limited by client address (a fresh app: the first use of
+    // alice's and bob's tokens above was charged to the address too, before their signature check).
+    let app = common::app(&["--rate-limit-max", "3", "--rate-limit-window-ms", "60000"]);
     for _ in 0..3 {
         assert_eq!(
             app.query("garbage", json!({"query": "q"})).await.status,
@@ -302,6 +304,152 @@ async fn rate_limit_per_subject_with_ip_fallback() {
         app.query("garbage", json!({"query": "q"})).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
+}
+
+/// A flood of bad tokens is refused by client address before any signature work: once the address
+/// is limited, even a valid token never seen before waits, while a token verified earlier (no
+/// signature work) still passes on its subject's own budget.
+#[tokio::test]
+async fn invalid_token_floods_are_limited_before_signature_work() {
+    let app = app(&["--rate-limit-max", "3", "--rate-limit-window-ms", "60000"]);
+    let alice = token_for("alice", "acme", "cache:read");
+    assert_eq!(
+        app.query(&alice, json!({"query": "q"})).await.status,
+        StatusCode::OK
+    );
+    for forged in ["garbage", "a.b.c"] {
+        assert_eq!(
+            app.query(forged, json!({"query": "q"})).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let flooded = app.query("garbage", json!({"query": "q"})).await;
+    assert_eq!(flooded.status, StatusCode::TOO_MANY_REQUESTS);
+    let bob = token_for("bob", "acme", "cache:read");
+    assert_eq!(
+        app.query(&bob, json!({"query": "q"})).await.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a new token from a flooding address is not verified"
+    );
+    assert_eq!(
+        app.query(&alice, json!({"query": "q"})).await.status,
+        StatusCode::OK,
+        "a remembered token costs no signature work and keeps its own budget"
+    );
+}
+
+/// Every answer — public, authenticated, refused, unknown — carries the security headers.
+#[tokio::test]
+async fn security_headers_on_every_answer() {
+    let app = app(&[]);
+    let token = admin();
+    let replies = [
+        app.call("GET", "/health", None, None).await,
+        app.query(&token, json!({"query": "q"})).await,
+        app.query("garbage", json!({"query": "q"})).await,
+        app.call("GET", "/api/nope", Some(&token), None).await,
+    ];
+    for r in &replies {
+        for (name, value) in [
+            ("x-content-type-options", "nosniff"),
+            ("referrer-policy", "no-referrer"),
+            (
+                "content-security-policy",
+                "default-src 'none'; frame-ancestors 'none'",
+            ),
+            ("x-frame-options", "DENY"),
+            ("cross-origin-opener-policy", "same-origin"),
+            ("cross-origin-resource-policy", "same-origin"),
+            ("cache-control", "no-store"),
+        ] {
+            assert_eq!(r.headers[name], value, "{name} on {}: {}", r.status, r.text);
+        }
+    }
+}
+
+/// CORS: only the configured origins get `Access-Control-Allow-Origin`, preflights are answered
+/// without a token, credentials are never allowed; without configuration no origin is allowed.
+#[tokio::test]
+async fn cors_allows_only_configured_origins() {
+    let preflight = |origin: &str| {
+        axum::http::Request::builder()
+            .method("OPTIONS")
+            .uri("/api/cache/query")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .body(axum::body::Body::empty())
+            .unwrap()
+    };
+    let app = app(&[
+        "--cors-allowed-origins",
+        "https://app.example,https://admin.example:8443",
+    ]);
+    let ok = app.send(preflight("https://app.example")).await;
+    assert!(ok.status.is_success(), "{}", ok.status);
+    assert_eq!(
+        ok.headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let allowed = ok.headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("authorization") && allowed.contains("content-type"),
+        "{allowed}"
+    );
+    assert!(ok.headers.get("access-control-allow-credentials").is_none());
+    let evil = app.send(preflight("https://evil.example")).await;
+    assert!(evil.headers.get("access-control-allow-origin").is_none());
+    let r = app
+        .send(
+            axum::http::Request::builder()
+                .method("POST")
+                .uri("/api/cache/query")
+                .header("origin", "https://admin.example:8443")
+                .header("authorization", format!("Bearer {}", admin()))
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(r#"{"query":"q"}"#))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://admin.example:8443"
+    );
+    assert!(
+        r.headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("ratelimit-remaining")
+    );
+
+    let closed = common::app(&[]);
+    let r = closed.send(preflight("https://app.example")).await;
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+
+    for bad in ["*", "app.example", "https://app.example/path"] {
+        let err = <resk_server::Cli as clap::Parser>::try_parse_from([
+            "resk-server",
+            "--jwt-secret",
+            SECRET,
+            "--cors-allowed-origins",
+            bad,
+        ])
+        .unwrap()
+        .serve
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.message().contains("CORS_ALLOWED_ORIGINS"),
+            "{bad}: {err}"
+        );
+    }
 }
 
 #[tokio::test]

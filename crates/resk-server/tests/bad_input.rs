@@ -13,6 +13,52 @@ async fn expect(app: &TestApp, reply: Reply, status: StatusCode, code: &str) {
     assert_eq!(app.entries().await, 0, "a rejected request wrote an entry");
 }
 
+/// serde would read a struct from a JSON array; the API takes objects only.
+#[tokio::test]
+async fn bodies_must_be_objects() {
+    let app = app(&[]);
+    let t = admin();
+    for (path, body) in [
+        ("/api/cache", r#"["q", 1]"#),
+        ("/api/cache/query", r#"["q"]"#),
+        ("/api/auth/revoke", "[null, null]"),
+        ("/api/cache", "42"),
+        ("/api/cache", r#""text""#),
+    ] {
+        let r = app
+            .raw("POST", path, &t, Some("application/json"), body.to_owned())
+            .await;
+        expect(&app, r, StatusCode::BAD_REQUEST, "invalid_body").await;
+    }
+}
+
+/// JSON Schema counts `30.0` as an integer: whole-number floats are accepted where integers are
+/// expected; fractions and negatives are not.
+#[tokio::test]
+async fn whole_number_floats_count_as_integers() {
+    let app = app(&[]);
+    let t = admin();
+    let r = app
+        .write(&t, json!({"query": "q", "response": 1, "ttl": 60.0}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["ttl"], 60);
+    // Past u64: saturates (a freshness bound that long is no bound).
+    let r = app
+        .query(
+            &t,
+            json!({"query": "q", "ttl": 121_435_686_343_004_454_912_f64}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["hit"], true);
+    for ttl in [json!(60.5), json!(-1), json!(-0.5)] {
+        let r = app.query(&t, json!({"query": "q", "ttl": ttl})).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{ttl}: {}", r.text);
+        assert_eq!(error_code(&r), "invalid_body");
+    }
+}
+
 #[tokio::test]
 async fn malformed_json() {
     let app = app(&[]);

@@ -586,6 +586,23 @@ async fn two_instances_share_one_redis() {
     let hit = query(&http, &b, &token, "shared across instances?").await;
     assert_eq!(hit["source"], "memory", "{hit}");
 
+    // What Redis holds is ciphertext: no stored value shows the query, or an entry's JSON.
+    if have_redis_cli() {
+        let values = redis_values(&url, &prefix);
+        assert!(!values.is_empty(), "the entry is in Redis under {prefix}");
+        for v in &values {
+            let text = String::from_utf8_lossy(v);
+            for plain in ["Shared across", "\"response\"", "\"tenant\"", "acme"] {
+                assert!(
+                    !text.contains(plain),
+                    "plaintext {plain:?} in a Redis value: {text}"
+                );
+            }
+        }
+    } else {
+        resk_testkit::skip_because("redis plaintext scan", "redis-cli not installed");
+    }
+
     // Overwritten through A: B's layer 1 is evicted, B answers the new value.
     assert_eq!(write(&a, "v2").await.unwrap().status(), 201);
     let (hit, tries_set) = query_until(&http, &b, &token, "shared across instances?", |h| {
@@ -992,4 +1009,149 @@ async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
     let ready = http.get(server.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tls_fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// With TLS_CERT / TLS_KEY the server speaks HTTPS only (TLS 1.2/1.3, rustls), every answer carries
+/// HSTS, and a plain-HTTP request on the same port gets no HTTP answer.
+#[tokio::test]
+async fn tls_serves_https_with_hsts_and_refuses_plain_http() {
+    let (cert, key) = (tls_fixture("cert.pem"), tls_fixture("key.pem"));
+    let server = Server::start(&[
+        ("JWT_SECRET", SECRET),
+        ("TLS_CERT", &cert),
+        ("TLS_KEY", &key),
+    ]);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root =
+        reqwest::Certificate::from_pem(&std::fs::read(tls_fixture("ca.pem")).unwrap()).unwrap();
+    let https = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([root])
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("https://localhost:{}/health", server.addr.port());
+    let r = https.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["strict-transport-security"],
+        "max-age=63072000; includeSubDomains"
+    );
+    let token = mint(&[("JWT_SECRET", SECRET)], &["--scope", "cache:read"]);
+    let q = https
+        .post(format!(
+            "https://localhost:{}/api/cache/query",
+            server.addr.port()
+        ))
+        .bearer_auth(&token)
+        .json(&json!({"query": "q"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(q.status(), 200);
+    let plain = client()
+        .get(format!("http://127.0.0.1:{}/health", server.addr.port()))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP must not be answered: {plain:?}");
+}
+
+/// A client that never finishes its headers is disconnected after HEADER_READ_TIMEOUT_SECS
+/// (slowloris), while other clients are served.
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start(&[("JWT_SECRET", SECRET), ("HEADER_READ_TIMEOUT_SECS", "1")]);
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let health = get_json(&client(), &server, "/health").await;
+    assert_eq!(health["status"], "ok", "others are served meanwhile");
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), slow.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "the connection must be closed by the server: {read:?}"
+    );
+    assert!(
+        !text.contains("200 OK"),
+        "the slow request was not served: {text}"
+    );
+}
+
+/// `X-Forwarded-For` picks the rate-limit bucket only behind a trusted proxy: without
+/// TRUSTED_PROXIES a client cannot escape its limit by inventing addresses.
+#[tokio::test]
+async fn forwarded_for_is_believed_only_from_trusted_proxies() {
+    async fn garbage(http: &reqwest::Client, server: &Server, forwarded: &str) -> u16 {
+        http.post(format!("http://{}/api/cache/query", server.addr))
+            .bearer_auth("garbage")
+            .header("x-forwarded-for", forwarded)
+            .json(&json!({"query": "q"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    let http = client();
+    let limits = [("JWT_SECRET", SECRET), ("RATE_LIMIT_MAX", "2")];
+    let direct = Server::start(&limits);
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses.push(garbage(&http, &direct, &format!("198.51.100.{i}")).await);
+    }
+    assert_eq!(statuses, [401, 401, 429], "made-up addresses are ignored");
+
+    let mut env = limits.to_vec();
+    env.push(("TRUSTED_PROXIES", "127.0.0.1/32"));
+    let proxied = Server::start(&env);
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(garbage(&http, &proxied, "6.6.6.6, 198.51.100.1").await);
+    }
+    statuses.push(garbage(&http, &proxied, "198.51.100.2").await);
+    assert_eq!(
+        statuses,
+        [401, 401, 429, 401],
+        "one bucket per forwarded client"
+    );
+}
+
+fn have_redis_cli() -> bool {
+    Command::new("redis-cli")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Every string value under `prefix` in the Redis at `url`, raw bytes.
+fn redis_values(url: &str, prefix: &str) -> Vec<Vec<u8>> {
+    let keys = Command::new("redis-cli")
+        .args(["-u", url, "--scan", "--pattern", &format!("{prefix}*")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|k| !k.is_empty())
+        .filter_map(|k| {
+            let kind = Command::new("redis-cli")
+                .args(["-u", url, "TYPE", k])
+                .output()
+                .unwrap();
+            (String::from_utf8_lossy(&kind.stdout).trim() == "string").then(|| {
+                Command::new("redis-cli")
+                    .args(["-u", url, "--raw", "GET", k])
+                    .output()
+                    .unwrap()
+                    .stdout
+            })
+        })
+        .collect()
 }

@@ -334,7 +334,7 @@ async fn minted_tokens_verify() {
     let token =
         resk_server::auth::mint(&config.jwt, "svc", "cache:read", Some("acme"), 60).unwrap();
     let verifier = resk_server::auth::JwtVerifier::new(&config.jwt);
-    let principal = verifier.verify(&token).unwrap();
+    let principal = verifier.verify(&token).await.unwrap();
     assert_eq!(&*principal.subject, "svc");
     assert_eq!(principal.tenant.as_str(), "acme");
     assert!(principal.require(resk_server::auth::Scope::Read).is_ok());

@@ -1,6 +1,6 @@
 #![doc = include_str!("../README.md")]
 
-use std::{collections::HashMap, fmt, fmt::Write as _, time::Duration};
+use std::{collections::HashMap, fmt, time::Duration};
 
 use resk_core::{
     BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Filter, Metric, RecordId, Result,
@@ -9,7 +9,6 @@ use resk_core::{
 use resk_http::{JsonApi, Method, RetryPolicy, header::HeaderMap, secret_header};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 use tokio::sync::RwLock;
 
 /// The backend's name in errors and metrics.
@@ -125,24 +124,6 @@ fn similarity(metric: Metric, score: f32) -> f32 {
         Metric::Cosine | Metric::Dot => score,
         Metric::L2 => 1.0 / (1.0 + score.max(0.0)),
     }
-}
-
-/// A point id for (tenant, id): a UUID from SHA-256, so equal ids of two tenants never collide and any
-/// resk id (a cache key name) maps to an id Qdrant accepts.
-fn point_id(tenant: &TenantId, id: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(tenant.as_str().as_bytes());
-    h.update([0]);
-    h.update(id.as_bytes());
-    let d = h.finalize();
-    let mut s = String::with_capacity(36);
-    for (i, b) in d[..16].iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            s.push('-');
-        }
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 fn unsupported(what: String) -> Error {
@@ -391,7 +372,7 @@ impl VectorStore for QdrantVectorStore {
             .iter()
             .map(|r| {
                 Ok(json!({
-                    "id": point_id(&r.tenant, &r.id),
+                    "id": resk_core::record_uuid(&r.tenant, &r.id),
                     "vector": r.vector,
                     "payload": payload_for(r)?,
                 }))
@@ -463,7 +444,10 @@ impl VectorStore for QdrantVectorStore {
         if ids.is_empty() {
             return Ok(0);
         }
-        let wanted: Vec<String> = ids.iter().map(|id| point_id(tenant, id)).collect();
+        let wanted: Vec<String> = ids
+            .iter()
+            .map(|id| resk_core::record_uuid(tenant, id))
+            .collect();
         let found: Answer<Vec<Retrieved>> = self
             .api
             .call(
@@ -504,16 +488,6 @@ impl VectorStore for QdrantVectorStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn point_ids_are_uuids_per_tenant() {
-        let (a, b) = (TenantId::new("a").unwrap(), TenantId::new("b").unwrap());
-        let id = point_id(&a, "k");
-        assert_eq!(id.len(), 36);
-        assert_eq!(id.matches('-').count(), 4);
-        assert_ne!(id, point_id(&b, "k"));
-        assert_eq!(id, point_id(&a, "k"));
-    }
 
     #[test]
     fn filters_translate() {

@@ -306,6 +306,8 @@ async fn run(args: &Args, config: &Config) -> Result<Summary, String> {
                 language: row.language.as_deref(),
                 model: row.model.as_deref(),
                 params: row.params.as_ref(),
+                // Ingested answers are shared by the tenant.
+                owner: None,
             };
             let key = config.keys.key(&tenant, &input);
             if cache.get(&key).await.map_err(|e| e.to_string())?.is_some() {
