@@ -516,14 +516,20 @@ fn fuzz_api() -> Result {
         .args(paths)
         .env("NO_COLOR", "1");
         // The bearer token stays out of the log: print the paths, not the command line.
-        eprintln!("xtask: running schemathesis {} against {spec}", paths.join(" "));
+        eprintln!(
+            "xtask: running schemathesis {} against {spec}",
+            paths.join(" ")
+        );
         let status = st
             .status()
             .map_err(|e| format!("cannot run schemathesis: {e}"))?;
         if status.success() {
             Ok(())
         } else {
-            Err(format!("schemathesis {} failed with {status}", paths.join(" ")))
+            Err(format!(
+                "schemathesis {} failed with {status}",
+                paths.join(" ")
+            ))
         }
     };
     pass(

@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 mod bus;
+mod ratelimit;
 
 pub use bus::RedisBus;
+pub use ratelimit::RateOutcome;
 
 use std::time::{Duration, SystemTime};
 
@@ -139,6 +141,11 @@ impl RedisStore {
         })
     }
 
+    /// The prefix of every key this store writes.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     fn redis_key(&self, key: &CacheKey) -> String {
         format!("{}:{}:{}", self.prefix, key.tenant(), key.name())
     }
@@ -178,7 +185,8 @@ impl RedisStore {
     /// counter is forgotten `idle` after its last increment. One round trip (`INCR` + `PEXPIRE` in a
     /// pipeline). Used for round-robin turns that every instance shares.
     pub async fn next_turn(&self, tenant: &TenantId, name: &str, idle: Duration) -> Result<u64> {
-        let key = format!("{}:turn:{tenant}:{name}", self.prefix);
+        // `#` after the prefix keeps counters outside every `prefix:tenant:*` purge pattern.
+        let key = format!("{}#turn:{tenant}:{name}", self.prefix);
         let pipeline = self.pool.next().pipeline();
         let _: () = pipeline.incr(&key).await.map_err(|e| convert("turn", e))?;
         let _: () = pipeline

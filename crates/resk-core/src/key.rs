@@ -124,6 +124,7 @@ impl std::fmt::Debug for KeyBuilder {
 
 const KEY_DOMAIN: &[u8] = b"resk/cache-key/v1";
 const SCOPE_DOMAIN: &[u8] = b"resk/semantic-scope/v1";
+const PSEUDONYM_DOMAIN: &[u8] = b"resk/pseudonym/v1";
 
 impl KeyBuilder {
     /// Shortest accepted secret, in bytes.
@@ -169,6 +170,26 @@ impl KeyBuilder {
         domain.extend_from_slice(embedding_model.as_bytes());
         let digest = self.digest(&domain, tenant, None, input);
         hex(&digest[..16])
+    }
+
+    /// A keyed digest (32 hex characters) of any other identifier, for storing it where it must be
+    /// matched but not read: a rate-limit key naming a subject, say. `purpose` separates uses, so
+    /// one identifier gets unrelated pseudonyms in different places.
+    ///
+    /// ```
+    /// use resk_core::KeyBuilder;
+    /// let keys = KeyBuilder::new(b"a service secret of at least 32 bytes!").unwrap();
+    /// assert_eq!(keys.pseudonym("rate", "alice"), keys.pseudonym("rate", "alice"));
+    /// assert_ne!(keys.pseudonym("rate", "alice"), keys.pseudonym("other", "alice"));
+    /// assert_eq!(keys.pseudonym("rate", "alice").len(), 32);
+    /// ```
+    pub fn pseudonym(&self, purpose: &str, identifier: &str) -> String {
+        let mut mac = self.mac.clone();
+        for part in [PSEUDONYM_DOMAIN, purpose.as_bytes(), identifier.as_bytes()] {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        hex(&mac.finalize().into_bytes()[..16])
     }
 
     fn digest(

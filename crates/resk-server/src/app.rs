@@ -27,7 +27,7 @@ use crate::{
     config::{CacheBackend, Config, Limits},
     error::ErrorBody,
     gate::{self, Gate},
-    ratelimit::LocalRateLimiter,
+    ratelimit::{LocalRateLimiter, RateLimiter},
     routes,
     semantic::Semantic,
     telemetry,
@@ -113,6 +113,9 @@ pub struct Backends {
     pub semantic: Option<Arc<Semantic>>,
     /// Round-robin variant turns shared by every instance (Redis), when available.
     pub turns: Option<Arc<dyn SharedCounter>>,
+    /// A rate limiter shared by every instance (Redis), when available; otherwise each instance
+    /// limits in-process.
+    pub limiter: Option<Arc<dyn RateLimiter>>,
 }
 
 impl Backends {
@@ -123,6 +126,7 @@ impl Backends {
             bus: Arc::new(LocalBus::default()),
             semantic: None,
             turns: None,
+            limiter: None,
         }
     }
 
@@ -230,6 +234,7 @@ async fn build_cache(config: &Config) -> Result<Backends> {
                     bus,
                     semantic: None,
                     turns: None,
+                    limiter: None,
                 })
             }
             #[cfg(not(feature = "cache-sqlite"))]
@@ -240,16 +245,23 @@ async fn build_cache(config: &Config) -> Result<Backends> {
         CacheBackend::Redis => {
             #[cfg(feature = "cache-redis")]
             {
+                use crate::ratelimit::RedisRateLimiter;
                 use resk_cache_redis::{RedisBus, RedisConfig, RedisStore};
                 let redis = RedisConfig::new(&config.redis_url).with_prefix(&config.redis_prefix);
                 let store = RedisStore::connect(redis.clone()).await?;
                 let bus: SharedBus = Arc::new(RedisBus::connect(&redis).await?);
                 let turns: Arc<dyn SharedCounter> = Arc::new(RedisTurns(store.clone()));
+                let limiter: Arc<dyn RateLimiter> = Arc::new(RedisRateLimiter::new(
+                    store.clone(),
+                    config.keys.clone(),
+                    &config.rate_limit,
+                ));
                 Ok(Backends {
                     cache: layered(config, store, &bus)?,
                     bus,
                     semantic: None,
                     turns: Some(turns),
+                    limiter: Some(limiter),
                 })
             }
             #[cfg(not(feature = "cache-redis"))]
@@ -264,7 +276,7 @@ async fn build_cache(config: &Config) -> Result<Backends> {
 pub struct App {
     /// The complete router, state applied.
     pub router: Router,
-    limiter: Arc<LocalRateLimiter>,
+    limiter: Arc<dyn RateLimiter>,
 }
 
 impl std::fmt::Debug for App {
@@ -301,10 +313,12 @@ impl App {
             bus,
             semantic,
             turns,
+            limiter,
         } = backends;
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
-        let limiter = Arc::new(LocalRateLimiter::new(config.rate_limit));
+        let limiter: Arc<dyn RateLimiter> =
+            limiter.unwrap_or_else(|| Arc::new(LocalRateLimiter::new(&config.rate_limit)));
         let revoke_default_secs = config
             .jwt
             .max_lifetime
@@ -324,6 +338,7 @@ impl App {
             trusted_proxies: config.trusted_proxies.clone(),
             verifier: JwtVerifier::new(&config.jwt),
             limiter: limiter.clone(),
+            rates: config.rate_limit.clone(),
             timeout: config.limits.request_timeout,
         });
 
@@ -494,7 +509,6 @@ pub async fn serve(config: Config) -> Result<()> {
     if config.cipher.is_none() {
         tracing::warn!("CACHE_ENCRYPTION_KEY is not set: cached values are stored unencrypted");
     }
-    app.limiter.spawn_janitor(Duration::from_secs(60));
     let listener = tokio::net::TcpListener::bind((config.host, config.port))
         .await
         .map_err(|e| {

@@ -7,7 +7,7 @@ use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hkdf::Hkdf;
-use resk_core::{Error, ErrorKind, KeyBuilder, Result, SharedCipher, TtlPolicy};
+use resk_core::{Error, ErrorKind, KeyBuilder, Result, SharedCipher, TenantId, TtlPolicy};
 use resk_crypto::{AesGcmCipher, MasterKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -524,6 +524,15 @@ pub struct ServeArgs {
     /// Requests allowed per subject (or IP, for unauthenticated requests) per window.
     #[arg(long, env = "RATE_LIMIT_MAX", default_value_t = 1000)]
     pub rate_limit_max: u32,
+    /// Requests allowed per tenant (all its subjects together) per window; unset: no tenant quota.
+    #[arg(long, env = "RATE_LIMIT_TENANT_MAX")]
+    pub rate_limit_tenant_max: Option<u32>,
+    /// Per-tenant quotas overriding RATE_LIMIT_TENANT_MAX: `tenant=max` pairs, comma-separated.
+    #[arg(long, env = "RATE_LIMIT_TENANT_QUOTAS", default_value = "")]
+    pub rate_limit_tenant_quotas: String,
+    /// Most keys (subjects, addresses, tenants) the in-process limiter tracks at once.
+    #[arg(long, env = "RATE_LIMIT_MAX_KEYS", default_value_t = 100_000)]
+    pub rate_limit_max_keys: u64,
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -809,12 +818,79 @@ pub struct Limits {
 }
 
 /// Rate-limit settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RateLimitConfig {
     /// Window length.
     pub window: Duration,
-    /// Requests per window.
+    /// Requests per window and subject (or client address, for requests without a valid token).
     pub max: u32,
+    /// Requests per window and tenant, all its subjects together; `None`: no tenant quota.
+    pub tenant_max: Option<u32>,
+    /// Tenant quotas overriding `tenant_max` for the tenants named.
+    pub tenant_quotas: std::collections::HashMap<TenantId, u32>,
+    /// Most keys the in-process limiter tracks at once.
+    pub max_keys: u64,
+}
+
+impl RateLimitConfig {
+    /// `max` requests per `window` per subject, no tenant quota, 100 000 keys at most.
+    pub fn new(window: Duration, max: u32) -> Self {
+        Self {
+            window,
+            max,
+            tenant_max: None,
+            tenant_quotas: std::collections::HashMap::new(),
+            max_keys: 100_000,
+        }
+    }
+
+    /// The quota of one subject (or address).
+    pub fn subject_rate(&self) -> crate::ratelimit::Rate {
+        crate::ratelimit::Rate {
+            max: self.max,
+            window: self.window,
+        }
+    }
+
+    /// The quota of `tenant` as a whole, if it has one.
+    pub fn tenant_rate(&self, tenant: &TenantId) -> Option<crate::ratelimit::Rate> {
+        let max = self
+            .tenant_quotas
+            .get(tenant)
+            .copied()
+            .or(self.tenant_max)?;
+        Some(crate::ratelimit::Rate {
+            max,
+            window: self.window,
+        })
+    }
+
+    /// How long a key must be idle before its quota has surely refilled.
+    pub fn longest_window(&self) -> Duration {
+        self.window
+    }
+}
+
+/// `tenant=max,tenant=max` into a map; every tenant valid, every max at least 1.
+fn parse_tenant_quotas(spec: &str) -> Result<std::collections::HashMap<TenantId, u32>> {
+    let mut out = std::collections::HashMap::new();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| config_err(format!("RATE_LIMIT_TENANT_QUOTAS: \"{pair}\": {why}"));
+        let (tenant, max) = pair
+            .split_once('=')
+            .ok_or_else(|| bad("expected tenant=max"))?;
+        let tenant = TenantId::new(tenant.trim()).map_err(|e| bad(e.message()))?;
+        let max: u32 = max
+            .trim()
+            .parse()
+            .ok()
+            .filter(|m| *m >= 1)
+            .ok_or_else(|| bad("max must be a whole number of at least 1"))?;
+        if out.insert(tenant, max).is_some() {
+            return Err(bad("tenant named twice"));
+        }
+    }
+    Ok(out)
 }
 
 /// WebSocket limits.
@@ -967,9 +1043,12 @@ impl ServeArgs {
         .map_err(|_| {
             config_err("CACHE_DEFAULT_TTL_SECS must be at least 1 and at most CACHE_MAX_TTL_SECS")
         })?;
-        if self.rate_limit_max == 0 || self.rate_limit_window_ms == 0 {
+        if self.rate_limit_max == 0
+            || self.rate_limit_window_ms == 0
+            || self.rate_limit_tenant_max == Some(0)
+        {
             return Err(config_err(
-                "RATE_LIMIT_MAX and RATE_LIMIT_WINDOW_MS must be at least 1",
+                "RATE_LIMIT_MAX, RATE_LIMIT_TENANT_MAX and RATE_LIMIT_WINDOW_MS must be at least 1",
             ));
         }
         if self.max_body_bytes < 1024 {
@@ -1030,6 +1109,9 @@ impl ServeArgs {
             rate_limit: RateLimitConfig {
                 window: Duration::from_millis(self.rate_limit_window_ms),
                 max: self.rate_limit_max,
+                tenant_max: self.rate_limit_tenant_max,
+                tenant_quotas: parse_tenant_quotas(&self.rate_limit_tenant_quotas)?,
+                max_keys: self.rate_limit_max_keys.max(1),
             },
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,

@@ -36,6 +36,7 @@ pub(crate) struct Gate {
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) revocations: std::sync::Arc<crate::revoke::Revocations>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
+    pub(crate) rates: crate::config::RateLimitConfig,
     pub(crate) timeout: Duration,
 }
 
@@ -103,7 +104,11 @@ fn limited(key_type: &'static str, limit: u32, retry_after: Duration) -> Respons
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
-        format!("rate limit exceeded; retry in {secs} s"),
+        if key_type == "tenant" {
+            format!("the tenant's request quota is exhausted; retry in {secs} s")
+        } else {
+            format!("rate limit exceeded; retry in {secs} s")
+        },
     )
     .with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(secs))
     .with_header(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit))
@@ -175,6 +180,21 @@ pub(crate) fn client_ip(
     Some(client)
 }
 
+/// The rate-limit key of a client address. An IPv6 client is keyed by its /64: one host or site
+/// gets a whole /64, so keying single addresses would give it 2^64 fresh quotas.
+fn ip_key(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let net = ipnet::Ipv6Net::new(v6, 64).map_or(v6, |n| n.network());
+                format!("{net}/64")
+            }
+        },
+    }
+}
+
 impl Gate {
     fn client_ip(&self, req: &Request) -> String {
         let peer = req
@@ -187,8 +207,7 @@ impl Gate {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        client_ip(peer, &forwarded, &self.trusted_proxies)
-            .map_or_else(|| "unknown".into(), |ip| ip.to_string())
+        client_ip(peer, &forwarded, &self.trusted_proxies).map_or_else(|| "unknown".into(), ip_key)
     }
 
     async fn revoked(&self, principal: &crate::auth::Principal) -> bool {
@@ -217,7 +236,7 @@ impl Gate {
         if let Some(t) = token
             && !self.verifier.remembers(t)
         {
-            let decision = self.limiter.check(&ip_key).await;
+            let decision = self.limiter.check(&ip_key, self.rates.subject_rate()).await;
             if let Decision::Limited { limit, retry_after } = decision {
                 return limited("ip", limit, retry_after);
             }
@@ -237,18 +256,19 @@ impl Gate {
             }),
             other => other,
         };
+        let rate = self.rates.subject_rate();
         let (decision, key_type) = match (&verified, ip_decision) {
             (Ok(p), _) => (
                 self.limiter
-                    .check(&format!("sub:{}:{}", p.tenant, p.subject))
+                    .check(&format!("sub:{}:{}", p.tenant, p.subject), rate)
                     .await,
                 "subject",
             ),
             // Already charged to the address above.
             (Err(_), Some(d)) => (d, "ip"),
-            (Err(_), None) => (self.limiter.check(&ip_key).await, "ip"),
+            (Err(_), None) => (self.limiter.check(&ip_key, rate).await, "ip"),
         };
-        let (limit, remaining, reset) = match decision {
+        let (mut limit, mut remaining, mut reset) = match decision {
             Decision::Allowed {
                 limit,
                 remaining,
@@ -258,6 +278,27 @@ impl Gate {
                 return limited(key_type, limit, retry_after);
             }
         };
+        // The tenant's quota, spent only by requests its subject's own limit let through; the
+        // headers describe whichever of the two runs out first.
+        if let Ok(p) = &verified
+            && let Some(tenant_rate) = self.rates.tenant_rate(&p.tenant)
+        {
+            match self
+                .limiter
+                .check(&format!("tenant:{}", p.tenant), tenant_rate)
+                .await
+            {
+                Decision::Limited { limit, retry_after } => {
+                    return limited("tenant", limit, retry_after);
+                }
+                Decision::Allowed {
+                    limit: l,
+                    remaining: r,
+                    reset: t,
+                } if r < remaining => (limit, remaining, reset) = (l, r, t),
+                Decision::Allowed { .. } => {}
+            }
+        }
         let principal = match verified {
             Ok(principal) => principal,
             Err(failure) => {
@@ -288,6 +329,16 @@ impl Gate {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let key = |s: &str| ip_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff:1:2:3"));
+        assert_eq!(key("2001:db8:1:2::9"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

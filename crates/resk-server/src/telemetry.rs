@@ -80,7 +80,11 @@ fn describe_metrics() {
     );
     describe_counter!(
         "resk_rate_limited_total",
-        "Requests refused with 429, by key type."
+        "Requests refused with 429, by key type (subject, ip, tenant)."
+    );
+    describe_counter!(
+        "resk_rate_limit_fallbacks_total",
+        "Checks limited in-process because the shared (Redis) limiter did not answer."
     );
     describe_counter!(
         "resk_crypto_open_failures_total",

@@ -306,6 +306,85 @@ async fn rate_limit_per_subject_with_ip_fallback() {
     );
 }
 
+/// A tenant's quota caps all its subjects together; `RATE_LIMIT_TENANT_QUOTAS` overrides it per
+/// tenant; other tenants are untouched; the headers describe whichever limit is nearer.
+#[tokio::test]
+async fn tenant_quotas_cap_every_subject_of_a_tenant() {
+    let app = app(&[
+        "--rate-limit-max",
+        "10",
+        "--rate-limit-window-ms",
+        "60000",
+        "--rate-limit-tenant-max",
+        "4",
+        "--rate-limit-tenant-quotas",
+        "small=1, big=50",
+    ]);
+    let ask = |sub: &str, tenant: &str| {
+        let (app, token) = (&app, token_for(sub, tenant, "cache:read"));
+        async move { app.query(&token, json!({"query": "q"})).await }
+    };
+    let first = ask("alice", "acme").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        (
+            &first.headers["ratelimit-limit"],
+            &first.headers["ratelimit-remaining"]
+        ),
+        (&"4".parse().unwrap(), &"3".parse().unwrap())
+    );
+    for sub in ["alice", "bob", "carol"] {
+        assert_eq!(ask(sub, "acme").await.status, StatusCode::OK);
+    }
+    let refused = ask("dave", "acme").await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        refused.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant")
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    // Overrides, and other tenants keep their own quota.
+    assert_eq!(ask("erin", "small").await.status, StatusCode::OK);
+    assert_eq!(
+        ask("frank", "small").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let big = ask("gina", "big").await;
+    assert_eq!(
+        (
+            &big.headers["ratelimit-limit"],
+            &big.headers["ratelimit-remaining"]
+        ),
+        (&"10".parse().unwrap(), &"9".parse().unwrap()),
+        "the subject's limit is nearer than the tenant's 50"
+    );
+    assert_eq!(ask("hana", "other").await.status, StatusCode::OK);
+}
+
+/// Bad quota settings are refused at start-up, naming the variable.
+#[test]
+fn bad_tenant_quotas_are_refused() {
+    for spec in ["acme", "acme=0", "acme=x", "bad tenant=3", "acme=1,acme=2"] {
+        let err = <resk_server::Cli as clap::Parser>::try_parse_from([
+            "resk-server",
+            "--jwt-secret",
+            common::SECRET,
+            "--rate-limit-tenant-quotas",
+            spec,
+        ])
+        .unwrap()
+        .serve
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("RATE_LIMIT_TENANT_QUOTAS"),
+            "{spec}: {err}"
+        );
+    }
+}
+
 /// A flood of bad tokens is refused by client address before any signature work: once the address
 /// is limited, even a valid token never seen before waits, while a token verified earlier (no
 /// signature work) still passes on its subject's own budget.

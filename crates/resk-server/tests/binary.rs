@@ -828,6 +828,21 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
         }
     };
     check_degraded("before Redis started").await;
+    // The shared rate limiter fell back to the in-process one instead of failing the requests.
+    let metrics = http
+        .get(server.url("/api/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("resk_rate_limit_fallbacks_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 
     // Redis appears: the server connects by itself.
     let redis = RedisProc::start(port);
@@ -1154,4 +1169,100 @@ fn redis_values(url: &str, prefix: &str) -> Vec<Vec<u8>> {
             })
         })
         .collect()
+}
+
+/// Every key under `prefix` in the Redis at `url`.
+fn redis_keys(url: &str, prefix: &str) -> Vec<String> {
+    let keys = Command::new("redis-cli")
+        .args(["-u", url, "--scan", "--pattern", &format!("{prefix}*")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&keys.stdout)
+        .lines()
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Two instances on one Redis spend one quota: a subject's limit and its tenant's quota are counted
+/// across both (atomically, in Redis), and the counters there name no subject or tenant.
+#[tokio::test]
+async fn two_instances_share_rate_limits_and_tenant_quotas() {
+    let Some(url) = resk_testkit::service_url("REDIS") else {
+        resk_testkit::skip("two_instances_share_rate_limits_and_tenant_quotas");
+        return;
+    };
+    let prefix = format!("resk-rl-{}", resk_testkit::unique_id());
+    let env = [
+        ("JWT_SECRET", SECRET),
+        ("CACHE_BACKEND", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("RATE_LIMIT_MAX", "5"),
+        ("RATE_LIMIT_WINDOW_MS", "600000"),
+        ("RATE_LIMIT_TENANT_MAX", "8"),
+    ];
+    let (a, b) = (Server::start(&env), Server::start(&env));
+    let token = |sub: &str| {
+        mint(
+            &env,
+            &["--sub", sub, "--tenant", "acme", "--scope", "cache:read"],
+        )
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let http = client();
+    let ask = |server: &Server, token: &str| {
+        http.post(server.url("/api/cache/query"))
+            .bearer_auth(token)
+            .json(&json!({"query": "q"}))
+            .send()
+    };
+    // alice: five requests over both instances, then refused on either.
+    for (i, server) in [&a, &b, &a, &b, &a].into_iter().enumerate() {
+        let r = ask(server, &alice).await.unwrap();
+        assert_eq!(r.status(), 200, "alice's request {i}");
+    }
+    for server in [&a, &b] {
+        let r = ask(server, &alice).await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(r.headers().contains_key("retry-after"));
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            !body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tenant")
+        );
+    }
+    // bob has his own five, but the tenant only three left (8 - 5): the tenant quota decides, and
+    // the headers say so.
+    let first = ask(&b, &bob).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["ratelimit-limit"], "8");
+    assert_eq!(first.headers()["ratelimit-remaining"], "2");
+    assert_eq!(ask(&a, &bob).await.unwrap().status(), 200);
+    assert_eq!(ask(&b, &bob).await.unwrap().status(), 200);
+    let refused = ask(&a, &bob).await.unwrap();
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tenant"),
+        "{body}"
+    );
+
+    if have_redis_cli() {
+        let counters = redis_keys(&url, &format!("{prefix}#rl:"));
+        // alice, bob, the tenant and the client address.
+        assert_eq!(counters.len(), 4, "{counters:?}");
+        for key in &counters {
+            for name in ["alice", "bob", "acme", "127.0.0.1"] {
+                assert!(!key.contains(name), "{name} readable in {key}");
+            }
+        }
+    } else {
+        resk_testkit::skip_because("redis rate-limit key scan", "redis-cli not installed");
+    }
 }

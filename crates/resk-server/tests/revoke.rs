@@ -115,6 +115,7 @@ fn instance(store: &MemoryStore, bus: &SharedBus) -> TestApp {
             bus: bus.clone(),
             semantic: None,
             turns: None,
+            limiter: None,
         },
     )
     .router;
