@@ -237,6 +237,29 @@ impl CacheStore for MemoryStore {
     async fn ping(&self) -> Result<()> {
         Ok(())
     }
+
+    async fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+        // moka iterates in no order: take the keys in scope after the cursor, then sort and cut.
+        let candidates = self
+            .cache
+            .iter()
+            .filter(|(key, _)| scope.contains(key) && after.is_none_or(|a| **key > *a))
+            .map(|(key, entry)| {
+                let value = CachedValue {
+                    bytes: entry.bytes,
+                    expires_at: entry.expires_at,
+                    source: SCHEME,
+                };
+                ((*key).clone(), value)
+            })
+            .collect();
+        Ok(resk_core::cache::scan_page(candidates, scope, after, limit))
+    }
 }
 
 #[cfg(test)]

@@ -290,6 +290,58 @@ impl CacheStore for RedisStore {
         let _: String = self.pool.ping(None).await.map_err(|e| convert("ping", e))?;
         Ok(())
     }
+
+    /// Redis keeps no order: every page lists the scope's keys (`SCAN MATCH`, every primary of a
+    /// cluster), sorts those after the cursor and reads them one `GET` at a time until the page is
+    /// full. A page costs a walk of the scope's keys; a tenant-scoped walk only that tenant's.
+    async fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+        let client = self.pool.next();
+        let pattern = self.pattern(scope);
+        let mut found = if client.is_clustered() {
+            client
+                .scan_cluster_buffered(pattern, Some(1000), None)
+                .boxed()
+        } else {
+            client.scan_buffered(pattern, Some(1000), None).boxed()
+        };
+        let head = format!("{}:", self.prefix);
+        let mut keys = Vec::new();
+        while let Some(key) = found.next().await {
+            let key = key.map_err(|e| convert("scan", e))?;
+            let parsed = key
+                .as_str()
+                .and_then(|k| k.strip_prefix(&head))
+                .and_then(|rest| rest.split_once(':'))
+                .and_then(|(tenant, name)| {
+                    CacheKey::new(TenantId::new(tenant).ok()?, name.to_owned()).ok()
+                });
+            if let Some(key) = parsed
+                && scope.contains(&key)
+                && after.is_none_or(|a| key > *a)
+            {
+                keys.push(key);
+            }
+        }
+        // SCAN may return a key twice.
+        keys.sort_unstable();
+        keys.dedup();
+        let mut page = Vec::with_capacity(limit.min(keys.len()));
+        for key in keys {
+            if page.len() == limit {
+                break;
+            }
+            // Gone or expired since the listing: skip it, the page still fills from later keys.
+            if let Some(value) = self.get(&key).await? {
+                page.push((key, value));
+            }
+        }
+        Ok(page)
+    }
 }
 
 #[cfg(test)]

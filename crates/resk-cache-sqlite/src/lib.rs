@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result,
+    Result, TenantId,
 };
 use sqlx::{
     Row,
@@ -402,5 +402,52 @@ impl CacheStore for SqliteStore {
             .await
             .map_err(query_err("ping"))?;
         Ok(())
+    }
+
+    async fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+        // Keyset pagination on the primary key: SQLite's BINARY collation orders text by bytes,
+        // like `CacheKey`'s `Ord`.
+        let tenant = match scope {
+            PurgeScope::Tenant(t) => Some(t.as_str()),
+            _ => None,
+        };
+        let rows = sqlx::query(
+            "SELECT tenant, name, value, expires_at FROM entries
+             WHERE (expires_at IS NULL OR expires_at > ?1)
+               AND (?2 IS NULL OR tenant = ?2)
+               AND (?3 IS NULL OR (tenant, name) > (?3, ?4))
+             ORDER BY tenant, name LIMIT ?5",
+        )
+        .bind(now_ms())
+        .bind(tenant)
+        .bind(after.map(|k| k.tenant().as_str()))
+        .bind(after.map(CacheKey::name))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("scan"))?;
+        let mut page = Vec::with_capacity(rows.len());
+        for row in rows {
+            let tenant: String = row.try_get(0).map_err(query_err("scan"))?;
+            let name: String = row.try_get(1).map_err(query_err("scan"))?;
+            let value: Vec<u8> = row.try_get(2).map_err(query_err("scan"))?;
+            let expires: Option<i64> = row.try_get(3).map_err(query_err("scan"))?;
+            let key = CacheKey::new(TenantId::new(&tenant)?, name)?;
+            page.push((
+                key,
+                CachedValue {
+                    bytes: Bytes::from(value),
+                    expires_at: expires
+                        .map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+                    source: SCHEME,
+                },
+            ));
+        }
+        Ok(page)
     }
 }

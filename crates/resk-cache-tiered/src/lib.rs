@@ -346,6 +346,17 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
     fn ping(&self) -> impl Future<Output = Result<()>> + Send {
         self.l2.ping()
     }
+
+    /// Layer 2 holds every entry (layer 1 only a subset of it): walks read layer 2 alone and leave
+    /// layer 1 as it is.
+    fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(CacheKey, CachedValue)>>> + Send {
+        self.l2.scan(scope, after, limit)
+    }
 }
 
 #[cfg(test)]

@@ -178,6 +178,16 @@ pub enum PurgeScope {
     Tenant(TenantId),
 }
 
+impl PurgeScope {
+    /// Whether `key` is in this scope.
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        match self {
+            Self::All => true,
+            Self::Tenant(t) => key.tenant() == t,
+        }
+    }
+}
+
 /// What a backend can do, so callers and the conformance suite need not guess.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -228,6 +238,7 @@ pub struct BackendInfo {
 ///   how many were removed (`purge_all`, `purge_tenant_only`).
 /// * Concurrent writers to distinct and equal keys leave the store consistent: every distinct key
 ///   readable, each equal key holding one of the written values (`concurrent_writers`).
+/// * `scan` walks every live entry of its scope once, in key order, page by page (`scan_pages`).
 /// * `ping` succeeds when the backend can serve requests.
 pub trait CacheStore: Send + Sync + Debug + 'static {
     /// The backend's name and capabilities.
@@ -252,6 +263,36 @@ pub trait CacheStore: Send + Sync + Debug + 'static {
 
     /// Check the backend can serve requests (used by readiness probes).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// One page of the live entries in `scope`, in key order (tenant, then name): at most `limit`
+    /// entries whose key comes after `after` (the last key of the previous page; `None` to start).
+    /// A page shorter than `limit` is the last. Entries written or removed during a walk may or may
+    /// not be seen; every entry present throughout is seen exactly once.
+    ///
+    /// For maintenance that must see every entry (a privacy export or erasure, a retention sweep),
+    /// never for request paths: a backend may walk all its keys to answer one page.
+    fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(CacheKey, CachedValue)>>> + Send;
+}
+
+/// The page of `entries` (any order) that [`CacheStore::scan`] returns: those in `scope`, after
+/// `after`, sorted, at most `limit`. For backends whose own listing is unordered.
+pub fn scan_page(
+    mut entries: Vec<(CacheKey, CachedValue)>,
+    scope: &PurgeScope,
+    after: Option<&CacheKey>,
+    limit: usize,
+) -> Vec<(CacheKey, CachedValue)> {
+    entries.retain(|(key, value)| {
+        scope.contains(key) && after.is_none_or(|a| key > a) && !value.is_expired()
+    });
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    entries.truncate(limit);
+    entries
 }
 
 /// The object-safe twin of [`CacheStore`]; blanket-implemented, never implemented by hand.
@@ -268,6 +309,12 @@ pub trait CacheStoreDyn: Send + Sync + Debug + 'static {
     fn delete_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<bool>>;
     fn purge_dyn<'a>(&'a self, scope: &'a PurgeScope) -> BoxFuture<'a, Result<u64>>;
     fn ping_dyn(&self) -> BoxFuture<'_, Result<()>>;
+    fn scan_dyn<'a>(
+        &'a self,
+        scope: &'a PurgeScope,
+        after: Option<&'a CacheKey>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(CacheKey, CachedValue)>>>;
 }
 
 impl<T: CacheStore + ?Sized> CacheStoreDyn for T {
@@ -294,6 +341,14 @@ impl<T: CacheStore + ?Sized> CacheStoreDyn for T {
     fn ping_dyn(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(self.ping())
     }
+    fn scan_dyn<'a>(
+        &'a self,
+        scope: &'a PurgeScope,
+        after: Option<&'a CacheKey>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(CacheKey, CachedValue)>>> {
+        Box::pin(self.scan(scope, after, limit))
+    }
 }
 
 impl<T: CacheStoreDyn + ?Sized> CacheStore for Arc<T> {
@@ -314,6 +369,14 @@ impl<T: CacheStoreDyn + ?Sized> CacheStore for Arc<T> {
     }
     async fn ping(&self) -> Result<()> {
         (**self).ping_dyn().await
+    }
+    async fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+        (**self).scan_dyn(scope, after, limit).await
     }
 }
 

@@ -37,25 +37,18 @@ impl<S: CacheStore> EncryptedStore<S> {
     }
 }
 
-#[deny(clippy::missing_trait_methods)]
-impl<S: CacheStore> CacheStore for EncryptedStore<S> {
-    fn info(&self) -> &BackendInfo {
-        self.inner.info()
-    }
-
-    async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
-        let Some(value) = self.inner.get(key).await? else {
-            return Ok(None);
-        };
+impl<S: CacheStore> EncryptedStore<S> {
+    /// The plaintext of `value` stored under `key`; `None` (logged and counted) if it does not open.
+    fn open(&self, key: &CacheKey, value: CachedValue) -> Option<CachedValue> {
         match self
             .cipher
             .open(key.tenant(), &key.associated_data(), &value.bytes)
         {
-            Ok(plaintext) => Ok(Some(CachedValue {
+            Ok(plaintext) => Some(CachedValue {
                 bytes: Bytes::from(plaintext),
                 expires_at: value.expires_at,
                 source: value.source,
-            })),
+            }),
             Err(err) => {
                 let backend = self.inner.info().name;
                 metrics::counter!("resk_crypto_open_failures_total", "backend" => backend)
@@ -66,9 +59,23 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
                     error = %err,
                     "stored value failed to decrypt; treated as a miss"
                 );
-                Ok(None)
+                None
             }
         }
+    }
+}
+
+#[deny(clippy::missing_trait_methods)]
+impl<S: CacheStore> CacheStore for EncryptedStore<S> {
+    fn info(&self) -> &BackendInfo {
+        self.inner.info()
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
+        let Some(value) = self.inner.get(key).await? else {
+            return Ok(None);
+        };
+        Ok(self.open(key, value))
     }
 
     async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
@@ -88,5 +95,34 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
 
     fn ping(&self) -> impl Future<Output = Result<()>> + Send {
         self.inner.ping()
+    }
+
+    /// Opens every value of the inner page; one that does not open is skipped (as `get` treats it
+    /// as a miss) and the page is filled from the next inner page, so a page shorter than `limit`
+    /// still means the walk is over.
+    async fn scan(
+        &self,
+        scope: &PurgeScope,
+        after: Option<&CacheKey>,
+        limit: usize,
+    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+        let mut page = Vec::with_capacity(limit);
+        let mut cursor = after.cloned();
+        loop {
+            let want = limit - page.len();
+            let inner = self.inner.scan(scope, cursor.as_ref(), want).await?;
+            let last_page = inner.len() < want;
+            if let Some((key, _)) = inner.last() {
+                cursor = Some(key.clone());
+            }
+            for (key, value) in inner {
+                if let Some(opened) = self.open(&key, value) {
+                    page.push((key, opened));
+                }
+            }
+            if last_page || page.len() == limit {
+                return Ok(page);
+            }
+        }
     }
 }

@@ -341,6 +341,58 @@ pub struct RevokeResponse {
     pub until: u64,
 }
 
+/// `POST /api/privacy/export` and `POST /api/privacy/erase`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectRequest {
+    /// The subject (token `sub`) whose entries are meant, in the caller's tenant. Absent, or the
+    /// caller's own subject: the caller's own entries. Another subject needs `cache:admin`.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 256))]
+    pub subject: Option<String>,
+}
+
+/// One entry of a privacy export.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExportedEntry {
+    /// The entry's key (as a write returned it).
+    pub key: String,
+    /// The query as written.
+    pub query: String,
+    /// The cached answer.
+    pub response: serde_json::Value,
+    /// When it was written (RFC 3339).
+    pub created_at: String,
+    /// When it stops being served (RFC 3339).
+    pub expires_at: String,
+    /// `user` if private to the subject, `tenant` if shared with its tenant.
+    pub visibility: Visibility,
+    /// Whether the subject wrote it (otherwise it is only private to the subject).
+    pub written_by_subject: bool,
+}
+
+/// Answer to `POST /api/privacy/export`: every entry of the subject in the caller's tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ExportResponse {
+    /// The subject exported.
+    pub subject: String,
+    /// How many entries.
+    pub count: usize,
+    /// The entries, in key order.
+    pub entries: Vec<ExportedEntry>,
+}
+
+/// Answer to `POST /api/privacy/erase`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EraseResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// The subject erased.
+    pub subject: String,
+    /// How many entries were deleted (with their vectors).
+    pub erased: u64,
+}
+
 /// `GET /health`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct HealthResponse {

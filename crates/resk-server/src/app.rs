@@ -331,6 +331,9 @@ impl App {
         ));
         if tokio::runtime::Handle::try_current().is_ok() {
             revocations.spawn_listener();
+            if let Some(every) = config.retention_sweep {
+                spawn_retention_sweep(cache.clone(), semantic.clone(), config.ttl.max_ttl(), every);
+            }
         }
         let gate = Arc::new(Gate {
             revocations: revocations.clone(),
@@ -369,6 +372,30 @@ impl App {
                              expires; every instance refuses the token within 5 s, at once on this one.",
                         )
                         .response::<200, Json<crate::api::RevokeResponse>>()
+                        .response::<503, Json<ErrorBody>>()
+                }),
+            )
+            .api_route(
+                "/api/privacy/export",
+                post_with(routes::privacy_export, |op| {
+                    with_body(secured(op, "cache:read"))
+                        .summary("Export a subject's entries")
+                        .description(
+                            "Every entry the subject wrote, or that is private to it, in the caller's tenant                              (GDPR access and portability). Without `subject`: the caller's own entries;                              another subject needs `cache:admin`. Walks the tenant: an administrative                              action, not a request path.",
+                        )
+                        .response::<200, Json<crate::api::ExportResponse>>()
+                        .response::<503, Json<ErrorBody>>()
+                }),
+            )
+            .api_route(
+                "/api/privacy/erase",
+                post_with(routes::privacy_erase, |op| {
+                    with_body(secured(op, "cache:write"))
+                        .summary("Erase a subject's entries")
+                        .description(
+                            "Deletes every entry the subject wrote, or that is private to it, in the caller's                              tenant, with their vectors (GDPR erasure). Without `subject`: the caller's own                              entries (`cache:write`); another subject needs `cache:admin`.",
+                        )
+                        .response::<200, Json<crate::api::EraseResponse>>()
                         .response::<503, Json<ErrorBody>>()
                 }),
             )
@@ -495,6 +522,38 @@ impl App {
         };
         Self { router, limiter }
     }
+}
+
+/// Delete entries older than `max_age` every `every` (first after one period), until the process
+/// ends. Entries are written with a TTL of at most `max_age`, so this only finds entries written
+/// before `CACHE_MAX_TTL_SECS` was lowered.
+fn spawn_retention_sweep(
+    cache: SharedCacheStore,
+    semantic: Option<Arc<Semantic>>,
+    max_age: Duration,
+    every: Duration,
+) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match crate::privacy::sweep_retention(&cache, semantic.as_deref(), max_age).await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    metrics::counter!("resk_retention_deleted_entries_total").increment(deleted);
+                    tracing::info!(
+                        audit = "retention_sweep",
+                        deleted,
+                        "entries past the maximum retention deleted"
+                    );
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention sweep failed; retrying next period")
+                }
+            }
+        }
+    });
 }
 
 /// Bind, serve until SIGINT/SIGTERM, then drain in-flight requests for at most the grace period.

@@ -518,6 +518,10 @@ pub struct ServeArgs {
     /// Longest TTL a writer may ask for, in seconds.
     #[arg(long, env = "CACHE_MAX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub cache_max_ttl_secs: u64,
+    /// How often to delete entries older than CACHE_MAX_TTL_SECS (written before it was lowered), in
+    /// seconds; 0 turns the sweep off (such entries are still never served).
+    #[arg(long, env = "RETENTION_SWEEP_SECS", default_value_t = 3600)]
+    pub retention_sweep_secs: u64,
     /// Rate-limit window in milliseconds.
     #[arg(long, env = "RATE_LIMIT_WINDOW_MS", default_value_t = 900_000)]
     pub rate_limit_window_ms: u64,
@@ -948,6 +952,8 @@ pub struct Config {
     pub keys: KeyBuilder,
     /// TTL policy.
     pub ttl: TtlPolicy,
+    /// How often the retention sweep runs; `None`: never.
+    pub retention_sweep: Option<Duration>,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.
@@ -979,6 +985,7 @@ impl std::fmt::Debug for Config {
             .field("ws", &self.ws)
             .field("encryption", &self.cipher)
             .field("ttl", &self.ttl)
+            .field("retention_sweep", &self.retention_sweep)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -1106,6 +1113,8 @@ impl ServeArgs {
             cipher,
             keys,
             ttl,
+            retention_sweep: (self.retention_sweep_secs > 0)
+                .then(|| Duration::from_secs(self.retention_sweep_secs)),
             rate_limit: RateLimitConfig {
                 window: Duration::from_millis(self.rate_limit_window_ms),
                 max: self.rate_limit_max,

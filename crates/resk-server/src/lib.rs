@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 mod gate;
 pub mod json;
+mod privacy;
 mod providers;
 pub mod ratelimit;
 pub mod revoke;

@@ -16,9 +16,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     api::{
-        DeleteResponse, HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest,
-        QueryResponse, ReadyResponse, RevokeRequest, RevokeResponse, Source, Visibility,
-        WriteRequest, WriteResponse,
+        DeleteResponse, EraseResponse, ExportResponse, ExportedEntry, HealthResponse, KeyFields,
+        Latency, PurgeResponse, QueryRequest, QueryResponse, ReadyResponse, RevokeRequest,
+        RevokeResponse, Source, SubjectRequest, Visibility, WriteRequest, WriteResponse,
     },
     app::AppState,
     auth::{Principal, Scope},
@@ -277,6 +277,7 @@ pub(crate) async fn query_entry(
         e.tenant == principal.tenant.as_str()
             && e.readable_by(&principal.subject)
             && now < e.expires_at
+            && !crate::privacy::past_retention(e.created_at, now, app.ttl.max_ttl())
             && req.ttl.is_none_or(|max_age| {
                 (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
             })
@@ -576,6 +577,119 @@ pub(crate) async fn revoke(
         revoked: true,
         jti,
         until,
+    }))
+}
+
+/// The subject a privacy request is about: the caller's own (needing `own_scope`), or another
+/// subject of the caller's tenant (needing `cache:admin`).
+fn privacy_subject(
+    principal: &Principal,
+    requested: Option<String>,
+    own_scope: Scope,
+) -> Result<String, ApiError> {
+    match requested {
+        Some(other) if other != *principal.subject => {
+            principal.require(Scope::Admin)?;
+            if other.is_empty() || other.chars().count() > 256 {
+                return Err(ApiError::bad_request(
+                    "invalid_subject",
+                    "subject must be 1-256 characters",
+                ));
+            }
+            Ok(other)
+        }
+        _ => {
+            principal.require(own_scope)?;
+            Ok(principal.subject.to_string())
+        }
+    }
+}
+
+/// `POST /api/privacy/export`: every entry a subject wrote or owns in the caller's tenant.
+pub(crate) async fn privacy_export(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<SubjectRequest>,
+) -> Result<Json<ExportResponse>, ApiError> {
+    let subject = privacy_subject(&principal, req.subject, Scope::Read)?;
+    let found = crate::privacy::export(&app.cache, &principal.tenant, &subject)
+        .await
+        .inspect_err(|e| backend_error(&app, "scan", e))?;
+    let entries: Vec<ExportedEntry> = found
+        .into_iter()
+        .map(|(key, entry)| ExportedEntry {
+            key: key.name().to_owned(),
+            response: serde_json::from_str(entry.response.get()).unwrap_or_default(),
+            created_at: rfc3339(entry.created_at),
+            expires_at: rfc3339(entry.expires_at),
+            visibility: if entry.owner.is_some() {
+                Visibility::User
+            } else {
+                Visibility::Tenant
+            },
+            written_by_subject: entry.origin.subject.as_deref() == Some(subject.as_str()),
+            query: entry.query,
+        })
+        .collect();
+    metrics::counter!("resk_privacy_requests_total", "kind" => "export").increment(1);
+    tracing::info!(
+        audit = "privacy_export",
+        subject = %principal.subject,
+        tenant = %principal.tenant,
+        data_subject_pseudonym = %app.keys.pseudonym("audit", &subject),
+        entries = entries.len(),
+        "subject's entries exported"
+    );
+    Ok(Json(ExportResponse {
+        subject,
+        count: entries.len(),
+        entries,
+    }))
+}
+
+/// `POST /api/privacy/erase`: delete every entry a subject wrote or owns in the caller's tenant,
+/// with their vectors.
+pub(crate) async fn privacy_erase(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<SubjectRequest>,
+) -> Result<Json<EraseResponse>, ApiError> {
+    let subject = privacy_subject(&principal, req.subject, Scope::Write)?;
+    let keys: Vec<CacheKey> = crate::privacy::export(&app.cache, &principal.tenant, &subject)
+        .await
+        .inspect_err(|e| backend_error(&app, "scan", e))?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    let erased = crate::privacy::delete_all(
+        &app.cache,
+        app.semantic.as_deref(),
+        &principal.tenant,
+        &keys,
+    )
+    .await
+    .inspect_err(|e| backend_error(&app, "delete", e))?;
+    for key in &keys {
+        app.hub
+            .cache_event(
+                &principal.tenant,
+                serde_json::json!({ "event": "delete", "key": key.name() }),
+            )
+            .await;
+    }
+    metrics::counter!("resk_privacy_requests_total", "kind" => "erase").increment(1);
+    tracing::info!(
+        audit = "privacy_erase",
+        subject = %principal.subject,
+        tenant = %principal.tenant,
+        data_subject_pseudonym = %app.keys.pseudonym("audit", &subject),
+        erased,
+        "subject's entries erased"
+    );
+    Ok(Json(EraseResponse {
+        success: true,
+        subject,
+        erased,
     }))
 }
 

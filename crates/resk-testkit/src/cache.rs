@@ -184,6 +184,86 @@ pub async fn purge_tenant_only<S: CacheStore>(store: &S) {
     }
 }
 
+/// Every page of a walk with `limit`, following the cursor until a short page.
+async fn walk<S: CacheStore>(store: &S, scope: &PurgeScope, limit: usize) -> Vec<CacheKey> {
+    let mut keys = Vec::new();
+    let mut after: Option<CacheKey> = None;
+    loop {
+        let page = store.scan(scope, after.as_ref(), limit).await.unwrap();
+        assert!(
+            page.len() <= limit,
+            "page of {} > limit {limit}",
+            page.len()
+        );
+        let short = page.len() < limit;
+        for (key, value) in page {
+            // Values come back as written.
+            assert_eq!(&value.bytes[..], format!("v-{}", key.name()).as_bytes());
+            keys.push(key);
+        }
+        if short {
+            return keys;
+        }
+        after = keys.last().cloned();
+    }
+}
+
+/// `scan` walks every live entry of its scope exactly once, in key order, page by page; expired
+/// entries and other tenants' entries are not in a tenant's walk.
+pub async fn scan_pages<S: CacheStore>(store: &S) {
+    let (t1, t2) = (tenant(), tenant());
+    let mut expected1 = Vec::new();
+    for i in 0..11 {
+        let k = key(&t1, &format!("k{i:02}"));
+        store
+            .set(
+                &k,
+                Bytes::from(format!("v-k{i:02}")),
+                Some(Duration::from_secs(600)),
+            )
+            .await
+            .unwrap();
+        expected1.push(k);
+    }
+    for i in 0..4 {
+        let k = key(&t2, &format!("k{i:02}"));
+        store
+            .set(&k, Bytes::from(format!("v-k{i:02}")), None)
+            .await
+            .unwrap();
+    }
+    let gone = key(&t1, "k05-expired");
+    store
+        .set(
+            &gone,
+            Bytes::from_static(b"v-k05-expired"),
+            Some(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+
+    for limit in [1, 3, 11, 100] {
+        assert_eq!(
+            walk(store, &PurgeScope::Tenant(t1.clone()), limit).await,
+            expected1,
+            "limit {limit}"
+        );
+    }
+    // The whole store: both tenants, in key order, each key once (other data may share the store).
+    let all: Vec<CacheKey> = walk(store, &PurgeScope::All, 4)
+        .await
+        .into_iter()
+        .filter(|k| k.tenant() == &t1 || k.tenant() == &t2)
+        .collect();
+    assert_eq!(all.len(), 15);
+    assert!(all.windows(2).all(|w| w[0] < w[1]), "not in key order");
+    // A deleted entry is no longer walked.
+    store.delete(&expected1[3]).await.unwrap();
+    expected1.remove(3);
+    assert_eq!(walk(store, &PurgeScope::Tenant(t1), 5).await, expected1);
+}
+
 /// Equal names in different tenants are different entries.
 pub async fn tenants_are_isolated<S: CacheStore>(store: &S) {
     let (t1, t2) = (tenant(), tenant());

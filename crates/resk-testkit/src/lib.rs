@@ -93,6 +93,7 @@ macro_rules! cache_suite_if {
             purge_all,
             purge_tenant_only,
             tenants_are_isolated,
+            scan_pages,
             large_value,
             unicode_names,
             binary_values,

@@ -1,0 +1,129 @@
+//! Privacy requests and retention: export and erase a subject's entries (GDPR articles 15, 17 and
+//! 20), and the maximum retention every backend is held to.
+//!
+//! A subject's entries are those it wrote (`origin.subject`) or that are private to it (`owner`).
+//! Stores index entries by key only, and their values are encrypted, so finding them means walking
+//! the tenant with [`resk_core::CacheStore::scan`] and reading each entry: a privacy request costs a
+//! pass over the tenant, which is what an infrequent, audited administrative action can afford (an
+//! index by subject would be one more place holding the subject's identity).
+//!
+//! Retention: no entry is written with a TTL past `CACHE_MAX_TTL_SECS`, so every backend drops it
+//! by its own expiry. Entries written before that maximum was lowered are never served once older
+//! than it (checked on every read) and are deleted by the retention sweep.
+
+use std::time::Duration;
+
+use resk_core::{CacheEntry, CacheKey, CacheStore, PurgeScope, Result, SharedCacheStore, TenantId};
+use time::OffsetDateTime;
+
+use crate::semantic::Semantic;
+
+/// Entries read per page while walking a tenant.
+const PAGE: usize = 500;
+
+/// Whether `entry` belongs to `subject`: written by it, or private to it.
+pub(crate) fn belongs_to(entry: &CacheEntry, subject: &str) -> bool {
+    entry.origin.subject.as_deref() == Some(subject) || entry.owner.as_deref() == Some(subject)
+}
+
+/// Call `visit` with every readable entry in `scope`, page by page. Values that do not parse as
+/// entries (another program's data under the same prefix, or an unknown schema) are skipped.
+pub(crate) async fn walk(
+    cache: &SharedCacheStore,
+    scope: &PurgeScope,
+    mut visit: impl FnMut(CacheKey, CacheEntry),
+) -> Result<()> {
+    let mut after: Option<CacheKey> = None;
+    loop {
+        let page = cache.scan(scope, after.as_ref(), PAGE).await?;
+        let last = page.len() < PAGE;
+        after = page.last().map(|(key, _)| key.clone()).or(after);
+        for (key, value) in page {
+            if let Ok(entry) = CacheEntry::from_bytes(&value.bytes) {
+                visit(key, entry);
+            }
+        }
+        if last {
+            return Ok(());
+        }
+    }
+}
+
+/// Every entry of `subject` in `tenant`, in key order.
+pub(crate) async fn export(
+    cache: &SharedCacheStore,
+    tenant: &TenantId,
+    subject: &str,
+) -> Result<Vec<(CacheKey, CacheEntry)>> {
+    let mut found = Vec::new();
+    walk(cache, &PurgeScope::Tenant(tenant.clone()), |key, entry| {
+        if entry.tenant == *tenant && belongs_to(&entry, subject) {
+            found.push((key, entry));
+        }
+    })
+    .await?;
+    Ok(found)
+}
+
+/// Delete `keys` of `tenant` and their vectors; how many entries existed. Vector failures are
+/// logged and counted but do not stop the erasure: a vector left behind points at a deleted entry,
+/// which lookups skip, and carries no text.
+pub(crate) async fn delete_all(
+    cache: &SharedCacheStore,
+    semantic: Option<&Semantic>,
+    tenant: &TenantId,
+    keys: &[CacheKey],
+) -> Result<u64> {
+    let mut deleted = 0;
+    for key in keys {
+        deleted += u64::from(cache.delete(key).await?);
+    }
+    if let Some(sem) = semantic {
+        let names: Vec<String> = keys.iter().map(|k| k.name().to_owned()).collect();
+        for chunk in names.chunks(PAGE) {
+            if let Err(err) = sem.delete(tenant, chunk).await {
+                metrics::counter!("resk_semantic_errors_total", "op" => "erase").increment(1);
+                tracing::warn!(error = %err, "vectors of erased entries not deleted");
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Whether an entry written at `created_at` is past the maximum retention `max_age` at `now`.
+pub(crate) fn past_retention(
+    created_at: OffsetDateTime,
+    now: OffsetDateTime,
+    max_age: Duration,
+) -> bool {
+    (now - created_at).whole_milliseconds()
+        >= i128::try_from(max_age.as_millis()).unwrap_or(i128::MAX)
+}
+
+/// Delete every entry older than `max_age` (and its vectors), in every tenant but the reserved one;
+/// how many were deleted.
+pub(crate) async fn sweep_retention(
+    cache: &SharedCacheStore,
+    semantic: Option<&Semantic>,
+    max_age: Duration,
+) -> Result<u64> {
+    let now = OffsetDateTime::now_utc();
+    let mut old: Vec<(TenantId, CacheKey)> = Vec::new();
+    walk(cache, &PurgeScope::All, |key, entry| {
+        if key.tenant().as_str() != crate::revoke::RESERVED_TENANT
+            && past_retention(entry.created_at, now, max_age)
+        {
+            old.push((key.tenant().clone(), key));
+        }
+    })
+    .await?;
+    let mut deleted = 0;
+    for tenant_keys in old.chunk_by(|a, b| a.0 == b.0) {
+        let Some((tenant, _)) = tenant_keys.first() else {
+            continue;
+        };
+        let keys: Vec<CacheKey> = tenant_keys.iter().map(|(_, k)| k.clone()).collect();
+        deleted += delete_all(cache, semantic, tenant, &keys).await?;
+    }
+    Ok(deleted)
+}
