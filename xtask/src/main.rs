@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         Some("ci") => lint().and_then(|()| test()),
         Some("bench") => bench(&args[1..]),
         Some("services") => services(),
-        Some("fuzz") => fuzz_api(),
+        Some("fuzz") => fuzz_api().and_then(|()| fuzz_code()),
         Some("sbom") => sbom(),
         _ => {
             eprintln!(
@@ -445,6 +445,60 @@ fn sbom() -> Result {
     Ok(())
 }
 
+/// The cargo-fuzz targets under `fuzz/`, each run for `RESK_FUZZ_SECS` seconds (default 20).
+const FUZZ_TARGETS: &[&str] = &["key_normalize", "ciphertext", "token"];
+
+/// Run every cargo-fuzz target (libFuzzer) for a bounded time from its committed seeds
+/// (`fuzz/seeds/<target>`), with a throwaway corpus and a fixed seed. cargo-fuzz is installed when
+/// missing (under `CI=true`; otherwise the step is skipped visibly). libFuzzer's instrumentation
+/// needs unstable rustc flags: `RUSTC_BOOTSTRAP=1` lets the stable toolchain (the only one this
+/// project's machines have) accept them. No sanitizer: the fuzzed crates forbid `unsafe`, so the
+/// targets hunt panics and broken invariants, which every build detects.
+fn fuzz_code() -> Result {
+    if !have("cargo-fuzz", "--version") {
+        if in_ci() {
+            eprintln!("xtask: installing cargo-fuzz (CI=true, not found)");
+            run(cargo().args(["install", "cargo-fuzz", "--locked"]))?;
+        } else {
+            println!(
+                "SKIP cargo-fuzz targets: not installed (`cargo install cargo-fuzz --locked`)"
+            );
+            return Ok(());
+        }
+    }
+    let secs = env::var("RESK_FUZZ_SECS").unwrap_or_else(|_| "20".into());
+    let work = fixture_dir("cargo-fuzz")?;
+    let _work = Fixture {
+        procs: Vec::new(),
+        dir: work.clone(),
+        url: String::new(),
+    };
+    for target in FUZZ_TARGETS {
+        let corpus = work.join(target);
+        std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
+        run(cargo()
+            .args([
+                "fuzz",
+                "run",
+                "--sanitizer",
+                "none",
+                "--fuzz-dir",
+                "fuzz",
+                target,
+            ])
+            .arg(&corpus)
+            .arg(root().join("fuzz/seeds").join(target))
+            .args([
+                "--",
+                &format!("-max_total_time={secs}"),
+                "-seed=20261124",
+                "-print_final_stats=1",
+            ])
+            .env("RUSTC_BOOTSTRAP", "1"))?;
+    }
+    Ok(())
+}
+
 /// Fuzz the real server from its own OpenAPI document with schemathesis, for a bounded number of
 /// cases per operation (`RESK_FUZZ_EXAMPLES`, default 100; `RESK_FUZZ_SEED` for another seed): every
 /// check on (no 5xx, status codes, content types and bodies as documented, schema-valid requests
@@ -760,12 +814,15 @@ fn test() -> Result {
     ]))?;
     drop(redis);
     fuzz_api()?;
+    fuzz_code()?;
     eprintln!("xtask: all tests passed");
     Ok(())
 }
 
 fn lint() -> Result {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The fuzz targets are a workspace of their own.
+    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
     run(cargo().args([
         "clippy",
         "--workspace",
