@@ -201,6 +201,11 @@ pub async fn build_backends(config: &Config) -> Result<Backends> {
     Ok(backends)
 }
 
+/// The cache and bus only (no embedder, no vector store): for maintenance commands.
+pub(crate) async fn build_backends_without_semantic(config: &Config) -> Result<Backends> {
+    build_cache(config).await
+}
+
 async fn build_cache(config: &Config) -> Result<Backends> {
     match config.backend {
         CacheBackend::Memory => {

@@ -49,6 +49,10 @@ pub enum Command {
     Token(TokenArgs),
     /// Print a new random CACHE_ENCRYPTION_KEY (base64 of 32 bytes).
     Keygen,
+    /// Re-seal every stored value under CACHE_ENCRYPTION_KEY (reading with it and
+    /// CACHE_ENCRYPTION_PREVIOUS_KEYS), so a retired key can then be removed. Takes the server's
+    /// configuration; safe while servers run.
+    Reencrypt(ServeArgs),
 }
 
 /// Which cache backend stores entries.

@@ -11,6 +11,7 @@ pub mod json;
 mod privacy;
 mod providers;
 pub mod ratelimit;
+pub mod rekey;
 pub mod revoke;
 mod routes;
 pub mod semantic;

@@ -1,4 +1,4 @@
-//! The `resk-server` binary: `serve` (default), `token`, `keygen`.
+//! The `resk-server` binary: `serve` (default), `token`, `calibrate`, `keygen`, `reencrypt`.
 
 use std::process::ExitCode;
 
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Some(Command::Token(args)) => token(&args),
         Some(Command::Calibrate(args)) => calibrate(&args),
         Some(Command::Keygen) => keygen(),
+        Some(Command::Reencrypt(args)) => reencrypt(args),
     }
 }
 
@@ -117,6 +118,38 @@ fn token(args: &TokenArgs) -> ExitCode {
         Err(err) => {
             eprintln!("resk-server token: {}", err.message());
             ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // printing the report is this command's whole job
+fn reencrypt(args: ServeArgs) -> ExitCode {
+    telemetry::init_tracing(&args.log_level, args.log_format);
+    let config = match args.resolve() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("reencrypt: configuration error: {}", err.message());
+            return ExitCode::from(2);
+        }
+    };
+    let Some(runtime) = runtime("reencrypt") else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(resk_server::rekey::reencrypt(&config)) {
+        Ok(report) => {
+            println!(
+                "re-encrypted {} values under the current key; {} changed meanwhile and left as written",
+                report.rewritten, report.changed_meanwhile
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("reencrypt: {}", err.message());
+            if err.kind() == resk_core::ErrorKind::Config {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

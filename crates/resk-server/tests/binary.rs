@@ -1266,3 +1266,105 @@ async fn two_instances_share_rate_limits_and_tenant_quotas() {
         resk_testkit::skip_because("redis rate-limit key scan", "redis-cli not installed");
     }
 }
+
+/// The key id of every value stored in the SQLite file at `path`, read raw (no decryption).
+async fn stored_key_ids(path: &str) -> Vec<String> {
+    use resk_core::{CacheStore, PurgeScope};
+    let store = resk_cache_sqlite::SqliteStore::connect(resk_cache_sqlite::SqliteConfig::new(path))
+        .await
+        .unwrap();
+    let values = store.scan(&PurgeScope::All, None, 10_000).await.unwrap();
+    store.close().await;
+    values
+        .iter()
+        .map(|(_, v)| {
+            resk_crypto::AesGcmCipher::key_id_of(&v.bytes)
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Key rotation end to end: entries written under key A; `resk-server reencrypt` with A as a
+/// previous key re-seals every stored value under B (checked on the raw file); a server that knows
+/// only B then serves them, which it could not before.
+#[tokio::test]
+async fn reencrypt_moves_every_value_to_the_current_key() {
+    let path = sqlite_path();
+    let path_text = path.display().to_string();
+    let old = resk_crypto::MasterKey::generate_base64();
+    let new = resk_crypto::MasterKey::generate_base64();
+    let id = |k: &str| {
+        resk_crypto::MasterKey::from_base64(k)
+            .unwrap()
+            .id()
+            .to_string()
+    };
+    fn with_key<'a>(path: &'a str, key: &'a str) -> Vec<(&'static str, &'a str)> {
+        vec![
+            ("JWT_SECRET", SECRET),
+            ("CACHE_BACKEND", "sqlite"),
+            ("SQLITE_PATH", path),
+            ("CACHE_ENCRYPTION_KEY", key),
+        ]
+    }
+    let env_old = with_key(&path_text, old.as_str());
+    let server = Server::start(&env_old);
+    let token = mint(&env_old, &["--scope", "cache:read cache:write"]);
+    let http = client();
+    for i in 0..5 {
+        assert_eq!(
+            write_status(&http, &server, &token, &format!("rotated {i}")).await,
+            201
+        );
+    }
+    drop(server);
+    assert_eq!(stored_key_ids(&path_text).await, vec![id(old.as_str()); 5]);
+
+    // Only the new key, before re-encryption: the old entries do not open (misses, not errors).
+    let env_new = with_key(&path_text, new.as_str());
+    let server = Server::start(&env_new);
+    assert_eq!(
+        query(&http, &server, &token, "rotated 0").await["hit"],
+        false
+    );
+    drop(server);
+
+    // Without the old key among the previous ones nothing can be read, so nothing is rewritten.
+    let out = command(&env_new).arg("reencrypt").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 0 values"));
+
+    let mut env_rotate = env_new.clone();
+    env_rotate.push(("CACHE_ENCRYPTION_PREVIOUS_KEYS", old.as_str()));
+    let out = command(&env_rotate).arg("reencrypt").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("re-encrypted 5 values"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(stored_key_ids(&path_text).await, vec![id(new.as_str()); 5]);
+
+    let server = Server::start(&env_new);
+    for i in 0..5 {
+        let hit = query(&http, &server, &token, &format!("rotated {i}")).await;
+        assert_eq!(hit["hit"], true, "{hit}");
+    }
+    // Refused clearly: nothing to re-encrypt under, or nothing outside the process.
+    let out = command(&[("JWT_SECRET", SECRET), ("CACHE_BACKEND", "sqlite")])
+        .arg("reencrypt")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CACHE_ENCRYPTION_KEY"));
+    let _ = std::fs::remove_file(&path);
+}
