@@ -50,6 +50,8 @@ pub struct AppState {
     pub(crate) revocations: Arc<crate::revoke::Revocations>,
     /// Longest a revocation is kept: no token outlives it.
     pub(crate) revoke_default_secs: u64,
+    /// Query logs carry the raw text (debugging switch) instead of a keyed hash.
+    pub(crate) log_query_text: bool,
 }
 
 /// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
@@ -491,6 +493,7 @@ impl App {
             openapi: Arc::new(api),
             revocations,
             revoke_default_secs,
+            log_query_text: config.log_query_text,
         });
         let router = router
             .fallback(routes::not_found)
@@ -572,6 +575,11 @@ pub async fn serve(config: Config) -> Result<()> {
     }
     if config.cipher.is_none() {
         tracing::warn!("CACHE_ENCRYPTION_KEY is not set: cached values are stored unencrypted");
+    }
+    if config.log_query_text {
+        tracing::warn!(
+            "LOG_QUERY_TEXT is on: debug logs carry what users ask, in clear. A debugging switch;              turn it off and treat these logs as personal data."
+        );
     }
     let listener = tokio::net::TcpListener::bind((config.host, config.port))
         .await

@@ -577,6 +577,10 @@ pub struct ServeArgs {
     /// Log filter (`info`, `debug`, `resk_server=debug,info`, …).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Debugging only: put the raw query text in the debug-level query logs (otherwise they carry a
+    /// keyed hash of it). Logs then hold what users asked; see docs/security.md.
+    #[arg(long, env = "LOG_QUERY_TEXT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub log_query_text: bool,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -958,6 +962,8 @@ pub struct Config {
     pub ttl: TtlPolicy,
     /// How often the retention sweep runs; `None`: never.
     pub retention_sweep: Option<Duration>,
+    /// Whether query logs carry the raw query text (debugging) rather than its keyed hash.
+    pub log_query_text: bool,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.
@@ -990,6 +996,7 @@ impl std::fmt::Debug for Config {
             .field("encryption", &self.cipher)
             .field("ttl", &self.ttl)
             .field("retention_sweep", &self.retention_sweep)
+            .field("log_query_text", &self.log_query_text)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -1117,6 +1124,7 @@ impl ServeArgs {
             cipher,
             keys,
             ttl,
+            log_query_text: self.log_query_text,
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),
             rate_limit: RateLimitConfig {

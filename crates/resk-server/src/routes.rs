@@ -122,6 +122,21 @@ fn cache_key(app: &AppState, principal: &Principal, scoped: &Scoped<'_>) -> Cach
     app.keys.key(&principal.tenant, &scoped.input())
 }
 
+/// The debug-level line of one read or write: a keyed hash of the query (stable per query, so
+/// lines can be correlated, and meaningless without the server's key secret), or the raw text when
+/// `LOG_QUERY_TEXT` is on.
+fn log_query(app: &AppState, op: &'static str, query: &str, outcome: &str) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let hash = app.keys.pseudonym("log", query);
+    if app.log_query_text {
+        tracing::debug!(op, query_hash = %hash, query, outcome, "cache request");
+    } else {
+        tracing::debug!(op, query_hash = %hash, outcome, "cache request");
+    }
+}
+
 fn semantic_error(op: &'static str, err: &resk_core::Error) {
     metrics::counter!("resk_semantic_errors_total", "op" => op, "kind" => err.kind().as_str())
         .increment(1);
@@ -173,6 +188,7 @@ pub(crate) async fn write_entry(
             backend_error(&app, "set", e);
         })?;
     app.stats.writes.increment(1);
+    log_query(&app, "write", &req.query, "stored");
     let mut semantic_indexed = false;
     let mut semantic_error_text = None;
     if let Some(sem) = app
@@ -332,6 +348,16 @@ pub(crate) async fn query_entry(
         (Some(_), None) => app.stats.other_hits.increment(1),
         (None, _) => app.stats.misses.increment(1),
     }
+    log_query(
+        &app,
+        "query",
+        &req.query,
+        match (entry.is_some(), source) {
+            (true, Some(Source::Semantic)) => "semantic hit",
+            (true, _) => "hit",
+            (false, _) => "miss",
+        },
+    );
     latency.total = ms(start);
     let seed = req
         .seed

@@ -1368,3 +1368,52 @@ async fn reencrypt_moves_every_value_to_the_current_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("CACHE_ENCRYPTION_KEY"));
     let _ = std::fs::remove_file(&path);
 }
+
+/// Query logs (debug level) carry a keyed hash of the query by default, stable per query and never
+/// the text; `LOG_QUERY_TEXT=true` adds the text, with a warning at start-up.
+#[tokio::test]
+async fn query_logs_carry_a_hash_unless_the_debug_switch_is_on() {
+    let secret_question = "my bank password is hunter2, is that safe?";
+    let run = |extra: Option<(&'static str, &'static str)>| async move {
+        let mut env = vec![
+            ("JWT_SECRET", SECRET),
+            ("LOG_LEVEL", "resk_server=debug,info"),
+        ];
+        env.extend(extra);
+        let server = Server::start(&env);
+        let token = mint(&env, &["--scope", "cache:read cache:write"]);
+        let http = client();
+        assert_eq!(
+            write_status(&http, &server, &token, secret_question).await,
+            201
+        );
+        assert_eq!(
+            query(&http, &server, &token, secret_question).await["hit"],
+            true
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        server.logs()
+    };
+    let hashes = |logs: &[String]| -> Vec<String> {
+        logs.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == "cache request")
+            .map(|v| v["query_hash"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let logs = run(None).await;
+    assert!(
+        logs.iter().all(|l| !l.contains("hunter2")),
+        "query text in default logs"
+    );
+    let default_hashes = hashes(&logs);
+    assert_eq!(default_hashes.len(), 2, "{logs:?}");
+    assert_eq!(default_hashes[0], default_hashes[1], "one query, one hash");
+    assert_eq!(default_hashes[0].len(), 32);
+
+    let logs = run(Some(("LOG_QUERY_TEXT", "true"))).await;
+    assert!(logs.iter().any(|l| l.contains("LOG_QUERY_TEXT is on")));
+    assert!(logs.iter().any(|l| l.contains("hunter2")), "{logs:?}");
+    assert_eq!(hashes(&logs), default_hashes, "same secret, same hashes");
+}
