@@ -1,14 +1,15 @@
-//! Tenant isolation as a property: for any sequence of writes, exact and semantic lookups, deletes and
-//! purges by users of two tenants, no call of one tenant ever returns, removes or overwrites the
-//! other's answers, and private entries never reach another user of the same tenant.
+//! Tenant isolation as a property: for any sequence of writes, exact and semantic lookups, deletes,
+//! purges and WebSocket publishes by users of two tenants, no call of one tenant ever returns,
+//! removes or overwrites the other's answers, no WebSocket client hears of another tenant's cache
+//! events or messages, and private entries never reach another user of the same tenant.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use axum::http::StatusCode;
-use common::{TestApp, semantic_app, token_for};
+use common::{TestApp, semantic_app, token_for, ws};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -43,6 +44,10 @@ enum Op {
     Purge {
         user: usize,
     },
+    /// Publish on the tenant-scoped WebSocket channel `news`.
+    Publish {
+        user: usize,
+    },
 }
 
 /// Users: (subject, tenant). 0 and 1 share tenant `acme`; 2 is in `globex`.
@@ -56,6 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(user, q, paraphrase, private)| Op::Query { user, q, paraphrase, private }),
         1 => (0..3usize).prop_map(|user| Op::Delete { user }),
         1 => (0..3usize).prop_map(|user| Op::Purge { user }),
+        2 => (0..3usize).prop_map(|user| Op::Publish { user }),
     ]
 }
 
@@ -85,6 +91,18 @@ async fn run(mut ops: Vec<Op>) {
         .collect();
     // The last key each user wrote, to delete.
     let mut last_key: HashMap<usize, String> = HashMap::new();
+    // Every key written per tenant, and purges per tenant: what a tenant's WebSocket may hear of.
+    let mut tenant_keys: HashMap<&str, HashSet<String>> = HashMap::new();
+    let mut tenant_purges: HashMap<&str, usize> = HashMap::new();
+    // Each user watches `cache` and `news` on a WebSocket of its own.
+    let addr = app.listen().await;
+    let mut sockets = Vec::new();
+    for token in &tokens {
+        let mut socket = ws::connect(addr, token).await;
+        ws::subscribe(&mut socket, "cache").await;
+        ws::subscribe(&mut socket, "news").await;
+        sockets.push(socket);
+    }
     for (step, op) in ops.into_iter().enumerate() {
         match op {
             Op::Write { user, q, private } => {
@@ -98,7 +116,12 @@ async fn run(mut ops: Vec<Op>) {
                 }
                 let r = app.write(&tokens[user], body).await;
                 assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
-                last_key.insert(user, r.body["key"].as_str().unwrap().to_owned());
+                let key = r.body["key"].as_str().unwrap().to_owned();
+                tenant_keys
+                    .entry(USERS[user].1)
+                    .or_default()
+                    .insert(key.clone());
+                last_key.insert(user, key);
             }
             Op::Query {
                 user,
@@ -165,8 +188,62 @@ async fn run(mut ops: Vec<Op>) {
                     .call("DELETE", "/api/cache", Some(&tokens[user]), None)
                     .await;
                 assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+                *tenant_purges.entry(USERS[user].1).or_default() += 1;
+            }
+            Op::Publish { user } => {
+                ws::send(
+                    &mut sockets[user],
+                    json!({"type": "publish", "channel": "news", "data": {"from": user, "step": step}}),
+                )
+                .await;
             }
         }
+    }
+    // Each user's own last message (it hears its own publishes) ends what it has to read; then
+    // nothing it heard may come from the other tenant.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for (user, socket) in sockets.iter_mut().enumerate() {
+        let tenant = USERS[user].1;
+        ws::send(
+            socket,
+            json!({"type": "publish", "channel": "news", "data": {"from": user, "end": true}}),
+        )
+        .await;
+        let mut purges_heard = 0;
+        loop {
+            let frame = ws::next(socket).await;
+            match (frame["type"].as_str(), frame["channel"].as_str()) {
+                (Some("published"), _) => {}
+                (Some("message"), Some("news")) => {
+                    let from = frame["data"]["from"].as_u64().unwrap() as usize;
+                    assert_eq!(
+                        USERS[from].1, tenant,
+                        "{} heard a message of tenant {}: {frame}",
+                        USERS[user].0, USERS[from].1
+                    );
+                    if from == user && frame["data"]["end"] == true {
+                        break;
+                    }
+                }
+                (Some("message"), Some("cache")) => match frame["data"]["event"].as_str() {
+                    Some("purge") => purges_heard += 1,
+                    _ => {
+                        let key = frame["data"]["key"].as_str().unwrap();
+                        assert!(
+                            tenant_keys.get(tenant).is_some_and(|k| k.contains(key)),
+                            "{} heard of a key its tenant never wrote: {frame}",
+                            USERS[user].0
+                        );
+                    }
+                },
+                _ => panic!("unexpected frame {frame}"),
+            }
+        }
+        assert!(
+            purges_heard <= tenant_purges.get(tenant).copied().unwrap_or(0),
+            "{} heard of another tenant's purge",
+            USERS[user].0
+        );
     }
     // Finally: every user's lookups of every question only ever return their own tenant's answers
     // (checked above), and a purge by one tenant left the other's entries alone.
