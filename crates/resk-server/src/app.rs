@@ -52,6 +52,8 @@ pub struct AppState {
     pub(crate) revoke_default_secs: u64,
     /// Query logs carry the raw text (debugging switch) instead of a keyed hash.
     pub(crate) log_query_text: bool,
+    /// How long an `Idempotency-Key` is remembered.
+    pub(crate) idempotency_ttl: Duration,
 }
 
 /// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
@@ -339,7 +341,7 @@ impl App {
         if tokio::runtime::Handle::try_current().is_ok() {
             revocations.spawn_listener();
             if let Some(every) = config.retention_sweep {
-                spawn_retention_sweep(cache.clone(), semantic.clone(), config.ttl.max_ttl(), every);
+                spawn_retention_sweep(&cache, semantic.as_ref(), config.ttl.max_ttl(), every);
             }
         }
         let gate = Arc::new(Gate {
@@ -358,8 +360,12 @@ impl App {
                 post_with(routes::write_entry, |op| {
                     with_body(secured(op, "cache:write"))
                         .summary("Store an answer")
-                        .description("Stores `response` under the canonical key of `query` in the caller's tenant.")
+                        .description("Stores `response` under the canonical key of `query` in the caller's tenant. \
+                             With an `Idempotency-Key` header a retry gets the first answer again (header \
+                             `Idempotent-Replayed: true`) instead of writing again; the same key with another \
+                             body is a 409.")
                         .response::<201, Json<WriteResponse>>()
+                        .response::<409, Json<ErrorBody>>()
                         .response::<503, Json<ErrorBody>>()
                 })
                 .delete_with(routes::purge, |op| {
@@ -494,6 +500,7 @@ impl App {
             revocations,
             revoke_default_secs,
             log_query_text: config.log_query_text,
+            idempotency_ttl: config.idempotency_ttl,
         });
         let router = router
             .fallback(routes::not_found)
@@ -532,20 +539,31 @@ impl App {
     }
 }
 
-/// Delete entries older than `max_age` every `every` (first after one period), until the process
-/// ends. Entries are written with a TTL of at most `max_age`, so this only finds entries written
-/// before `CACHE_MAX_TTL_SECS` was lowered.
+/// Delete entries older than `max_age` every `every` (first after one period), until the app is
+/// dropped: the task holds its backends weakly, so it never keeps a cache or a vector index (and
+/// the index's lock) alive after the app is gone. Entries are written with a TTL of at most
+/// `max_age`, so this only finds entries written before `CACHE_MAX_TTL_SECS` was lowered.
 fn spawn_retention_sweep(
-    cache: SharedCacheStore,
-    semantic: Option<Arc<Semantic>>,
+    cache: &SharedCacheStore,
+    semantic: Option<&Arc<Semantic>>,
     max_age: Duration,
     every: Duration,
 ) {
+    let cache = Arc::downgrade(cache);
+    let semantic = semantic.map(Arc::downgrade);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
+            let Some(cache) = cache.upgrade() else { break };
+            let semantic = match &semantic {
+                Some(weak) => match weak.upgrade() {
+                    Some(sem) => Some(sem),
+                    None => break,
+                },
+                None => None,
+            };
             match crate::privacy::sweep_retention(&cache, semantic.as_deref(), max_age).await {
                 Ok(0) => {}
                 Ok(deleted) => {
@@ -557,7 +575,7 @@ fn spawn_retention_sweep(
                     );
                 }
                 Err(err) => {
-                    tracing::warn!(error = %err, "retention sweep failed; retrying next period")
+                    tracing::warn!(error = %err, "retention sweep failed; retrying next period");
                 }
             }
         }

@@ -522,6 +522,9 @@ pub struct ServeArgs {
     /// Longest TTL a writer may ask for, in seconds.
     #[arg(long, env = "CACHE_MAX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub cache_max_ttl_secs: u64,
+    /// How long an `Idempotency-Key` of a write is remembered, in seconds.
+    #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
+    pub idempotency_ttl_secs: u64,
     /// How often to delete entries older than CACHE_MAX_TTL_SECS (written before it was lowered), in
     /// seconds; 0 turns the sweep off (such entries are still never served).
     #[arg(long, env = "RETENTION_SWEEP_SECS", default_value_t = 3600)]
@@ -964,6 +967,8 @@ pub struct Config {
     pub retention_sweep: Option<Duration>,
     /// Whether query logs carry the raw query text (debugging) rather than its keyed hash.
     pub log_query_text: bool,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: Duration,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.
@@ -997,6 +1002,7 @@ impl std::fmt::Debug for Config {
             .field("ttl", &self.ttl)
             .field("retention_sweep", &self.retention_sweep)
             .field("log_query_text", &self.log_query_text)
+            .field("idempotency_ttl", &self.idempotency_ttl)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -1125,6 +1131,7 @@ impl ServeArgs {
             keys,
             ttl,
             log_query_text: self.log_query_text,
+            idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),
             rate_limit: RateLimitConfig {

@@ -6,7 +6,16 @@
 //! [`crate::auth::Principal`] from what the gate stored, so a handler reached without the gate answers
 //! 401.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use axum::{
     extract::{ConnectInfo, MatchedPath, Request, State},
@@ -49,11 +58,57 @@ fn needs_token(matched: Option<&str>, path: &str) -> bool {
     }
 }
 
+/// A request body that records when it has been read to its end, so a request that runs out of time
+/// can be told apart: still waiting for the client's body (408, the client's doing) or for resk and
+/// its backends (503).
+struct WatchedBody {
+    inner: axum::body::Body,
+    done: Arc<AtomicBool>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.done.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// The outer middleware: telemetry around (time limit around (gate, then the handler)).
 pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     telemetry::observe(req, |req| async move {
+        use http_body::Body as _;
+        let body_done = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+        let req = if body_done.load(Ordering::Relaxed) {
+            req
+        } else {
+            let done = body_done.clone();
+            req.map(|inner| axum::body::Body::new(WatchedBody { inner, done }))
+        };
         let mut response = match tokio::time::timeout(gate.timeout, gate.admit(req, next)).await {
             Ok(response) => response,
+            Err(_) if !body_done.load(Ordering::Relaxed) => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "the request body did not arrive in time",
+            )
+            .into_response(),
             Err(_) => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "timeout",

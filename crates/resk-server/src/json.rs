@@ -34,57 +34,86 @@ fn is_json(headers: &axum::http::HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Like [`ApiJson`], plus the SHA-256 of the body's bytes (what an `Idempotency-Key` is checked
+/// against).
+#[derive(Debug, Clone)]
+pub struct ApiJsonDigest<T>(pub T, pub [u8; 32]);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJsonDigest<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        use sha2::Digest;
+        let (value, bytes) = read_json(req, state).await?;
+        Ok(Self(value, sha2::Sha256::digest(&bytes).into()))
+    }
+}
+
+impl<T: JsonSchema> OperationInput for ApiJsonDigest<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        Json::<T>::operation_input(ctx, operation);
+    }
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "expected `Content-Type: application/json`",
-            ));
-        }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "request body is larger than the configured limit",
-                )
-            } else {
-                ApiError::bad_request("invalid_body", "could not read the request body")
-            }
-        })?;
-        // Every request body is an object: serde would also read a struct from an array
-        // (`[null, null]`), which the schema does not allow.
-        if bytes
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b != b'{')
-        {
-            return Err(ApiError::bad_request(
-                "invalid_body",
-                "the body must be a JSON object",
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    ApiError::bad_request("invalid_body", inner.to_string())
-                        .with_details(serde_json::json!({ "path": path }))
-                }
-                _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {inner}")),
-            }
-        })?;
-        de.end().map_err(|_| {
-            ApiError::bad_request("invalid_json", "malformed JSON: trailing characters")
-        })?;
-        Ok(ApiJson(value))
+        read_json(req, state).await.map(|(value, _)| ApiJson(value))
     }
+}
+
+/// The body of `req` parsed as `T`, and its bytes; every failure an [`ApiError`].
+async fn read_json<S: Send + Sync, T: DeserializeOwned>(
+    req: Request,
+    state: &S,
+) -> Result<(T, Bytes), ApiError> {
+    if !is_json(req.headers()) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected `Content-Type: application/json`",
+        ));
+    }
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "request body is larger than the configured limit",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", "could not read the request body")
+        }
+    })?;
+    // Every request body is an object: serde would also read a struct from an array
+    // (`[null, null]`), which the schema does not allow.
+    if bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b != b'{')
+    {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::bad_request("invalid_body", inner.to_string())
+                    .with_details(serde_json::json!({ "path": path }))
+            }
+            _ => ApiError::bad_request("invalid_json", format!("malformed JSON: {inner}")),
+        }
+    })?;
+    de.end().map_err(|_| {
+        ApiError::bad_request("invalid_json", "malformed JSON: trailing characters")
+    })?;
+    Ok((value, bytes))
 }
 
 impl<T: JsonSchema> OperationInput for ApiJson<T> {

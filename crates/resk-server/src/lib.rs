@@ -7,6 +7,7 @@ pub mod calibrate;
 pub mod config;
 pub mod error;
 mod gate;
+pub mod idempotency;
 pub mod json;
 mod privacy;
 mod providers;

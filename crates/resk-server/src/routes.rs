@@ -24,7 +24,8 @@ use crate::{
     auth::{Principal, Scope},
     config::Limits,
     error::ApiError,
-    json::ApiJson,
+    idempotency::{IdempotencyKey, Seen, Slot},
+    json::{ApiJson, ApiJsonDigest},
     semantic::IndexItem,
     variants,
 };
@@ -153,9 +154,29 @@ fn backend_error(app: &AppState, op: &'static str, err: &resk_core::Error) {
 pub(crate) async fn write_entry(
     State(app): State<Arc<AppState>>,
     principal: Principal,
-    ApiJson(req): ApiJson<WriteRequest>,
-) -> Result<(StatusCode, Json<WriteResponse>), ApiError> {
+    idempotency: IdempotencyKey,
+    ApiJsonDigest(req, digest): ApiJsonDigest<WriteRequest>,
+) -> Result<Response, ApiError> {
     principal.require(Scope::Write)?;
+    let slot = match &idempotency.0 {
+        Some(key) => Some(Slot::new(&app.keys, &principal, key, &digest)?),
+        None => None,
+    };
+    if let Some(slot) = &slot
+        && let Seen::Replay(status, body) = slot.check(&app.cache).await.inspect_err(|e| {
+            metrics::counter!("resk_idempotency_checks_total", "result" => e.code()).increment(1)
+        })?
+    {
+        metrics::counter!("resk_idempotency_checks_total", "result" => "replayed").increment(1);
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(response);
+    }
     let scoped = validate(&app.limits, req.key_fields(), &principal.subject)?;
     if req.response.is_null() {
         return Err(ApiError::bad_request(
@@ -221,17 +242,25 @@ pub(crate) async fn write_entry(
             serde_json::json!({ "event": "set", "key": key.name(), "expires_at": expires_at }),
         )
         .await;
-    Ok((
-        StatusCode::CREATED,
-        Json(WriteResponse {
-            success: true,
-            key: key.name().to_owned(),
-            ttl: ttl.as_secs(),
-            expires_at,
-            semantic_indexed,
-            semantic_error: semantic_error_text,
-        }),
-    ))
+    let body = WriteResponse {
+        success: true,
+        key: key.name().to_owned(),
+        ttl: ttl.as_secs(),
+        expires_at,
+        semantic_indexed,
+        semantic_error: semantic_error_text,
+    };
+    if let Some(slot) = &slot {
+        // The entry is written: a failure to remember the answer costs a retry a second write of the
+        // same value, not the write itself.
+        if let Err(err) = slot
+            .record(&app.cache, StatusCode::CREATED, &body, app.idempotency_ttl)
+            .await
+        {
+            backend_error(&app, "idempotency", &err);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// `POST /api/cache/query`.

@@ -1100,6 +1100,39 @@ async fn slow_headers_are_cut_off() {
     );
 }
 
+/// A body that trickles in slower than REQUEST_TIMEOUT_SECS gets a 408 (the client's doing, not a
+/// 5xx), and nothing is written.
+#[tokio::test]
+async fn slow_bodies_get_408_and_write_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = [("JWT_SECRET", SECRET), ("REQUEST_TIMEOUT_SECS", "1")];
+    let server = Server::start(&env);
+    let token = mint(&env, &["--scope", "cache:read cache:write"]);
+    let body = json!({"query": "slowly", "response": "never"}).to_string();
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /api/cache HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body.len(),
+            &body[..5]
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), slow.read(&mut buf))
+        .await
+        .expect("no answer within 20 s")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("request_timeout"), "{answer}");
+    let http = client();
+    assert_eq!(query(&http, &server, &token, "slowly").await["hit"], false);
+}
+
 /// `X-Forwarded-For` picks the rate-limit bucket only behind a trusted proxy: without
 /// TRUSTED_PROXIES a client cannot escape its limit by inventing addresses.
 #[tokio::test]
