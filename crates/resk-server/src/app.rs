@@ -54,6 +54,8 @@ pub struct AppState {
     pub(crate) log_query_text: bool,
     /// How long an `Idempotency-Key` is remembered.
     pub(crate) idempotency_ttl: Duration,
+    /// Most a written TTL is shortened by, in percent.
+    pub(crate) ttl_jitter_percent: u8,
 }
 
 /// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
@@ -501,6 +503,7 @@ impl App {
             revoke_default_secs,
             log_query_text: config.log_query_text,
             idempotency_ttl: config.idempotency_ttl,
+            ttl_jitter_percent: config.ttl_jitter_percent,
         });
         let router = router
             .fallback(routes::not_found)

@@ -522,6 +522,10 @@ pub struct ServeArgs {
     /// Longest TTL a writer may ask for, in seconds.
     #[arg(long, env = "CACHE_MAX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub cache_max_ttl_secs: u64,
+    /// Shorten each written TTL by a random share of up to this many percent (0-50), so entries
+    /// written together do not all expire together; 0: exact TTLs.
+    #[arg(long, env = "CACHE_TTL_JITTER_PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
+    pub cache_ttl_jitter_percent: u8,
     /// How long an `Idempotency-Key` of a write is remembered, in seconds.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
@@ -969,6 +973,8 @@ pub struct Config {
     pub log_query_text: bool,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
+    /// Most a written TTL is shortened by, in percent (TTL jitter).
+    pub ttl_jitter_percent: u8,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.
@@ -1003,6 +1009,7 @@ impl std::fmt::Debug for Config {
             .field("retention_sweep", &self.retention_sweep)
             .field("log_query_text", &self.log_query_text)
             .field("idempotency_ttl", &self.idempotency_ttl)
+            .field("ttl_jitter_percent", &self.ttl_jitter_percent)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -1132,6 +1139,7 @@ impl ServeArgs {
             ttl,
             log_query_text: self.log_query_text,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
+            ttl_jitter_percent: self.cache_ttl_jitter_percent,
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),
             rate_limit: RateLimitConfig {

@@ -123,6 +123,18 @@ fn cache_key(app: &AppState, principal: &Principal, scoped: &Scoped<'_>) -> Cach
     app.keys.key(&principal.tenant, &scoped.input())
 }
 
+/// `ttl` shortened by a random share of up to `percent` %, so entries written together do not all
+/// expire together: never longer than asked (nor than the maximum), never below one second unless
+/// asked.
+fn jittered(ttl: std::time::Duration, percent: u8) -> std::time::Duration {
+    if percent == 0 {
+        return ttl;
+    }
+    let cut = ttl.mul_f64(f64::from(percent.min(50)) / 100.0 * fastrand::f64());
+    ttl.saturating_sub(cut)
+        .max(std::time::Duration::from_secs(1).min(ttl))
+}
+
 /// The debug-level line of one read or write: a keyed hash of the query (stable per query, so
 /// lines can be correlated, and meaningless without the server's key secret), or the raw text when
 /// `LOG_QUERY_TEXT` is on.
@@ -189,6 +201,7 @@ pub(crate) async fn write_entry(
         .ttl
         .resolve(req.ttl)
         .map_err(|e| ApiError::bad_request("invalid_ttl", e.message()))?;
+    let ttl = jittered(ttl, app.ttl_jitter_percent);
     let key = cache_key(&app, &principal, &scoped);
     let mut entry = CacheEntry::new(
         principal.tenant.clone(),

@@ -750,3 +750,39 @@ async fn openapi_is_3_1_and_matches_the_types() {
         "bearer"
     );
 }
+
+/// With CACHE_TTL_JITTER_PERCENT, TTLs written together spread below the one asked for, never above.
+#[tokio::test]
+async fn ttl_jitter_spreads_expiries_below_the_requested_ttl() {
+    let app = app(&["--cache-ttl-jitter-percent", "20"]);
+    let mut ttls = std::collections::HashSet::new();
+    for i in 0..40 {
+        let w = app
+            .write(
+                &admin(),
+                json!({"query": format!("jitter {i}"), "response": i, "ttl": 1000}),
+            )
+            .await;
+        assert_eq!(w.status, StatusCode::CREATED);
+        let ttl = w.body["ttl"].as_u64().unwrap();
+        assert!((800..=1000).contains(&ttl), "ttl {ttl}");
+        ttls.insert(ttl);
+    }
+    assert!(ttls.len() > 5, "not spread: {ttls:?}");
+    let exact = common::app(&[]);
+    let w = exact
+        .write(
+            &admin(),
+            json!({"query": "exact", "response": 1, "ttl": 1000}),
+        )
+        .await;
+    assert_eq!(w.body["ttl"], 1000, "no jitter by default");
+    let refused = <resk_server::Cli as clap::Parser>::try_parse_from([
+        "resk-server",
+        "--jwt-secret",
+        common::SECRET,
+        "--cache-ttl-jitter-percent",
+        "60",
+    ]);
+    assert!(refused.is_err(), "more than 50 % is refused");
+}
