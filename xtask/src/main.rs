@@ -445,6 +445,33 @@ fn sbom() -> Result {
     Ok(())
 }
 
+/// `promtool check rules` and `promtool test rules` on `docs/monitoring/alerts.yml`. promtool comes
+/// from Debian's `prometheus` package: installed under `CI=true` when missing (a failure if it cannot
+/// be), otherwise skipped visibly.
+fn monitoring_rules() -> Result {
+    if !have("promtool", "--version") {
+        if in_ci() {
+            eprintln!("xtask: installing promtool (Debian package prometheus; CI=true, not found)");
+            run(Command::new("apt-get").args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "prometheus",
+            ]))?;
+        } else {
+            println!("SKIP promtool: not installed (`apt-get install prometheus`)");
+            return Ok(());
+        }
+    }
+    let dir = root().join("docs/monitoring");
+    run(Command::new("promtool")
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir))?;
+    run(Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&dir))
+}
+
 /// The cargo-fuzz targets under `fuzz/`, each run for `RESK_FUZZ_SECS` seconds (default 20).
 const FUZZ_TARGETS: &[&str] = &["key_normalize", "ciphertext", "token"];
 
@@ -823,6 +850,7 @@ fn lint() -> Result {
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     // The fuzz targets are a workspace of their own.
     run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
+    monitoring_rules()?;
     run(cargo().args([
         "clippy",
         "--workspace",
