@@ -17,6 +17,7 @@ use resk_core::{
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 /// Settings of a [`TieredStore`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,7 +285,13 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
     }
 
     async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
-        match self.shared.l1.get(key).await {
+        match self
+            .shared
+            .l1
+            .get(key)
+            .instrument(tracing::info_span!("cache.l1", op = "get"))
+            .await
+        {
             Ok(Some(held)) => {
                 // Layer 1 holds the entry's own expiry in a header: its store-level TTL is capped.
                 if let Some(value) = CachedValue::unframe(held.bytes, held.source)
@@ -297,7 +304,11 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
             Err(err) => tracing::warn!(error = %err, "layer-1 read failed; reading layer 2"),
         }
         let epoch = self.shared.epoch.load(Ordering::SeqCst);
-        let value = self.l2.get(key).await?;
+        let value = self
+            .l2
+            .get(key)
+            .instrument(tracing::info_span!("cache.l2", op = "get"))
+            .await?;
         if let Some(value) = &value {
             self.fill(key, value, epoch).await;
         }
@@ -306,7 +317,10 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
 
     async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
         let framed = CachedValue::frame(&value, ttl.map(|t| std::time::SystemTime::now() + t));
-        self.l2.set(key, value, ttl).await?;
+        self.l2
+            .set(key, value, ttl)
+            .instrument(tracing::info_span!("cache.l2", op = "set"))
+            .await?;
         let msg = Invalidation {
             from: self.id,
             tenant: Some(key.tenant().as_str().to_owned()),

@@ -37,13 +37,26 @@ impl<S: CacheStore> EncryptedStore<S> {
     }
 }
 
+/// Run one cipher operation inside a `crypto` span (a child of the request's span in traces) and
+/// record its time as the `crypto` layer of `resk_layer_duration_seconds`.
+fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+    let span = tracing::info_span!("crypto", op);
+    let _entered = span.enter();
+    let start = std::time::Instant::now();
+    let out = f();
+    metrics::histogram!("resk_layer_duration_seconds", "layer" => "crypto")
+        .record(start.elapsed().as_secs_f64());
+    out
+}
+
 impl<S: CacheStore> EncryptedStore<S> {
     /// The plaintext of `value` stored under `key`; `None` (logged and counted) if it does not open.
     fn open(&self, key: &CacheKey, value: CachedValue) -> Option<CachedValue> {
-        match self
-            .cipher
-            .open(key.tenant(), &key.associated_data(), &value.bytes)
-        {
+        let opened = timed("open", || {
+            self.cipher
+                .open(key.tenant(), &key.associated_data(), &value.bytes)
+        });
+        match opened {
             Ok(plaintext) => Some(CachedValue {
                 bytes: Bytes::from(plaintext),
                 expires_at: value.expires_at,
@@ -79,9 +92,10 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
     }
 
     async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
-        let sealed = self
-            .cipher
-            .seal(key.tenant(), &key.associated_data(), &value)?;
+        let sealed = timed("seal", || {
+            self.cipher
+                .seal(key.tenant(), &key.associated_data(), &value)
+        })?;
         self.inner.set(key, Bytes::from(sealed), ttl).await
     }
 

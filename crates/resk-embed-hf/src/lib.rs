@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use reqwest::header::AUTHORIZATION;
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use resk_http::{check_response, client, read_json, secret_header, transport_error};
+use resk_http::{check_response, client, read_json, secret_header, trace_context, transport_error};
 use serde::Serialize;
 
 const NAME: &str = "hf";
@@ -130,7 +130,11 @@ impl Embedder for HfEmbedder {
             normalize: tei.then_some(true),
             truncate: tei.then_some(true),
         };
-        let mut request = self.http.post(&self.url).json(&body);
+        let mut request = self
+            .http
+            .post(&self.url)
+            .headers(trace_context())
+            .json(&body);
         if let Some(token) = &self.token {
             request = request.header(AUTHORIZATION, token.clone());
         }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use reqwest::header::{AUTHORIZATION, HeaderName};
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use resk_http::{check_response, client, read_json, secret_header, transport_error};
+use resk_http::{check_response, client, read_json, secret_header, trace_context, transport_error};
 use serde::{Deserialize, Serialize};
 
 const NAME: &str = "openai";
@@ -175,6 +175,7 @@ impl Embedder for OpenAiEmbedder {
             .http
             .post(&self.url)
             .header(self.auth.0.clone(), self.auth.1.clone())
+            .headers(trace_context())
             .json(&body)
             .send()
             .await

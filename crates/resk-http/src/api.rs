@@ -9,7 +9,7 @@ use reqwest::{
 use resk_core::{Error, ErrorKind, Result};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{RetryPolicy, check_response, client, transport_error};
+use crate::{RetryPolicy, check_response, client, trace_context, transport_error};
 
 /// A vendor's JSON API at one base URL: every call carries the same headers (API key, version), is
 /// bounded by the client's timeout, retried by the policy when the failure is transient, and mapped to
@@ -75,12 +75,14 @@ impl JsonApi {
                 })
             })
             .transpose()?;
+        let trace = trace_context();
         self.retry
             .run(self.provider, || async {
                 let mut request = self
                     .client
                     .request(method.clone(), &url)
-                    .headers(self.headers.clone());
+                    .headers(self.headers.clone())
+                    .headers(trace.clone());
                 if let Some(body) = &body {
                     request = request
                         .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))

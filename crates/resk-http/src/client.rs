@@ -28,6 +28,26 @@ pub fn client(provider: &'static str, timeout: Duration) -> Result<reqwest::Clie
         })
 }
 
+/// The W3C trace-context headers (`traceparent`, `tracestate`) of the current `tracing` span, for a
+/// provider request, so the provider's own traces join the caller's.
+///
+/// With the `otel` feature, the context comes from tracing-opentelemetry's span extension and is
+/// written by the global OpenTelemetry propagator (installed by the application; the default one
+/// writes nothing). Without it, or outside any traced span, the map is empty.
+pub fn trace_context() -> reqwest::header::HeaderMap {
+    #[cfg_attr(not(feature = "otel"), allow(unused_mut))]
+    let mut headers = reqwest::header::HeaderMap::new();
+    #[cfg(feature = "otel")]
+    {
+        use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+        let cx = tracing::Span::current().context();
+        opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers));
+        });
+    }
+    headers
+}
+
 /// A header value holding a secret (API key, bearer token): marked sensitive so `Debug` output and
 /// HTTP/2 header compression never expose it.
 pub fn secret_header(value: &str) -> Result<HeaderValue> {

@@ -70,6 +70,10 @@ pub(crate) struct Stats {
     pub(crate) cache_seconds: metrics::Histogram,
     pub(crate) embed_seconds: metrics::Histogram,
     pub(crate) vector_seconds: metrics::Histogram,
+    /// Estimated LLM tokens a hit saved, by [`Source`].
+    pub(crate) tokens_saved: [metrics::Counter; Source::ALL.len()],
+    /// Similarity of each semantic hit.
+    pub(crate) similarity: metrics::Histogram,
 }
 
 impl Stats {
@@ -85,6 +89,10 @@ impl Stats {
             cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
             embed_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "embed"),
             vector_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "vector"),
+            tokens_saved: Source::ALL.map(|source| {
+                metrics::counter!("resk_tokens_saved_total", "source" => source.as_str())
+            }),
+            similarity: metrics::histogram!("resk_semantic_similarity"),
         }
     }
 }
@@ -487,6 +495,7 @@ impl App {
         });
         let metrics = telemetry::metrics_handle();
         let stats = Stats::new(cache.info().name);
+        metrics::gauge!("resk_token_price_per_1k").set(config.cost_per_1k_tokens);
         let hub = Hub::new(bus, config.ws);
         let state = Arc::new(AppState {
             cache,

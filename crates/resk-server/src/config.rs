@@ -240,6 +240,11 @@ pub struct SemanticArgs {
     /// Candidates examined per lookup.
     #[arg(long, env = "SEMANTIC_TOP_K", default_value_t = 5)]
     pub semantic_top_k: usize,
+    /// Remember for this many seconds that a query's semantic lookup found nothing, or that its
+    /// embedding / vector call failed, and answer the same query from that memory meanwhile (a miss,
+    /// or a degraded miss); 0: off. A semantic write to the tenant forgets its "no match" answers.
+    #[arg(long, env = "NEGATIVE_CACHE_TTL_SECS", default_value_t = 5)]
+    pub negative_cache_ttl_secs: u64,
     /// Vector store.
     #[arg(long, env = "VECTORDB_TYPE", value_enum, default_value = "embedded")]
     pub vectordb_type: VectorDbType,
@@ -317,6 +322,14 @@ pub struct SemanticArgs {
     /// Milvus database (the server's default when unset).
     #[arg(long, env = "MILVUS_DATABASE")]
     pub milvus_database: Option<String>,
+}
+
+/// A price: a finite, non-negative number.
+fn price(value: &str) -> Result<f64, String> {
+    match value.trim().parse::<f64>() {
+        Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
+        _ => Err(format!("{value:?} is not a price (a number >= 0)")),
+    }
 }
 
 /// Log line format.
@@ -526,6 +539,10 @@ pub struct ServeArgs {
     /// written together do not all expire together; 0: exact TTLs.
     #[arg(long, env = "CACHE_TTL_JITTER_PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
     pub cache_ttl_jitter_percent: u8,
+    /// Price of 1 000 LLM tokens in your currency, exported as the `resk_token_price_per_1k` gauge so
+    /// dashboards turn `resk_tokens_saved_total` into money saved; 0: not priced.
+    #[arg(long, env = "COST_PER_1K_TOKENS", default_value_t = 0.0, value_parser = price)]
+    pub cost_per_1k_tokens: f64,
     /// How long an `Idempotency-Key` of a write is remembered, in seconds.
     #[arg(long, env = "IDEMPOTENCY_TTL_SECS", default_value_t = 86_400)]
     pub idempotency_ttl_secs: u64,
@@ -591,6 +608,21 @@ pub struct ServeArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
+    /// OpenTelemetry trace export.
+    #[command(flatten)]
+    pub otel: OtelArgs,
+}
+
+/// OpenTelemetry trace export (OTLP over HTTP with protobuf bodies).
+#[derive(Clone, Debug, Args)]
+pub struct OtelArgs {
+    /// OTLP/HTTP collector base URL, e.g. `http://127.0.0.1:4318`; spans go to `<url>/v1/traces`.
+    /// Unset: no traces are exported (incoming `traceparent` headers are then ignored).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "resk-server")]
+    pub otel_service_name: String,
 }
 
 /// Options of `token`.
@@ -975,6 +1007,8 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Most a written TTL is shortened by, in percent (TTL jitter).
     pub ttl_jitter_percent: u8,
+    /// Price of 1 000 tokens (for the cost-saved estimate).
+    pub cost_per_1k_tokens: f64,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.
@@ -1010,6 +1044,7 @@ impl std::fmt::Debug for Config {
             .field("log_query_text", &self.log_query_text)
             .field("idempotency_ttl", &self.idempotency_ttl)
             .field("ttl_jitter_percent", &self.ttl_jitter_percent)
+            .field("cost_per_1k_tokens", &self.cost_per_1k_tokens)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -1140,6 +1175,7 @@ impl ServeArgs {
             log_query_text: self.log_query_text,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             ttl_jitter_percent: self.cache_ttl_jitter_percent,
+            cost_per_1k_tokens: self.cost_per_1k_tokens,
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),
             rate_limit: RateLimitConfig {

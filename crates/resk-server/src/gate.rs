@@ -23,6 +23,7 @@ use axum::{
     middleware::Next,
     response::{IntoResponse, Response},
 };
+use tracing::Instrument as _;
 
 use crate::{
     auth::{AuthFailure, JwtVerifier},
@@ -265,6 +266,19 @@ impl Gate {
         client_ip(peer, &forwarded, &self.trusted_proxies).map_or_else(|| "unknown".into(), ip_key)
     }
 
+    /// One limiter check, as its own span and timed as the `rate_limit` layer.
+    async fn check(&self, key: &str, rate: crate::ratelimit::Rate) -> Decision {
+        let start = std::time::Instant::now();
+        let decision = self
+            .limiter
+            .check(key, rate)
+            .instrument(tracing::info_span!("rate_limit"))
+            .await;
+        metrics::histogram!("resk_layer_duration_seconds", "layer" => "rate_limit")
+            .record(start.elapsed().as_secs_f64());
+        decision
+    }
+
     async fn revoked(&self, principal: &crate::auth::Principal) -> bool {
         match &principal.jti {
             Some(jti) => self.revocations.is_revoked(jti).await,
@@ -291,37 +305,43 @@ impl Gate {
         if let Some(t) = token
             && !self.verifier.remembers(t)
         {
-            let decision = self.limiter.check(&ip_key, self.rates.subject_rate()).await;
+            let decision = self.check(&ip_key, self.rates.subject_rate()).await;
             if let Decision::Limited { limit, retry_after } = decision {
                 return limited("ip", limit, retry_after);
             }
             ip_decision = Some(decision);
         }
-        let verified = match token {
-            Some(token) => self.verifier.verify(token).await,
-            None => Err(AuthFailure {
-                description: "missing bearer token",
-                reason: "missing",
-            }),
-        };
-        let verified = match verified {
-            Ok(p) if self.revoked(&p).await => Err(AuthFailure {
-                description: "token revoked",
-                reason: "revoked",
-            }),
-            other => other,
-        };
+        let auth_start = std::time::Instant::now();
+        let verified = async {
+            let verified = match token {
+                Some(token) => self.verifier.verify(token).await,
+                None => Err(AuthFailure {
+                    description: "missing bearer token",
+                    reason: "missing",
+                }),
+            };
+            match verified {
+                Ok(p) if self.revoked(&p).await => Err(AuthFailure {
+                    description: "token revoked",
+                    reason: "revoked",
+                }),
+                other => other,
+            }
+        }
+        .instrument(tracing::info_span!("auth"))
+        .await;
+        metrics::histogram!("resk_layer_duration_seconds", "layer" => "auth")
+            .record(auth_start.elapsed().as_secs_f64());
         let rate = self.rates.subject_rate();
         let (decision, key_type) = match (&verified, ip_decision) {
             (Ok(p), _) => (
-                self.limiter
-                    .check(&format!("sub:{}:{}", p.tenant, p.subject), rate)
+                self.check(&format!("sub:{}:{}", p.tenant, p.subject), rate)
                     .await,
                 "subject",
             ),
             // Already charged to the address above.
             (Err(_), Some(d)) => (d, "ip"),
-            (Err(_), None) => (self.limiter.check(&ip_key, rate).await, "ip"),
+            (Err(_), None) => (self.check(&ip_key, rate).await, "ip"),
         };
         let (mut limit, mut remaining, mut reset) = match decision {
             Decision::Allowed {
@@ -339,7 +359,6 @@ impl Gate {
             && let Some(tenant_rate) = self.rates.tenant_rate(&p.tenant)
         {
             match self
-                .limiter
                 .check(&format!("tenant:{}", p.tenant), tenant_rate)
                 .await
             {

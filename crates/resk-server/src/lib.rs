@@ -9,6 +9,7 @@ pub mod error;
 mod gate;
 pub mod idempotency;
 pub mod json;
+mod negative;
 mod privacy;
 mod providers;
 pub mod ratelimit;

@@ -39,8 +39,20 @@ fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
     }
 }
 
+/// The tracing subscriber (and trace exporter) for `args`; `Err` carries the exit code.
+fn tracing_for(args: &ServeArgs, command: &str) -> Result<telemetry::TracingGuard, ExitCode> {
+    telemetry::init_tracing(&args.log_level, args.log_format, &args.otel).map_err(|err| {
+        eprintln!("{command}: configuration error: {err}");
+        ExitCode::from(2)
+    })
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
-    telemetry::init_tracing(&args.log_level, args.log_format);
+    // Dropped last: the spans of the shutdown are exported too.
+    let _tracing = match tracing_for(&args, "resk-server") {
+        Ok(guard) => guard,
+        Err(code) => return code,
+    };
     let config = match args.resolve() {
         Ok(config) => config,
         Err(err) => {
@@ -124,7 +136,10 @@ fn token(args: &TokenArgs) -> ExitCode {
 
 #[allow(clippy::print_stdout)] // printing the report is this command's whole job
 fn reencrypt(args: ServeArgs) -> ExitCode {
-    telemetry::init_tracing(&args.log_level, args.log_format);
+    let _tracing = match tracing_for(&args, "reencrypt") {
+        Ok(guard) => guard,
+        Err(code) => return code,
+    };
     let config = match args.resolve() {
         Ok(config) => config,
         Err(err) => {

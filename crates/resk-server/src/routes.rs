@@ -13,6 +13,7 @@ use resk_core::{
     CacheEntry, CacheEntryView, CacheKey, CacheStore, CachedValue, KeyInput, Origin, PurgeScope,
 };
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
+use tracing::Instrument as _;
 
 use crate::{
     api::{
@@ -26,6 +27,7 @@ use crate::{
     error::ApiError,
     idempotency::{IdempotencyKey, Seen, Slot},
     json::{ApiJson, ApiJsonDigest},
+    negative::Remembered,
     semantic::IndexItem,
     variants,
 };
@@ -156,6 +158,23 @@ fn semantic_error(op: &'static str, err: &resk_core::Error) {
     tracing::warn!(op, error = %err, "semantic layer error");
 }
 
+/// Count a query answered without `layer` (it failed); returns `true` for the `degraded` flag.
+fn mark_degraded(layer: &'static str) -> bool {
+    metrics::counter!("resk_degraded_responses_total", "layer" => layer).increment(1);
+    true
+}
+
+/// LLM tokens in `bytes` of text, estimated at 4 bytes a token (OpenAI's rule of thumb for
+/// English; an estimate for dashboards, not billing).
+fn estimated_tokens(bytes: usize) -> u64 {
+    u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+/// The span of a cache-backend call (layer-1 and layer-2 spans of a tiered store nest in it).
+fn cache_span(app: &AppState, op: &'static str) -> tracing::Span {
+    tracing::info_span!("cache", backend = app.cache.info().name, op)
+}
+
 fn backend_error(app: &AppState, op: &'static str, err: &resk_core::Error) {
     let backend = app.cache.info().name;
     metrics::counter!("resk_backend_errors_total", "backend" => backend, "op" => op).increment(1);
@@ -217,6 +236,7 @@ pub(crate) async fn write_entry(
     let bytes = entry.to_bytes()?;
     app.cache
         .set(&key, Bytes::from(bytes), Some(ttl))
+        .instrument(cache_span(&app, "set"))
         .await
         .inspect_err(|e| {
             backend_error(&app, "set", e);
@@ -238,7 +258,12 @@ pub(crate) async fn write_entry(
             metadata: serde_json::Map::new(),
         };
         match sem.index(&principal.tenant, &[item]).await {
-            Ok(()) => semantic_indexed = true,
+            Ok(()) => {
+                semantic_indexed = true;
+                if let Some(negative) = sem.negative() {
+                    negative.tenant_changed(principal.tenant.as_str());
+                }
+            }
             Err(err) => {
                 semantic_error("index", &err);
                 semantic_error_text = Some(format!(
@@ -316,7 +341,11 @@ pub(crate) async fn query_entry(
         None
     } else {
         let cache_start = Instant::now();
-        let read = app.cache.get(&key).await;
+        let read = app
+            .cache
+            .get(&key)
+            .instrument(cache_span(&app, "get"))
+            .await;
         latency.cache = ms(cache_start);
         app.stats.cache_seconds.record(latency.cache / 1e3);
         match read {
@@ -324,7 +353,7 @@ pub(crate) async fn query_entry(
             Err(err) => {
                 // A read never fails the request: the caller regenerates, as on a miss.
                 backend_error(&app, "get", &err);
-                degraded = true;
+                degraded = mark_degraded("cache");
                 None
             }
         }
@@ -354,6 +383,7 @@ pub(crate) async fn query_entry(
                     sem,
                     principal: &principal,
                     scoped: &scoped,
+                    key: &key,
                     req: &req,
                     usable: &usable,
                 };
@@ -386,9 +416,17 @@ pub(crate) async fn query_entry(
         _ => (None, None, None, None),
     };
     match (entry, source) {
-        (Some(_), Some(source)) => app.stats.hits[source.index()].increment(1),
+        (Some(entry), Some(source)) => {
+            app.stats.hits[source.index()].increment(1);
+            app.stats.tokens_saved[source.index()].increment(estimated_tokens(
+                entry.query.len() + entry.response.get().len(),
+            ));
+        }
         (Some(_), None) => app.stats.other_hits.increment(1),
         (None, _) => app.stats.misses.increment(1),
+    }
+    if let Some(similarity) = similarity {
+        app.stats.similarity.record(f64::from(similarity));
     }
     log_query(
         &app,
@@ -452,6 +490,8 @@ struct SemanticLookup<'a, U> {
     sem: &'a Arc<crate::semantic::Semantic>,
     principal: &'a Principal,
     scoped: &'a Scoped<'a>,
+    /// The exact key of the query.
+    key: &'a CacheKey,
     req: &'a QueryRequest,
     usable: &'a U,
 }
@@ -464,12 +504,50 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
         latency: &mut Latency,
         degraded: &mut bool,
     ) -> Option<(CachedValue, CacheKey, f32)> {
-        let (app, sem, tenant) = (self.app, self.sem, &self.principal.tenant);
+        let (sem, tenant) = (self.sem, &self.principal.tenant);
         let threshold = self.req.threshold.unwrap_or(sem.threshold());
         let k = self
             .req
             .k
             .map_or(sem.top_k(), |k| usize::try_from(k).unwrap_or(usize::MAX));
+        let Some(negative) = sem.negative() else {
+            return self.lookup(threshold, k, latency, degraded).await.0;
+        };
+        // Everything the outcome depends on: the query (its key), who asks (visibility), and the
+        // request's threshold, k and maximum age.
+        let lookup_key = format!(
+            "{tenant}\u{0}{}\u{0}{}\u{0}{}\u{0}{k}\u{0}{:?}",
+            self.key.name(),
+            self.principal.subject,
+            threshold.to_bits(),
+            self.req.ttl,
+        );
+        match negative.check(tenant.as_str(), lookup_key) {
+            Ok(Remembered::NoMatch) => None,
+            Ok(Remembered::Failed(layer)) => {
+                *degraded = mark_degraded(layer);
+                None
+            }
+            Err(pending) => {
+                let (found, outcome) = self.lookup(threshold, k, latency, degraded).await;
+                if let Some(outcome) = outcome {
+                    negative.remember(pending, outcome);
+                }
+                found
+            }
+        }
+    }
+
+    /// The lookup itself, and what to remember of it: `NoMatch`, `Failed` for a provider error,
+    /// nothing after a hit or a cache-backend error.
+    async fn lookup(
+        &self,
+        threshold: f32,
+        k: usize,
+        latency: &mut Latency,
+        degraded: &mut bool,
+    ) -> (Option<(CachedValue, CacheKey, f32)>, Option<Remembered>) {
+        let (app, sem, tenant) = (self.app, self.sem, &self.principal.tenant);
         let scope = sem.scope(&app.keys, tenant, &self.scoped.input());
         let embed_start = Instant::now();
         let vector = sem.embed(self.scoped.query).await;
@@ -479,8 +557,8 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
             Ok(vector) => vector,
             Err(err) => {
                 semantic_error("embed", &err);
-                *degraded = true;
-                return None;
+                *degraded = mark_degraded("embed");
+                return (None, Some(Remembered::Failed("embed")));
             }
         };
         let search_start = Instant::now();
@@ -491,18 +569,24 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
             Ok(candidates) => candidates,
             Err(err) => {
                 semantic_error("search", &err);
-                *degraded = true;
-                return None;
+                *degraded = mark_degraded("vector");
+                return (None, Some(Remembered::Failed("vector")));
             }
         };
         let read_start = Instant::now();
         let mut stale = Vec::new();
         let mut matched = None;
+        let mut read_failed = false;
         for candidate in candidates {
             let Ok(candidate_key) = CacheKey::new(tenant.clone(), candidate.id.clone()) else {
                 continue;
             };
-            match app.cache.get(&candidate_key).await {
+            match app
+                .cache
+                .get(&candidate_key)
+                .instrument(cache_span(app, "get"))
+                .await
+            {
                 Ok(Some(value)) => {
                     if parse_entry(app, &value).is_some_and(|e| (self.usable)(&e)) {
                         matched = Some((value, candidate_key, candidate.similarity));
@@ -515,7 +599,8 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
                 Ok(None) => stale.push(candidate.id),
                 Err(err) => {
                     backend_error(app, "get", &err);
-                    *degraded = true;
+                    *degraded = mark_degraded("cache");
+                    read_failed = true;
                     break;
                 }
             }
@@ -531,7 +616,8 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
                 }
             });
         }
-        matched
+        let remember = (matched.is_none() && !read_failed).then_some(Remembered::NoMatch);
+        (matched, remember)
     }
 }
 

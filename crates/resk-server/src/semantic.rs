@@ -15,8 +15,12 @@ use resk_core::{
 };
 use resk_embed::{EmbeddingCache, EmbeddingCacheConfig, Pipeline, PipelineConfig, RetryPolicy};
 use time::OffsetDateTime;
+use tracing::Instrument as _;
 
-use crate::config::{EmbeddingProvider, SemanticArgs, VectorDbType};
+use crate::{
+    config::{EmbeddingProvider, SemanticArgs, VectorDbType},
+    negative::NegativeCache,
+};
 
 /// The embedder, the vector store and the lookup settings.
 #[derive(Debug)]
@@ -29,6 +33,7 @@ pub struct Semantic {
     ready: tokio::sync::OnceCell<()>,
     threshold: f32,
     top_k: usize,
+    negative: Option<NegativeCache>,
 }
 
 /// One cached query to index.
@@ -184,6 +189,7 @@ impl Semantic {
             ready,
             threshold: args.threshold(),
             top_k: args.semantic_top_k,
+            negative: NegativeCache::new(Duration::from_secs(args.negative_cache_ttl_secs)),
         })
     }
 
@@ -220,6 +226,11 @@ impl Semantic {
         self.top_k
     }
 
+    /// Remembered outcomes of recent lookups; `None` when negative caching is off.
+    pub(crate) fn negative(&self) -> Option<&NegativeCache> {
+        self.negative.as_ref()
+    }
+
     /// The scope of a request: only entries of equal scope are compared.
     pub fn scope(&self, keys: &KeyBuilder, tenant: &TenantId, input: &KeyInput<'_>) -> String {
         keys.scope(tenant, &self.embedder.info().model, input)
@@ -231,7 +242,7 @@ impl Semantic {
             return Ok(());
         }
         let texts: Vec<String> = items.iter().map(|i| i.query.clone()).collect();
-        let vectors = self.embedder.embed(&texts).await?;
+        let vectors = self.embed_texts(&texts).await?;
         let records = items
             .iter()
             .zip(vectors)
@@ -250,13 +261,42 @@ impl Semantic {
                 }
             })
             .collect();
-        self.ready().await?;
-        self.vectors.upsert(&self.collection, records).await
+        self.vector_call("upsert", async {
+            self.ready().await?;
+            self.vectors.upsert(&self.collection, records).await
+        })
+        .await
+    }
+
+    /// Embed `texts` (through the embedding cache) in an `embed` span, timed and counted.
+    async fn embed_texts(&self, texts: &[String]) -> Result<Vec<resk_core::Embedding>> {
+        let info = self.embedder.info();
+        let span = tracing::info_span!(
+            "embed",
+            provider = info.provider,
+            model = %info.model,
+            texts = texts.len(),
+        );
+        observed("embed", info.provider, "embed", self.embedder.embed(texts))
+            .instrument(span)
+            .await
+    }
+
+    /// `call` to the vector database as operation `op`, in a `vector` span, timed and counted.
+    async fn vector_call<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let provider = self.vectors.info().name;
+        observed("vector", provider, op, call)
+            .instrument(tracing::info_span!("vector", provider, op))
+            .await
     }
 
     /// Embed `query`.
     pub async fn embed(&self, query: &str) -> Result<Vec<f32>> {
-        let mut v = self.embedder.embed(&[query.to_owned()]).await?;
+        let mut v = self.embed_texts(&[query.to_owned()]).await?;
         v.pop().ok_or_else(|| {
             resk_core::Error::new(
                 resk_core::ErrorKind::Backend,
@@ -276,32 +316,74 @@ impl Semantic {
         k: usize,
         threshold: f32,
     ) -> Result<Vec<Scored>> {
-        self.ready().await?;
-        self.vectors
-            .query(
-                &self.collection,
-                &VectorQuery {
-                    tenant: tenant.clone(),
-                    vector,
-                    k,
-                    min_similarity: Some(threshold),
-                    filter: Some(Filter::Eq("scope".into(), scope.into())),
-                },
-            )
-            .await
+        self.vector_call("query", async {
+            self.ready().await?;
+            self.vectors
+                .query(
+                    &self.collection,
+                    &VectorQuery {
+                        tenant: tenant.clone(),
+                        vector,
+                        k,
+                        min_similarity: Some(threshold),
+                        filter: Some(Filter::Eq("scope".into(), scope.into())),
+                    },
+                )
+                .await
+        })
+        .await
     }
 
     /// Remove the vectors of `ids` in `tenant`.
     pub async fn delete(&self, tenant: &TenantId, ids: &[String]) -> Result<u64> {
-        self.ready().await?;
-        self.vectors.delete(&self.collection, tenant, ids).await
+        self.vector_call("delete", async {
+            self.ready().await?;
+            self.vectors.delete(&self.collection, tenant, ids).await
+        })
+        .await
     }
 
     /// Remove every vector of `tenant`.
     pub async fn purge(&self, tenant: &TenantId) -> Result<u64> {
-        self.ready().await?;
-        self.vectors
-            .purge(&self.collection, &VectorPurge::Tenant(tenant.clone()))
-            .await
+        self.vector_call("purge", async {
+            self.ready().await?;
+            self.vectors
+                .purge(&self.collection, &VectorPurge::Tenant(tenant.clone()))
+                .await
+        })
+        .await
     }
+}
+
+/// Await `call` to a `kind` (`embed`, `vector`) provider: its latency goes to
+/// `resk_provider_request_duration_seconds`, its outcome (`ok` or the error kind, e.g.
+/// `rate_limited` for a spent quota) to `resk_provider_requests_total`.
+async fn observed<T>(
+    kind: &'static str,
+    provider: &'static str,
+    op: &'static str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let start = std::time::Instant::now();
+    let out = call.await;
+    metrics::histogram!(
+        "resk_provider_request_duration_seconds",
+        "kind" => kind,
+        "provider" => provider,
+        "op" => op,
+    )
+    .record(start.elapsed().as_secs_f64());
+    let outcome = match &out {
+        Ok(_) => "ok",
+        Err(err) => err.kind().as_str(),
+    };
+    metrics::counter!(
+        "resk_provider_requests_total",
+        "kind" => kind,
+        "provider" => provider,
+        "op" => op,
+        "outcome" => outcome,
+    )
+    .increment(1);
+    out
 }

@@ -7,11 +7,12 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, StatusCode},
     response::Response,
 };
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::config::{LogFormat, OtelArgs};
 
 /// The correlation header, echoed when valid and generated otherwise.
 pub static CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -26,6 +27,11 @@ const BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0,
 ];
 
+/// Buckets of the semantic-similarity histogram (cosine similarity of hits, near the threshold).
+const SIMILARITY_BUCKETS: &[f64] = &[
+    0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0,
+];
+
 /// Install the process-wide Prometheus recorder once and return its handle.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -33,6 +39,12 @@ pub fn metrics_handle() -> PrometheusHandle {
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("resk_semantic_similarity".into()),
+                        SIMILARITY_BUCKETS,
+                    )
+                })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
@@ -46,7 +58,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 fn describe_metrics() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "resk_http_requests_total",
         "HTTP requests by method, route and status."
@@ -68,7 +80,7 @@ fn describe_metrics() {
     describe_histogram!(
         "resk_layer_duration_seconds",
         Unit::Seconds,
-        "Time spent per request layer (key, cache)."
+        "Time spent per request layer (auth, rate_limit, key, cache, crypto, embed, vector)."
     );
     describe_counter!(
         "resk_backend_errors_total",
@@ -90,23 +102,167 @@ fn describe_metrics() {
         "resk_crypto_open_failures_total",
         "Stored values that failed to decrypt (served as misses)."
     );
+    describe_counter!(
+        "resk_tokens_saved_total",
+        "Estimated LLM tokens (query + answer, 4 bytes a token) hits saved, by source."
+    );
+    describe_gauge!(
+        "resk_token_price_per_1k",
+        "COST_PER_1K_TOKENS: multiply increase(resk_tokens_saved_total) / 1000 by it for money saved."
+    );
+    describe_histogram!(
+        "resk_semantic_similarity",
+        "Cosine similarity of semantic hits."
+    );
+    describe_counter!(
+        "resk_degraded_responses_total",
+        "Queries answered without a layer that failed, by layer (cache, embed, vector)."
+    );
+    describe_counter!(
+        "resk_provider_requests_total",
+        "Embedding and vector-database calls by kind, provider, operation and outcome."
+    );
+    describe_histogram!(
+        "resk_provider_request_duration_seconds",
+        Unit::Seconds,
+        "Embedding and vector-database call latency by kind, provider and operation."
+    );
 }
 
-/// Initialise the global tracing subscriber (JSON or pretty) from `filter`.
-pub fn init_tracing(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .flatten_event(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
+/// What [`init_tracing`] set up. Dropping it exports the spans still buffered and stops the trace
+/// exporter (it waits for the collector, up to the export timeout).
+#[must_use = "dropping the guard stops the trace exporter"]
+pub struct TracingGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TracingGuard {
+    /// Whether spans are exported (an OTLP endpoint was configured).
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Export every finished span now. Blocks until the collector answered or the export timed out,
+    /// so call it from a blocking context (`spawn_blocking`), not from an async task.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.provider
+            && let Err(err) = provider.force_flush()
+        {
+            tracing::warn!(error = %err, "trace export failed");
+        }
+    }
+}
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("resk-server: trace export at shutdown failed: {err}");
+        }
+    }
+}
+
+/// The batch exporter's per-export time limit.
+const OTLP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The OTLP/HTTP tracer provider for `otel`, or `None` when no endpoint is configured.
+fn tracer_provider(otel: &OtelArgs) -> Result<Option<SdkTracerProvider>, String> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+    let Some(base) = otel
+        .otel_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
     };
+    if !(base.starts_with("http://") || base.starts_with("https://")) {
+        return Err(format!(
+            "OTEL_EXPORTER_OTLP_ENDPOINT must start with http:// or https:// (got {base:?})"
+        ));
+    }
+    // An https collector: the blocking client's rustls needs the process-wide provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{}/v1/traces", base.trim_end_matches('/')))
+        .with_timeout(OTLP_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot build the OTLP exporter: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(otel.otel_service_name.clone())
+        .build();
+    Ok(Some(
+        SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    ))
+}
+
+/// Initialise the global tracing subscriber: log lines (JSON or pretty) filtered by `filter` and,
+/// when `otel` names an OTLP endpoint, spans exported over OTLP/HTTP. Also installs the W3C trace
+/// context propagator, so incoming `traceparent` headers are honoured and provider requests carry
+/// one. Fails only on a malformed endpoint; a second call (a test harness) leaves the first
+/// subscriber in place.
+pub fn init_tracing(
+    filter: &str,
+    format: LogFormat,
+    otel: &OtelArgs,
+) -> Result<TracingGuard, String> {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::{Layer, Registry, filter::Targets, layer::SubscriberExt as _};
+
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Every line carries the fields of all its enclosing spans: the request span's correlation and
+    // trace ids reach lines logged inside a layer span too.
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(false)
+            .with_span_list(true)
+            .flatten_event(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => fmt.with_filter(filter).boxed(),
+    };
+    let provider = tracer_provider(otel)?;
+    let mut layers = vec![fmt];
+    if let Some(provider) = &provider {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        // resk's own spans, whatever the log filter says.
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("resk-server"))
+                .with_filter(Targets::new().with_target("resk", tracing::Level::INFO))
+                .boxed(),
+        );
+    }
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(layers));
+    Ok(TracingGuard { provider })
+}
+
+/// The W3C trace context of an incoming request, made the parent of its span. No-op unless a
+/// propagator was installed (an OTLP endpoint is configured) and the header is valid.
+fn adopt_trace_context(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    let context = span.context();
+    let trace = context.span().span_context().trace_id();
+    if trace != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace));
+    }
 }
 
 /// Every route template the router serves; metrics label requests with one of these or `unmatched`,
@@ -202,15 +358,28 @@ where
     req.extensions_mut().insert(CorrelationId(id.clone()));
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = method_label(req.method());
+    let name = format!("{method} {route}");
     let span = tracing::info_span!(
         "request",
+        otel.name = name.as_str(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         correlation_id = %id.to_str().unwrap_or_default(),
+        trace_id = tracing::field::Empty,
         method,
         route,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
     );
+    adopt_trace_context(&span, req.headers());
     let mut response = inner(req).instrument(span.clone()).await;
     let elapsed = start.elapsed();
     let status = response.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     metrics::counter!(
         "resk_http_requests_total",
         "method" => method,

@@ -436,3 +436,135 @@ async fn the_openai_provider_is_wired_through_the_server() {
     assert_eq!(reqs[0].body["model"], "my-model");
     assert_eq!(reqs[0].body["dimensions"], 8);
 }
+
+/// The OpenAI embeddings API as documented; "same topic" = same first word.
+async fn openai_fake() -> resk_testkit::http::Fake {
+    resk_testkit::http::Fake::start(|req| {
+        let data: Vec<Value> = req.body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let first = t.as_str().unwrap().split_whitespace().next().unwrap_or("");
+                let mut v = vec![0.0f32; 8];
+                v[first.len() % 8] = 1.0;
+                json!({"object": "embedding", "index": i, "embedding": v})
+            })
+            .collect();
+        (
+            axum::http::StatusCode::OK,
+            json!({"object": "list", "data": data, "model": "m"}),
+        )
+    })
+    .await
+}
+
+fn openai_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--embedding-provider",
+        "openai",
+        "--openai-base-url",
+        url,
+        "--openai-api-key",
+        "sk-fake",
+        "--embedding-dimensions",
+        "8",
+        "--semantic-threshold",
+        "0.99",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Stampede protection: 100 concurrent identical exact misses cost one embedding call, counted at
+/// the provider's fake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_misses_cost_one_embedding_call() {
+    let fake = openai_fake().await;
+    let url = format!("{}/v1", fake.url());
+    let app = Arc::new(semantic_app(&openai_args(&url, &[])).await);
+    let token = admin();
+    let queries = (0..100).map(|_| {
+        let (app, token) = (app.clone(), token.clone());
+        tokio::spawn(async move { app.query(&token, json!({"query": "refund window?"})).await })
+    });
+    for reply in futures_util::future::join_all(queries).await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.body["hit"], false);
+    }
+    assert_eq!(fake.requests().len(), 1, "one upstream embedding call");
+}
+
+/// Negative caching: a query whose embedding call failed is answered as a degraded miss from memory
+/// for NEGATIVE_CACHE_TTL_SECS, without calling the provider again; with it off, every query calls.
+#[tokio::test]
+async fn a_failed_lookup_is_remembered_briefly() {
+    for (ttl, expected_calls) in [("60", 1), ("0", 2)] {
+        let fake = resk_testkit::http::Fake::start(|_| {
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": {"message": "overloaded", "type": "server_error"}}),
+            )
+        })
+        .await;
+        let url = format!("{}/v1", fake.url());
+        let app = semantic_app(&openai_args(
+            &url,
+            &[
+                "--negative-cache-ttl-secs",
+                ttl,
+                "--embedding-max-retries",
+                "0",
+            ],
+        ))
+        .await;
+        for _ in 0..2 {
+            let r = query(&app, json!({"query": "refund window?"})).await;
+            assert_eq!(
+                (r["hit"].clone(), r["degraded"].clone()),
+                (json!(false), json!(true)),
+                "{r}"
+            );
+        }
+        assert_eq!(
+            fake.requests().len(),
+            expected_calls,
+            "NEGATIVE_CACHE_TTL_SECS={ttl}"
+        );
+    }
+}
+
+/// A remembered "no match" never hides a paraphrase written after it.
+#[tokio::test]
+async fn a_remembered_no_match_is_forgotten_when_the_tenant_writes() {
+    let app = semantic_app(&["--negative-cache-ttl-secs", "60"]).await;
+    let miss = query(&app, json!({"query": "how can I reset my password"})).await;
+    assert_eq!(miss["hit"], false, "{miss}");
+    // Another tenant's write leaves acme's memory alone (and must not answer acme).
+    let other = app
+        .write(
+            &token_for("bob", "globex", "cache:read cache:write"),
+            json!({"query": "How do I reset my password?", "response": "globex"}),
+        )
+        .await;
+    assert_eq!(other.status, 201, "{}", other.text);
+    let miss = query(&app, json!({"query": "how can I reset my password"})).await;
+    assert_eq!(miss["hit"], false, "{miss}");
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": "acme"}),
+    )
+    .await;
+    let hit = query(&app, json!({"query": "how can I reset my password"})).await;
+    assert_eq!(
+        (
+            hit["hit"].clone(),
+            hit["source"].clone(),
+            hit["response"].clone()
+        ),
+        (json!(true), json!("semantic"), json!("acme")),
+        "{hit}"
+    );
+}
