@@ -33,9 +33,10 @@ fn main() -> ExitCode {
         Some("services") => services(),
         Some("fuzz") => fuzz_api().and_then(|()| fuzz_code()),
         Some("sbom") => sbom(),
+        Some("chaos") => chaos(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|bench [--duration SECS] [--connections N] [--rounds N]>"
+                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]>"
             );
             return ExitCode::from(2);
         }
@@ -828,6 +829,10 @@ fn test() -> Result {
     if let Some(m) = &milvus {
         tests.env("RESK_TEST_MILVUS_URL", &m.url);
     }
+    // The chaos test starts (and kills) a Chroma of its own from the venv.
+    if let Some(venv) = &venv {
+        tests.env("RESK_TEST_VENV", venv);
+    }
     run(&mut tests)?;
     drop((cluster, sentinel, chroma, pgvector, milvus));
     run(cargo().args(["test", "--workspace", "--doc"]))?;
@@ -844,6 +849,30 @@ fn test() -> Result {
     fuzz_code()?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// The chaos test (`resk-server/tests/chaos.rs`) with its report printed: a mixed load for
+/// `--duration` seconds (default 60) while a private Redis and a private Chroma are killed and
+/// restarted.
+fn chaos(args: &[String]) -> Result {
+    let secs = match args {
+        [] => "60".to_owned(),
+        [flag, secs] if flag == "--duration" && secs.parse::<u32>().is_ok() => secs.clone(),
+        _ => return Err("usage: cargo xtask chaos [--duration SECS]".into()),
+    };
+    let venv = venv()?.ok_or("the chaos run needs python3 and PyPI for Chroma")?;
+    run(cargo()
+        .args([
+            "test",
+            "-p",
+            "resk-server",
+            "--test",
+            "chaos",
+            "--",
+            "--nocapture",
+        ])
+        .env("RESK_TEST_VENV", &venv)
+        .env("RESK_CHAOS_SECS", &secs))
 }
 
 fn lint() -> Result {

@@ -162,10 +162,12 @@ fn memory_store(config: &Config) -> resk_cache_memory::MemoryStore {
     )
 }
 
-/// `l2` behind a layer-1 memory cache when configured, then behind encryption when configured.
-/// Encryption goes outermost, so layer 1 holds ciphertext too.
+/// `l2` behind its circuit breaker and bulkhead, then a layer-1 memory cache when configured, then
+/// encryption when configured. Encryption goes outermost, so layer 1 holds ciphertext too; the
+/// breaker innermost, so layer 1 still answers while layer 2 is refused.
 #[allow(dead_code)] // unused when neither SQLite nor Redis is compiled in
 fn layered<L2: CacheStore>(config: &Config, l2: L2, bus: &SharedBus) -> Result<SharedCacheStore> {
+    let l2 = crate::resilience::GuardedStore::new(l2, config.resilience);
     let Some(l1_max_ttl) = config.l1_max_ttl else {
         return Ok(wrap(l2, config.cipher.clone()));
     };
@@ -210,7 +212,11 @@ impl SharedCounter for RedisTurns {
 pub async fn build_backends(config: &Config) -> Result<Backends> {
     let mut backends = build_cache(config).await?;
     if config.semantic.enabled {
-        backends = backends.with_semantic(Semantic::build(&config.semantic).await?);
+        backends = backends.with_semantic(
+            Semantic::build(&config.semantic)
+                .await?
+                .with_resilience(config.resilience),
+        );
     }
     Ok(backends)
 }

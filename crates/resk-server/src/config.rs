@@ -611,6 +611,35 @@ pub struct ServeArgs {
     /// OpenTelemetry trace export.
     #[command(flatten)]
     pub otel: OtelArgs,
+    /// Circuit breakers and bulkheads.
+    #[command(flatten)]
+    pub resilience: ResilienceArgs,
+}
+
+/// Circuit breakers and bulkheads around the layer-2 cache, the embedder and the vector database.
+#[derive(Clone, Debug, Args)]
+pub struct ResilienceArgs {
+    /// Consecutive failures of a dependency (unavailable, backend error, rate limited) after which
+    /// its calls are refused at once for a moment instead of waiting for timeouts; 0: no breakers.
+    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// Longest a breaker stays open (it opens for 0.5 s, doubling with jitter up to this), in seconds.
+    #[arg(long, env = "BREAKER_OPEN_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub breaker_open_secs: u64,
+    /// Most calls in flight to one dependency; more are refused at once (bulkhead).
+    #[arg(long, env = "BULKHEAD_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub bulkhead_max_in_flight: u64,
+}
+
+impl ResilienceArgs {
+    /// The settings these arguments describe.
+    pub fn config(&self) -> crate::resilience::ResilienceConfig {
+        crate::resilience::ResilienceConfig {
+            breaker_failures: self.breaker_failures,
+            breaker_max_open: Duration::from_secs(self.breaker_open_secs),
+            max_in_flight: usize::try_from(self.bulkhead_max_in_flight).unwrap_or(usize::MAX),
+        }
+    }
 }
 
 /// OpenTelemetry trace export (OTLP over HTTP with protobuf bodies).
@@ -1009,6 +1038,8 @@ pub struct Config {
     pub ttl_jitter_percent: u8,
     /// Price of 1 000 tokens (for the cost-saved estimate).
     pub cost_per_1k_tokens: f64,
+    /// Circuit breakers and bulkheads.
+    pub resilience: crate::resilience::ResilienceConfig,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.
@@ -1045,6 +1076,7 @@ impl std::fmt::Debug for Config {
             .field("idempotency_ttl", &self.idempotency_ttl)
             .field("ttl_jitter_percent", &self.ttl_jitter_percent)
             .field("cost_per_1k_tokens", &self.cost_per_1k_tokens)
+            .field("resilience", &self.resilience)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
@@ -1176,6 +1208,7 @@ impl ServeArgs {
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             ttl_jitter_percent: self.cache_ttl_jitter_percent,
             cost_per_1k_tokens: self.cost_per_1k_tokens,
+            resilience: self.resilience.config(),
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),
             rate_limit: RateLimitConfig {

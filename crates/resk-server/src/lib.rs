@@ -14,6 +14,7 @@ mod privacy;
 mod providers;
 pub mod ratelimit;
 pub mod rekey;
+pub mod resilience;
 pub mod revoke;
 mod routes;
 pub mod semantic;

@@ -20,6 +20,7 @@ use tracing::Instrument as _;
 use crate::{
     config::{EmbeddingProvider, SemanticArgs, VectorDbType},
     negative::NegativeCache,
+    resilience::{Guard, ResilienceConfig},
 };
 
 /// The embedder, the vector store and the lookup settings.
@@ -34,6 +35,10 @@ pub struct Semantic {
     threshold: f32,
     top_k: usize,
     negative: Option<NegativeCache>,
+    /// Breaker and bulkhead of the embedder.
+    embed_guard: Guard,
+    /// Breaker and bulkhead of the vector database.
+    vector_guard: Guard,
 }
 
 /// One cached query to index.
@@ -190,7 +195,18 @@ impl Semantic {
             threshold: args.threshold(),
             top_k: args.semantic_top_k,
             negative: NegativeCache::new(Duration::from_secs(args.negative_cache_ttl_secs)),
+            embed_guard: Guard::new("embed", ResilienceConfig::default()),
+            vector_guard: Guard::new("vector", ResilienceConfig::default()),
         })
+    }
+
+    /// Use `config` for the circuit breakers and bulkheads of the embedder and the vector database
+    /// (instead of [`ResilienceConfig::default`]).
+    #[must_use]
+    pub fn with_resilience(mut self, config: ResilienceConfig) -> Self {
+        self.embed_guard = Guard::new("embed", config);
+        self.vector_guard = Guard::new("vector", config);
+        self
     }
 
     /// Make sure the collection exists with its spec (once; retried on every call until it succeeds).
@@ -277,9 +293,8 @@ impl Semantic {
             model = %info.model,
             texts = texts.len(),
         );
-        observed("embed", info.provider, "embed", self.embedder.embed(texts))
-            .instrument(span)
-            .await
+        let call = observed("embed", info.provider, "embed", self.embedder.embed(texts));
+        self.embed_guard.call("embed", call).instrument(span).await
     }
 
     /// `call` to the vector database as operation `op`, in a `vector` span, timed and counted.
@@ -289,7 +304,8 @@ impl Semantic {
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let provider = self.vectors.info().name;
-        observed("vector", provider, op, call)
+        self.vector_guard
+            .call(op, observed("vector", provider, op, call))
             .instrument(tracing::info_span!("vector", provider, op))
             .await
     }
