@@ -43,6 +43,14 @@ pub struct CacheEntry {
     /// The subject the entry is private to (`visibility: "user"`); `None`: shared by the tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// End of the grace period after `expires_at` during which the entry may still be served,
+    /// flagged stale, while the caller refreshes it (stale-while-revalidate); `None`: no grace.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub stale_until: Option<OffsetDateTime>,
 }
 
 impl PartialEq for CacheEntry {
@@ -55,6 +63,7 @@ impl PartialEq for CacheEntry {
             && self.expires_at == other.expires_at
             && self.origin == other.origin
             && self.owner == other.owner
+            && self.stale_until == other.stale_until
     }
 }
 
@@ -78,6 +87,7 @@ impl CacheEntry {
             expires_at: created_at + ttl,
             origin,
             owner: None,
+            stale_until: None,
         }
     }
 
@@ -142,6 +152,9 @@ pub struct CacheEntryView<'a> {
     /// The subject the entry is private to, if any.
     #[serde(default, borrow)]
     pub owner: Option<std::borrow::Cow<'a, str>>,
+    /// End of the entry's grace period, if it has one ([`CacheEntry::stale_until`]).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub stale_until: Option<OffsetDateTime>,
 }
 
 impl<'a> CacheEntryView<'a> {
@@ -149,6 +162,14 @@ impl<'a> CacheEntryView<'a> {
     pub fn readable_by(&self, subject: &str) -> bool {
         self.owner.as_deref().is_none_or(|o| o == subject)
     }
+
+    /// The last moment the entry may be served: the end of its grace period, or its expiry.
+    pub fn servable_until(&self) -> OffsetDateTime {
+        self.stale_until
+            .unwrap_or(self.expires_at)
+            .max(self.expires_at)
+    }
+
     /// Parse bytes written by [`CacheEntry::to_bytes`] without copying; an unknown schema version is
     /// an error.
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {

@@ -72,6 +72,12 @@ pub struct WriteRequest {
     #[schemars(range(min = 1, max = 604800))]
     #[serde(default, deserialize_with = "whole")]
     pub ttl: Option<u64>,
+    /// Grace period in seconds after the TTL during which the entry is still served, flagged
+    /// `stale: true`, so the caller can answer at once and refresh it in the background
+    /// (stale-while-revalidate). Default `CACHE_STALE_TTL_SECS` (0: none); at most the maximum TTL.
+    #[schemars(range(min = 0, max = 604800))]
+    #[serde(default, deserialize_with = "whole")]
+    pub stale_ttl: Option<u64>,
     /// Answer language (BCP 47 tag such as `en` or `fr-CA`); part of the key.
     #[schemars(regex(pattern = "^[A-Za-z0-9-]{1,35}$"))]
     pub language: Option<String>,
@@ -110,6 +116,9 @@ pub struct QueryRequest {
     /// Skip the cache and answer a miss (the caller will regenerate and write the answer).
     #[serde(default)]
     pub force_refresh: bool,
+    /// Serve an entry in its grace period after expiry, flagged `stale: true` (default `true`);
+    /// `false`: such an entry is a miss.
+    pub allow_stale: Option<bool>,
     /// Answer language; must match what the writer sent.
     #[schemars(regex(pattern = "^[A-Za-z0-9-]{1,35}$"))]
     pub language: Option<String>,
@@ -184,6 +193,9 @@ pub struct WriteResponse {
     pub ttl: u64,
     /// When the entry expires (RFC 3339).
     pub expires_at: String,
+    /// End of its grace period, when it has one (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_until: Option<String>,
     /// Whether the query was indexed for semantic lookups.
     pub semantic_indexed: bool,
     /// Why semantic indexing failed (the exact entry is stored regardless).
@@ -303,6 +315,10 @@ pub struct QueryResponse<'a> {
     /// (absent: `false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub degraded: bool,
+    /// `true` when the answer is past its TTL, in the grace period its writer gave it: use it, and
+    /// regenerate and write a fresh answer (absent: `false`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stale: bool,
     /// Per-layer latency.
     pub latency_ms: Latency,
 }

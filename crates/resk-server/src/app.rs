@@ -56,6 +56,8 @@ pub struct AppState {
     pub(crate) idempotency_ttl: Duration,
     /// Most a written TTL is shortened by, in percent.
     pub(crate) ttl_jitter_percent: u8,
+    /// Default grace period after the TTL (stale-while-revalidate), in seconds.
+    pub(crate) stale_ttl_secs: u64,
 }
 
 /// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
@@ -519,6 +521,7 @@ impl App {
             log_query_text: config.log_query_text,
             idempotency_ttl: config.idempotency_ttl,
             ttl_jitter_percent: config.ttl_jitter_percent,
+            stale_ttl_secs: config.stale_ttl_secs,
         });
         let router = router
             .fallback(routes::not_found)

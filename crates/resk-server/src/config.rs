@@ -539,6 +539,10 @@ pub struct ServeArgs {
     /// written together do not all expire together; 0: exact TTLs.
     #[arg(long, env = "CACHE_TTL_JITTER_PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
     pub cache_ttl_jitter_percent: u8,
+    /// Default grace period in seconds after an entry's TTL during which it is still served, flagged
+    /// `stale: true` (stale-while-revalidate); a write's `stale_ttl` overrides it. 0: none.
+    #[arg(long, env = "CACHE_STALE_TTL_SECS", default_value_t = 0)]
+    pub cache_stale_ttl_secs: u64,
     /// Price of 1 000 LLM tokens in your currency, exported as the `resk_token_price_per_1k` gauge so
     /// dashboards turn `resk_tokens_saved_total` into money saved; 0: not priced.
     #[arg(long, env = "COST_PER_1K_TOKENS", default_value_t = 0.0, value_parser = price)]
@@ -1038,6 +1042,8 @@ pub struct Config {
     pub ttl_jitter_percent: u8,
     /// Price of 1 000 tokens (for the cost-saved estimate).
     pub cost_per_1k_tokens: f64,
+    /// Default grace period after the TTL (stale-while-revalidate), in seconds.
+    pub stale_ttl_secs: u64,
     /// Circuit breakers and bulkheads.
     pub resilience: crate::resilience::ResilienceConfig,
     /// Rate limits.
@@ -1076,6 +1082,7 @@ impl std::fmt::Debug for Config {
             .field("idempotency_ttl", &self.idempotency_ttl)
             .field("ttl_jitter_percent", &self.ttl_jitter_percent)
             .field("cost_per_1k_tokens", &self.cost_per_1k_tokens)
+            .field("stale_ttl_secs", &self.stale_ttl_secs)
             .field("resilience", &self.resilience)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
@@ -1141,6 +1148,11 @@ impl ServeArgs {
         .map_err(|_| {
             config_err("CACHE_DEFAULT_TTL_SECS must be at least 1 and at most CACHE_MAX_TTL_SECS")
         })?;
+        if self.cache_stale_ttl_secs > self.cache_max_ttl_secs {
+            return Err(config_err(
+                "CACHE_STALE_TTL_SECS must be at most CACHE_MAX_TTL_SECS",
+            ));
+        }
         if self.rate_limit_max == 0
             || self.rate_limit_window_ms == 0
             || self.rate_limit_tenant_max == Some(0)
@@ -1208,6 +1220,7 @@ impl ServeArgs {
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             ttl_jitter_percent: self.cache_ttl_jitter_percent,
             cost_per_1k_tokens: self.cost_per_1k_tokens,
+            stale_ttl_secs: self.cache_stale_ttl_secs,
             resilience: self.resilience.config(),
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),

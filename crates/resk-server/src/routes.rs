@@ -1,6 +1,9 @@
 //! Handlers. Each reads as one straight line: authorise → validate → key → cache → respond.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Json,
@@ -221,6 +224,17 @@ pub(crate) async fn write_entry(
         .resolve(req.ttl)
         .map_err(|e| ApiError::bad_request("invalid_ttl", e.message()))?;
     let ttl = jittered(ttl, app.ttl_jitter_percent);
+    let stale_ttl = req.stale_ttl.unwrap_or(app.stale_ttl_secs);
+    if stale_ttl > app.ttl.max_ttl().as_secs() {
+        return Err(ApiError::bad_request(
+            "invalid_stale_ttl",
+            format!(
+                "stale_ttl must be at most the maximum TTL ({} seconds)",
+                app.ttl.max_ttl().as_secs()
+            ),
+        ));
+    }
+    let grace = Duration::from_secs(stale_ttl);
     let key = cache_key(&app, &principal, &scoped);
     let mut entry = CacheEntry::new(
         principal.tenant.clone(),
@@ -233,9 +247,11 @@ pub(crate) async fn write_entry(
         },
     );
     entry.owner = scoped.owner.map(str::to_owned);
+    entry.stale_until = (!grace.is_zero()).then(|| entry.expires_at + grace);
     let bytes = entry.to_bytes()?;
+    // The store keeps the entry through its grace period.
     app.cache
-        .set(&key, Bytes::from(bytes), Some(ttl))
+        .set(&key, Bytes::from(bytes), Some(ttl + grace))
         .instrument(cache_span(&app, "set"))
         .await
         .inspect_err(|e| {
@@ -254,7 +270,7 @@ pub(crate) async fn write_entry(
             key: key.clone(),
             query: req.query.clone(),
             scope: sem.scope(&app.keys, &principal.tenant, &scoped.input()),
-            expires_at: entry.expires_at,
+            expires_at: entry.stale_until.unwrap_or(entry.expires_at),
             metadata: serde_json::Map::new(),
         };
         match sem.index(&principal.tenant, &[item]).await {
@@ -285,6 +301,7 @@ pub(crate) async fn write_entry(
         key: key.name().to_owned(),
         ttl: ttl.as_secs(),
         expires_at,
+        stale_until: entry.stale_until.map(rfc3339),
         semantic_indexed,
         semantic_error: semantic_error_text,
     };
@@ -360,10 +377,16 @@ pub(crate) async fn query_entry(
     };
 
     let now = OffsetDateTime::now_utc();
+    let allow_stale = req.allow_stale != Some(false);
     let usable = |e: &CacheEntryView<'_>| {
         e.tenant == principal.tenant.as_str()
             && e.readable_by(&principal.subject)
-            && now < e.expires_at
+            && now
+                < if allow_stale {
+                    e.servable_until()
+                } else {
+                    e.expires_at
+                }
             && !crate::privacy::past_retention(e.created_at, now, app.ttl.max_ttl())
             && req.ttl.is_none_or(|max_age| {
                 (now - e.created_at).whole_seconds() < i64::try_from(max_age).unwrap_or(i64::MAX)
@@ -418,6 +441,9 @@ pub(crate) async fn query_entry(
     match (entry, source) {
         (Some(entry), Some(source)) => {
             app.stats.hits[source.index()].increment(1);
+            if now >= entry.expires_at {
+                metrics::counter!("resk_stale_answers_total").increment(1);
+            }
             app.stats.tokens_saved[source.index()].increment(estimated_tokens(
                 entry.query.len() + entry.response.get().len(),
             ));
@@ -464,6 +490,7 @@ pub(crate) async fn query_entry(
                 created_at: Some(entry.created_at),
                 expires_at: Some(entry.expires_at),
                 degraded,
+                stale: now >= entry.expires_at,
                 latency_ms: latency,
             }
         }
@@ -478,6 +505,7 @@ pub(crate) async fn query_entry(
             created_at: None,
             expires_at: None,
             degraded,
+            stale: false,
             latency_ms: latency,
         },
     };
@@ -514,13 +542,14 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
             return self.lookup(threshold, k, latency, degraded).await.0;
         };
         // Everything the outcome depends on: the query (its key), who asks (visibility), and the
-        // request's threshold, k and maximum age.
+        // request's threshold, k, maximum age and stale switch.
         let lookup_key = format!(
-            "{tenant}\u{0}{}\u{0}{}\u{0}{}\u{0}{k}\u{0}{:?}",
+            "{tenant}\u{0}{}\u{0}{}\u{0}{}\u{0}{k}\u{0}{:?}\u{0}{:?}",
             self.key.name(),
             self.principal.subject,
             threshold.to_bits(),
             self.req.ttl,
+            self.req.allow_stale,
         );
         match negative.check(tenant.as_str(), lookup_key) {
             Ok(Remembered::NoMatch) => None,

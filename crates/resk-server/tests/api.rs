@@ -786,3 +786,77 @@ async fn ttl_jitter_spreads_expiries_below_the_requested_ttl() {
     ]);
     assert!(refused.is_err(), "more than 50 % is refused");
 }
+
+/// Stale-while-revalidate: past its TTL, an entry written with `stale_ttl` is still served during
+/// the grace period, flagged `stale: true` (unless the caller says `allow_stale: false`); without a
+/// grace period it is a miss. Bad grace periods are refused and write nothing.
+#[tokio::test]
+async fn stale_while_revalidate_serves_flagged_answers_in_the_grace_period() {
+    let app = app(&[]);
+    let t = admin();
+    let w = app
+        .write(
+            &t,
+            json!({"query": "swr question", "response": "old answer", "ttl": 1, "stale_ttl": 60}),
+        )
+        .await;
+    assert_eq!(w.status, StatusCode::CREATED, "{}", w.text);
+    assert!(w.body["stale_until"].is_string(), "{}", w.text);
+    let w = app
+        .write(&t, json!({"query": "no grace", "response": "x", "ttl": 1}))
+        .await;
+    assert_eq!(w.status, StatusCode::CREATED, "{}", w.text);
+    assert!(w.body.get("stale_until").is_none(), "{}", w.text);
+
+    let fresh = app.query(&t, json!({"query": "swr question"})).await;
+    assert_eq!(fresh.body["hit"], true, "{}", fresh.text);
+    assert!(fresh.body.get("stale").is_none(), "{}", fresh.text);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let stale = app.query(&t, json!({"query": "swr question"})).await;
+    assert_eq!(
+        (
+            stale.body["hit"].clone(),
+            stale.body["stale"].clone(),
+            stale.body["response"].clone()
+        ),
+        (json!(true), json!(true), json!("old answer")),
+        "{}",
+        stale.text
+    );
+    let strict = app
+        .query(&t, json!({"query": "swr question", "allow_stale": false}))
+        .await;
+    assert_eq!(strict.body["hit"], false, "{}", strict.text);
+    let gone = app.query(&t, json!({"query": "no grace"})).await;
+    assert_eq!(gone.body["hit"], false, "{}", gone.text);
+
+    let before = app.entries().await;
+    for (body, code) in [
+        (
+            json!({"query": "q2", "response": 1, "stale_ttl": 604_801}),
+            "invalid_stale_ttl",
+        ),
+        (
+            json!({"query": "q2", "response": 1, "stale_ttl": -1}),
+            "invalid_body",
+        ),
+        (
+            json!({"query": "q2", "response": 1, "stale_ttl": 1.5}),
+            "invalid_body",
+        ),
+    ] {
+        let r = app.write(&t, body.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {}", r.text);
+        assert_eq!(error_code(&r), code, "{body}: {}", r.text);
+    }
+    let r = app
+        .query(&t, json!({"query": "swr question", "allow_stale": "yes"}))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(
+        app.entries().await,
+        before,
+        "a refused write stores nothing"
+    );
+}
