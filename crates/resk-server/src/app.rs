@@ -304,6 +304,7 @@ pub struct App {
     /// The complete router, state applied.
     pub router: Router,
     limiter: Arc<dyn RateLimiter>,
+    state: Arc<AppState>,
 }
 
 impl std::fmt::Debug for App {
@@ -528,7 +529,7 @@ impl App {
             .method_not_allowed_fallback(routes::method_not_allowed)
             .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             .layer(middleware::from_fn_with_state(gate, gate::pipeline))
-            .with_state(state);
+            .with_state(state.clone());
         // Outermost, so preflight requests (which carry no token) are answered here.
         let router = if config.cors_origins.is_empty() {
             router
@@ -556,7 +557,16 @@ impl App {
                     .max_age(Duration::from_secs(600)),
             )
         };
-        Self { router, limiter }
+        Self {
+            router,
+            limiter,
+            state,
+        }
+    }
+
+    /// Store the entries of a warm-up file through this app's write path (see [`crate::warmup`]).
+    pub async fn warm_up(&self, path: &std::path::Path) -> Result<crate::warmup::WarmupReport> {
+        crate::warmup::run(&self.state, path).await
     }
 }
 
@@ -606,6 +616,9 @@ fn spawn_retention_sweep(
 /// Bind, serve until SIGINT/SIGTERM, then drain in-flight requests for at most the grace period.
 pub async fn serve(config: Config) -> Result<()> {
     let app = App::build(&config).await?;
+    if let Some(path) = &config.warmup_file {
+        app.warm_up(path).await?;
+    }
     if config.jwt.dev_secret {
         tracing::warn!(
             "DEV MODE: tokens are verified with the public development secret; \

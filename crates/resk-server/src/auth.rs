@@ -97,6 +97,18 @@ impl fmt::Debug for Principal {
 }
 
 impl Principal {
+    /// A writer inside the server itself (the start-up warm-up): `subject` of `tenant` with the
+    /// write scope only, never from a token.
+    pub(crate) fn internal_writer(subject: &str, tenant: TenantId) -> Self {
+        Self {
+            subject: Arc::from(subject),
+            tenant,
+            jti: None,
+            scopes: Scope::Write.bit(),
+            valid_until: u64::MAX,
+        }
+    }
+
     /// Unix time (seconds) after which the token no longer authenticates anything, leeway included.
     pub fn valid_until(&self) -> u64 {
         self.valid_until

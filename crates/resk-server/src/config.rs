@@ -539,6 +539,10 @@ pub struct ServeArgs {
     /// written together do not all expire together; 0: exact TTLs.
     #[arg(long, env = "CACHE_TTL_JITTER_PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
     pub cache_ttl_jitter_percent: u8,
+    /// JSON Lines file of entries to store before listening (each line a `POST /api/cache` body plus
+    /// `tenant`); a malformed line stops the start-up. See docs/operations.md.
+    #[arg(long, env = "WARMUP_FILE")]
+    pub warmup_file: Option<std::path::PathBuf>,
     /// Default grace period in seconds after an entry's TTL during which it is still served, flagged
     /// `stale: true` (stale-while-revalidate); a write's `stale_ttl` overrides it. 0: none.
     #[arg(long, env = "CACHE_STALE_TTL_SECS", default_value_t = 0)]
@@ -1044,6 +1048,8 @@ pub struct Config {
     pub cost_per_1k_tokens: f64,
     /// Default grace period after the TTL (stale-while-revalidate), in seconds.
     pub stale_ttl_secs: u64,
+    /// Entries to store before listening.
+    pub warmup_file: Option<std::path::PathBuf>,
     /// Circuit breakers and bulkheads.
     pub resilience: crate::resilience::ResilienceConfig,
     /// Rate limits.
@@ -1083,6 +1089,7 @@ impl std::fmt::Debug for Config {
             .field("ttl_jitter_percent", &self.ttl_jitter_percent)
             .field("cost_per_1k_tokens", &self.cost_per_1k_tokens)
             .field("stale_ttl_secs", &self.stale_ttl_secs)
+            .field("warmup_file", &self.warmup_file)
             .field("resilience", &self.resilience)
             .field("rate_limit", &self.rate_limit)
             .field("limits", &self.limits)
@@ -1221,6 +1228,7 @@ impl ServeArgs {
             ttl_jitter_percent: self.cache_ttl_jitter_percent,
             cost_per_1k_tokens: self.cost_per_1k_tokens,
             stale_ttl_secs: self.cache_stale_ttl_secs,
+            warmup_file: self.warmup_file.clone(),
             resilience: self.resilience.config(),
             retention_sweep: (self.retention_sweep_secs > 0)
                 .then(|| Duration::from_secs(self.retention_sweep_secs)),

@@ -20,6 +20,7 @@ mod routes;
 pub mod semantic;
 pub mod telemetry;
 pub mod variants;
+pub mod warmup;
 mod ws;
 
 pub use app::{App, Backends, build_backends, serve};

@@ -211,6 +211,27 @@ pub(crate) async fn write_entry(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(response);
     }
+    let body = store_entry(&app, &principal, &req).await?;
+    if let Some(slot) = &slot {
+        // The entry is written: a failure to remember the answer costs a retry a second write of the
+        // same value, not the write itself.
+        if let Err(err) = slot
+            .record(&app.cache, StatusCode::CREATED, &body, app.idempotency_ttl)
+            .await
+        {
+            backend_error(&app, "idempotency", &err);
+        }
+    }
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Validate and store one entry for `principal` (index it, announce it): what `POST /api/cache`
+/// does once the request is admitted, and what the start-up warm-up does for each line of its file.
+pub(crate) async fn store_entry(
+    app: &Arc<AppState>,
+    principal: &Principal,
+    req: &WriteRequest,
+) -> Result<WriteResponse, ApiError> {
     let scoped = validate(&app.limits, req.key_fields(), &principal.subject)?;
     if req.response.is_null() {
         return Err(ApiError::bad_request(
@@ -235,7 +256,7 @@ pub(crate) async fn write_entry(
         ));
     }
     let grace = Duration::from_secs(stale_ttl);
-    let key = cache_key(&app, &principal, &scoped);
+    let key = cache_key(app, principal, &scoped);
     let mut entry = CacheEntry::new(
         principal.tenant.clone(),
         req.query.clone(),
@@ -252,13 +273,13 @@ pub(crate) async fn write_entry(
     // The store keeps the entry through its grace period.
     app.cache
         .set(&key, Bytes::from(bytes), Some(ttl + grace))
-        .instrument(cache_span(&app, "set"))
+        .instrument(cache_span(app, "set"))
         .await
         .inspect_err(|e| {
-            backend_error(&app, "set", e);
+            backend_error(app, "set", e);
         })?;
     app.stats.writes.increment(1);
-    log_query(&app, "write", &req.query, "stored");
+    log_query(app, "write", &req.query, "stored");
     let mut semantic_indexed = false;
     let mut semantic_error_text = None;
     if let Some(sem) = app
@@ -305,17 +326,7 @@ pub(crate) async fn write_entry(
         semantic_indexed,
         semantic_error: semantic_error_text,
     };
-    if let Some(slot) = &slot {
-        // The entry is written: a failure to remember the answer costs a retry a second write of the
-        // same value, not the write itself.
-        if let Err(err) = slot
-            .record(&app.cache, StatusCode::CREATED, &body, app.idempotency_ttl)
-            .await
-        {
-            backend_error(&app, "idempotency", &err);
-        }
-    }
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    Ok(body)
 }
 
 /// `POST /api/cache/query`.

@@ -238,6 +238,22 @@ async fn mixed_load_survives_redis_and_vector_db_restarts() {
     let _ = redis.0.kill();
     let _ = redis.0.wait();
     let redis_down = since(Instant::now());
+    // The server sees it: readiness fails (queries may only wait, if Redis returns quickly).
+    let ready_url = server.url("/ready");
+    let mut seen = false;
+    for _ in 0..50 {
+        if let Ok(r) = http.get(&ready_url).send().await
+            && r.status() == 503
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen,
+        "the server never reported Redis down: the fault did not happen"
+    );
     tokio::time::sleep_until(at(0.4).into()).await;
     redis = tokio::task::spawn_blocking({
         let dir = dir.join("redis");
@@ -372,10 +388,13 @@ async fn mixed_load_survives_redis_and_vector_db_restarts() {
         "semantic indexing never recovered after Chroma came back"
     );
     assert!(
-        count(&writes, &|s| s.status == 503) > 0,
-        "the Redis outage was not seen by any write: the fault did not happen"
+        count(&writes, &|s| s.status == 201
+            && !s.semantic
+            && s.at >= chroma_down
+            && s.at < chroma_up)
+            > 0,
+        "no write saw the Chroma outage: the fault did not happen"
     );
-    assert!(count(&queries, &|s| s.degraded) > 0, "no query saw a fault");
     drop((redis, chroma));
     let _ = std::fs::remove_dir_all(&dir);
 }
