@@ -305,6 +305,26 @@ mod tests {
         Err(Error::new(ErrorKind::Unavailable, "x", "op", "down"))
     }
 
+    /// A call through `guard` that hangs until the sender is used (a dependency timing out).
+    fn held_call(
+        guard: &Guard,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<()>>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let guard = guard.clone();
+        let call = tokio::spawn(async move {
+            guard
+                .call("op", async {
+                    let _ = rx.await;
+                    Ok(())
+                })
+                .await
+        });
+        (tx, call)
+    }
+
     #[tokio::test]
     async fn opens_after_consecutive_failures_and_closes_on_success() {
         let guard = Guard::new(
@@ -350,18 +370,7 @@ mod tests {
         assert!(guard.call("op", async { down() }).await.is_err());
         tokio::time::sleep(Duration::from_millis(30)).await;
         // The probe hangs (a dependency timing out); meanwhile every other call is refused at once.
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let probe = {
-            let guard = guard.clone();
-            tokio::spawn(async move {
-                guard
-                    .call("op", async {
-                        let _ = rx.await;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let (tx, probe) = held_call(&guard);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let refused = guard.call("op", async { Ok(()) }).await.unwrap_err();
         assert!(refused.message().contains("circuit breaker"), "{refused}");
@@ -401,18 +410,7 @@ mod tests {
                 ..ResilienceConfig::default()
             },
         );
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let held = {
-            let guard = guard.clone();
-            tokio::spawn(async move {
-                guard
-                    .call("op", async {
-                        let _ = rx.await;
-                        Ok(())
-                    })
-                    .await
-            })
-        };
+        let (tx, held) = held_call(&guard);
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(20)).await;
         let refused = guard.call("op", async { Ok(()) }).await.unwrap_err();

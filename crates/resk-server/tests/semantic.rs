@@ -11,7 +11,7 @@ use common::{
     admin, query_ok as query, semantic_app, semantic_app_with, token_for, write_ok as write,
 };
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_paraphrase_hits_and_a_near_miss_does_not() {
@@ -380,27 +380,7 @@ async fn with_the_local_model_paraphrases_hit_and_near_misses_miss() {
 /// on write and on an exact miss with the configured key, model and dimensions.
 #[tokio::test]
 async fn the_openai_provider_is_wired_through_the_server() {
-    use resk_testkit::http::Fake;
-    // Vectors from the documented response shape; "same topic" = same first word.
-    let fake = Fake::start(|req| {
-        let data: Vec<Value> = req.body["input"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let first = t.as_str().unwrap().split_whitespace().next().unwrap_or("");
-                let mut v = vec![0.0f32; 8];
-                v[first.len() % 8] = 1.0;
-                json!({"object": "embedding", "index": i, "embedding": v})
-            })
-            .collect();
-        (
-            axum::http::StatusCode::OK,
-            json!({"object": "list", "data": data, "model": "m"}),
-        )
-    })
-    .await;
+    let fake = common::openai_fake().await;
     let url = format!("{}/v1", fake.url());
     let app = semantic_app(&[
         "--embedding-provider",
@@ -437,53 +417,13 @@ async fn the_openai_provider_is_wired_through_the_server() {
     assert_eq!(reqs[0].body["dimensions"], 8);
 }
 
-/// The OpenAI embeddings API as documented; "same topic" = same first word.
-async fn openai_fake() -> resk_testkit::http::Fake {
-    resk_testkit::http::Fake::start(|req| {
-        let data: Vec<Value> = req.body["input"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let first = t.as_str().unwrap().split_whitespace().next().unwrap_or("");
-                let mut v = vec![0.0f32; 8];
-                v[first.len() % 8] = 1.0;
-                json!({"object": "embedding", "index": i, "embedding": v})
-            })
-            .collect();
-        (
-            axum::http::StatusCode::OK,
-            json!({"object": "list", "data": data, "model": "m"}),
-        )
-    })
-    .await
-}
-
-fn openai_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "--embedding-provider",
-        "openai",
-        "--openai-base-url",
-        url,
-        "--openai-api-key",
-        "sk-fake",
-        "--embedding-dimensions",
-        "8",
-        "--semantic-threshold",
-        "0.99",
-    ];
-    args.extend_from_slice(extra);
-    args
-}
-
 /// Stampede protection: 100 concurrent identical exact misses cost one embedding call, counted at
 /// the provider's fake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_misses_cost_one_embedding_call() {
-    let fake = openai_fake().await;
+    let fake = common::openai_fake().await;
     let url = format!("{}/v1", fake.url());
-    let app = Arc::new(semantic_app(&openai_args(&url, &[])).await);
+    let app = Arc::new(semantic_app(&common::openai_args(&url, &[])).await);
     let token = admin();
     let queries = (0..100).map(|_| {
         let (app, token) = (app.clone(), token.clone());
@@ -510,7 +450,7 @@ async fn a_failed_lookup_is_remembered_briefly() {
         })
         .await;
         let url = format!("{}/v1", fake.url());
-        let app = semantic_app(&openai_args(
+        let app = semantic_app(&common::openai_args(
             &url,
             &[
                 "--negative-cache-ttl-secs",

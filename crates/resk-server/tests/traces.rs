@@ -31,7 +31,6 @@ use opentelemetry_proto::tonic::{
 };
 use prost::Message as _;
 use resk_server::{App, config::LogFormat, config::OtelArgs, telemetry};
-use resk_testkit::http::Fake;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
 
@@ -103,30 +102,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The OpenAI embeddings API as documented (POST /v1/embeddings → a list of vectors); "same topic" =
-/// same first word.
-async fn openai_fake() -> Fake {
-    Fake::start(|req| {
-        let data: Vec<Value> = req.body["input"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let first = t.as_str().unwrap().split_whitespace().next().unwrap_or("");
-                let mut v = vec![0.0f32; 8];
-                v[first.len() % 8] = 1.0;
-                json!({"object": "embedding", "index": i, "embedding": v})
-            })
-            .collect();
-        (
-            StatusCode::OK,
-            json!({"object": "list", "data": data, "model": "m"}),
-        )
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_export_a_span_tree_and_propagate_the_caller_trace() {
     let received = Arc::new(Mutex::new(Received::default()));
@@ -148,30 +123,23 @@ async fn requests_export_a_span_tree_and_propagate_the_caller_trace() {
     .unwrap();
     assert!(guard.exporting());
 
-    let fake = openai_fake().await;
+    let fake = common::openai_fake().await;
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("resk-traces");
     std::fs::create_dir_all(&dir).unwrap();
     let sqlite = dir.join(format!("{}.sqlite", std::process::id()));
     let _ = std::fs::remove_file(&sqlite);
     let url = format!("{}/v1", fake.url());
-    let config = config(&[
-        "--cache-backend",
-        "sqlite",
-        "--sqlite-path",
-        sqlite.to_str().unwrap(),
-        "--cache-encryption-key",
-        "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
-        "--embedding-provider",
-        "openai",
-        "--openai-base-url",
+    let config = config(&common::openai_args(
         &url,
-        "--openai-api-key",
-        "sk-fake",
-        "--embedding-dimensions",
-        "8",
-        "--semantic-threshold",
-        "0.99",
-    ]);
+        &[
+            "--cache-backend",
+            "sqlite",
+            "--sqlite-path",
+            sqlite.to_str().unwrap(),
+            "--cache-encryption-key",
+            "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=",
+        ],
+    ));
     let app = App::build(&config).await.unwrap();
     let app = TestApp {
         router: app.router,

@@ -230,3 +230,47 @@ pub async fn query_ok(app: &TestApp, body: Value) -> Value {
     assert_eq!(r.status, 200, "{}", r.text);
     r.body
 }
+
+/// A local fake of the OpenAI embeddings API (`POST /v1/embeddings`, the documented request and
+/// response shapes). Vectors are 8-dimensional one-hots chosen by the first word's length: "same
+/// topic" = same first word.
+pub async fn openai_fake() -> resk_testkit::http::Fake {
+    resk_testkit::http::Fake::start(|req| {
+        let data: Vec<Value> = req.body["input"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let first = t.as_str().unwrap().split_whitespace().next().unwrap_or("");
+                let mut v = vec![0.0f32; 8];
+                v[first.len() % 8] = 1.0;
+                json!({"object": "embedding", "index": i, "embedding": v})
+            })
+            .collect();
+        (
+            StatusCode::OK,
+            json!({"object": "list", "data": data, "model": "m"}),
+        )
+    })
+    .await
+}
+
+/// Server flags for `EMBEDDING_PROVIDER=openai` against the fake at `url` (`…/v1`), 8 dimensions,
+/// threshold 0.99, then `extra`.
+pub fn openai_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--embedding-provider",
+        "openai",
+        "--openai-base-url",
+        url,
+        "--openai-api-key",
+        "sk-fake",
+        "--embedding-dimensions",
+        "8",
+        "--semantic-threshold",
+        "0.99",
+    ];
+    args.extend_from_slice(extra);
+    args
+}
