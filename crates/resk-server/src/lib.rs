@@ -6,6 +6,7 @@ pub mod auth;
 pub mod calibrate;
 pub mod config;
 pub mod error;
+mod flight;
 mod gate;
 pub mod idempotency;
 pub mod json;

@@ -602,7 +602,15 @@ impl<U: Fn(&CacheEntryView<'_>) -> bool> SemanticLookup<'_, U> {
             }
         };
         let search_start = Instant::now();
-        let candidates = sem.search(tenant, &scope, vector, k, threshold).await;
+        // Equal key name: equal query text and scope, so equal vector.
+        let flight = format!(
+            "{tenant}\u{0}{}\u{0}{k}\u{0}{}",
+            self.key.name(),
+            threshold.to_bits()
+        );
+        let candidates = sem
+            .search_shared(flight, tenant, &scope, vector, k, threshold)
+            .await;
         latency.vector = ms(search_start);
         app.stats.vector_seconds.record(latency.vector / 1e3);
         let candidates = match candidates {

@@ -19,6 +19,7 @@ use tracing::Instrument as _;
 
 use crate::{
     config::{EmbeddingProvider, SemanticArgs, VectorDbType},
+    flight::Flights,
     negative::NegativeCache,
     resilience::{Guard, ResilienceConfig},
 };
@@ -39,7 +40,12 @@ pub struct Semantic {
     embed_guard: Guard,
     /// Breaker and bulkhead of the vector database.
     vector_guard: Guard,
+    /// Searches in flight, shared by concurrent identical lookups.
+    searches: Flights<SharedSearch>,
 }
+
+/// A search result as concurrent identical lookups share it.
+type SharedSearch = std::result::Result<Arc<Vec<Scored>>, Arc<resk_core::Error>>;
 
 /// One cached query to index.
 #[derive(Debug, Clone)]
@@ -197,6 +203,7 @@ impl Semantic {
             negative: NegativeCache::new(Duration::from_secs(args.negative_cache_ttl_secs)),
             embed_guard: Guard::new("embed", ResilienceConfig::default()),
             vector_guard: Guard::new("vector", ResilienceConfig::default()),
+            searches: Flights::default(),
         })
     }
 
@@ -348,6 +355,34 @@ impl Semantic {
                 .await
         })
         .await
+    }
+
+    /// [`Semantic::search`], shared with the concurrent searches of the same `flight` (callers with
+    /// equal `flight` must pass equal arguments): concurrent misses of one query cost one search.
+    pub(crate) async fn search_shared(
+        &self,
+        flight: String,
+        tenant: &TenantId,
+        scope: &str,
+        vector: Vec<f32>,
+        k: usize,
+        threshold: f32,
+    ) -> Result<Vec<Scored>> {
+        let search = async {
+            self.search(tenant, scope, vector, k, threshold)
+                .await
+                .map(Arc::new)
+                .map_err(Arc::new)
+        };
+        match self.searches.run(flight, search).await.0 {
+            Ok(found) => Ok(found.as_ref().clone()),
+            Err(err) => Err(resk_core::Error::new(
+                err.kind(),
+                err.backend(),
+                err.op(),
+                err.message().to_owned(),
+            )),
+        }
     }
 
     /// Remove the vectors of `ids` in `tenant`.

@@ -508,3 +508,78 @@ async fn a_remembered_no_match_is_forgotten_when_the_tenant_writes() {
         "{hit}"
     );
 }
+
+/// A vector store that counts and slows its searches (a remote database answering in 50 ms).
+#[derive(Debug)]
+struct SlowCounted {
+    inner: resk_vector_embedded::EmbeddedVectorStore,
+    queries: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl resk_core::VectorStore for SlowCounted {
+    fn info(&self) -> &resk_core::BackendInfo {
+        self.inner.info()
+    }
+    async fn ensure_collection(&self, c: &str, spec: resk_core::CollectionSpec) -> Result<()> {
+        self.inner.ensure_collection(c, spec).await
+    }
+    async fn upsert(&self, c: &str, records: Vec<resk_core::VectorRecord>) -> Result<()> {
+        self.inner.upsert(c, records).await
+    }
+    async fn query(&self, c: &str, q: &resk_core::VectorQuery) -> Result<Vec<resk_core::Scored>> {
+        self.queries
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        self.inner.query(c, q).await
+    }
+    async fn delete(
+        &self,
+        c: &str,
+        tenant: &resk_core::TenantId,
+        ids: &[resk_core::RecordId],
+    ) -> Result<u64> {
+        self.inner.delete(c, tenant, ids).await
+    }
+    async fn purge(&self, c: &str, scope: &resk_core::VectorPurge) -> Result<u64> {
+        self.inner.purge(c, scope).await
+    }
+}
+
+/// Stampede protection for the vector database: 100 concurrent identical misses cost one search
+/// (negative caching off, so the coalescing alone is measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_misses_cost_one_vector_search() {
+    let config = common::config(&["--negative-cache-ttl-secs", "0"]);
+    let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let semantic = resk_server::semantic::Semantic::new(
+        resk_server::semantic::build_embedder(&config.semantic)
+            .await
+            .unwrap(),
+        Arc::new(SlowCounted {
+            inner: resk_vector_embedded::EmbeddedVectorStore::in_memory(),
+            queries: queries.clone(),
+        }),
+        &config.semantic,
+    )
+    .await
+    .unwrap();
+    let app = Arc::new(semantic_app_with(config, semantic));
+    let token = admin();
+    let replies = (0..100).map(|_| {
+        let (app, token) = (app.clone(), token.clone());
+        tokio::spawn(async move { app.query(&token, json!({"query": "refund window?"})).await })
+    });
+    for reply in futures_util::future::join_all(replies).await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        assert_eq!(reply.body["hit"], false);
+    }
+    assert_eq!(
+        queries.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "one vector search"
+    );
+    // Once it is over, the next miss searches again (nothing is kept).
+    query(&app, json!({"query": "refund window?"})).await;
+    assert_eq!(queries.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
