@@ -1551,17 +1551,8 @@ fn bench_semantic(secs: u64, rounds: usize) -> Result {
     );
 
     // A semantic hit end to end: JWT, exact miss, embedding, vector search, entry read, answer.
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "resk-server",
-        "--bin",
-        "resk-server",
-    ]))?;
-    let resk = target_dir().join("release").join("resk-server");
-    let dir = env::temp_dir().join(format!("resk-bench-sem-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let resk = release_resk()?;
+    let dir = fixture_dir("bench-sem")?;
     let model_dir = model.to_string_lossy().into_owned();
     let servers = [
         (
@@ -1739,11 +1730,8 @@ request = function()
 end
 "#;
 
-/// `cargo xtask bench soak`: the release server (memory cache with a 64 MiB bound, encryption, the
-/// lexical embedder and the embedded vector index) under a steady mixed load for `secs` seconds,
-/// its resident memory sampled every 30 s. Flat = the last sample within 10 % of the sample taken at
-/// a third of the run (by then the bounded structures are full).
-fn bench_soak(secs: u64) -> Result {
+/// Build the release `resk-server` binary and return its path.
+fn release_resk() -> Result<PathBuf> {
     run(cargo().args([
         "build",
         "--release",
@@ -1752,9 +1740,16 @@ fn bench_soak(secs: u64) -> Result {
         "--bin",
         "resk-server",
     ]))?;
-    let resk = target_dir().join("release").join("resk-server");
-    let dir = env::temp_dir().join(format!("resk-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    Ok(target_dir().join("release").join("resk-server"))
+}
+
+/// `cargo xtask bench soak`: the release server (memory cache with a 64 MiB bound, encryption, the
+/// lexical embedder and the embedded vector index) under a steady mixed load for `secs` seconds,
+/// its resident memory sampled every 30 s. Flat = the last sample within 10 % of the sample taken at
+/// a third of the run (by then the bounded structures are full).
+fn bench_soak(secs: u64) -> Result {
+    let resk = release_resk()?;
+    let dir = fixture_dir("soak")?;
     let port = free_port()?;
     let server = start_resk(
         &resk,

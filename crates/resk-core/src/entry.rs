@@ -104,6 +104,11 @@ impl CacheEntry {
         })
     }
 
+    /// The last moment the entry may be served: the end of its grace period, or its expiry.
+    pub fn servable_until(&self) -> OffsetDateTime {
+        servable_until(self.expires_at, self.stale_until)
+    }
+
     /// Whether the entry is past its expiry at `now`.
     pub fn is_expired_at(&self, now: OffsetDateTime) -> bool {
         now >= self.expires_at
@@ -165,9 +170,7 @@ impl<'a> CacheEntryView<'a> {
 
     /// The last moment the entry may be served: the end of its grace period, or its expiry.
     pub fn servable_until(&self) -> OffsetDateTime {
-        self.stale_until
-            .unwrap_or(self.expires_at)
-            .max(self.expires_at)
+        servable_until(self.expires_at, self.stale_until)
     }
 
     /// Parse bytes written by [`CacheEntry::to_bytes`] without copying; an unknown schema version is
@@ -175,6 +178,14 @@ impl<'a> CacheEntryView<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self> {
         decode(bytes, |view: &Self| view.schema_version)
     }
+}
+
+/// The end of the grace period, never before the expiry.
+fn servable_until(
+    expires_at: OffsetDateTime,
+    stale_until: Option<OffsetDateTime>,
+) -> OffsetDateTime {
+    stale_until.map_or(expires_at, |s| s.max(expires_at))
 }
 
 /// Parse an entry (owned or borrowed) and refuse any schema version but [`SCHEMA_VERSION`].

@@ -343,6 +343,8 @@ impl App {
             turns,
             limiter,
         } = backends;
+        // The recorder first: the handles registered below are bound to it.
+        let metrics = telemetry::metrics_handle();
         aide::generate::infer_responses(false);
         aide::generate::on_error(|err| tracing::warn!(error = %err, "OpenAPI generation"));
         let limiter: Arc<dyn RateLimiter> =
@@ -371,6 +373,8 @@ impl App {
             limiter: limiter.clone(),
             rates: config.rate_limit.clone(),
             timeout: config.limits.request_timeout,
+            auth_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "auth"),
+            rate_limit_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "rate_limit"),
         });
 
         let protected = ApiRouter::new()
@@ -502,7 +506,6 @@ impl App {
                     },
                 )
         });
-        let metrics = telemetry::metrics_handle();
         let stats = Stats::new(cache.info().name);
         metrics::gauge!("resk_token_price_per_1k").set(config.cost_per_1k_tokens);
         let hub = Hub::new(bus, config.ws);

@@ -48,6 +48,10 @@ pub(crate) struct Gate {
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) rates: crate::config::RateLimitConfig,
     pub(crate) timeout: Duration,
+    /// `resk_layer_duration_seconds{layer="auth"}`, registered once (the recorder must exist first).
+    pub(crate) auth_seconds: metrics::Histogram,
+    /// `resk_layer_duration_seconds{layer="rate_limit"}`, registered once.
+    pub(crate) rate_limit_seconds: metrics::Histogram,
 }
 
 /// Whether a request needs a token: every matched route that is not public, and any unmatched path
@@ -274,7 +278,7 @@ impl Gate {
             .check(key, rate)
             .instrument(tracing::info_span!("rate_limit"))
             .await;
-        metrics::histogram!("resk_layer_duration_seconds", "layer" => "rate_limit")
+        self.rate_limit_seconds
             .record(start.elapsed().as_secs_f64());
         decision
     }
@@ -330,8 +334,7 @@ impl Gate {
         }
         .instrument(tracing::info_span!("auth"))
         .await;
-        metrics::histogram!("resk_layer_duration_seconds", "layer" => "auth")
-            .record(auth_start.elapsed().as_secs_f64());
+        self.auth_seconds.record(auth_start.elapsed().as_secs_f64());
         let rate = self.rates.subject_rate();
         let (decision, key_type) = match (&verified, ip_decision) {
             (Ok(p), _) => (

@@ -154,27 +154,21 @@ impl Slot {
         body: &T,
         ttl: Duration,
     ) -> Result<()> {
-        let body = serde_json::value::to_raw_value(body).map_err(|e| {
+        let encoding = |e: serde_json::Error| {
             resk_core::Error::new(
                 resk_core::ErrorKind::Backend,
                 "idempotency",
                 "record",
                 e.to_string(),
             )
-        })?;
+        };
+        let body = serde_json::value::to_raw_value(body).map_err(encoding)?;
         let record = Record {
             fingerprint: self.fingerprint.clone(),
             status: status.as_u16(),
             body,
         };
-        let bytes = serde_json::to_vec(&record).map_err(|e| {
-            resk_core::Error::new(
-                resk_core::ErrorKind::Backend,
-                "idempotency",
-                "record",
-                e.to_string(),
-            )
-        })?;
+        let bytes = serde_json::to_vec(&record).map_err(encoding)?;
         cache.set(&self.key, Bytes::from(bytes), Some(ttl)).await
     }
 }

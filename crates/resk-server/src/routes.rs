@@ -291,7 +291,7 @@ pub(crate) async fn store_entry(
             key: key.clone(),
             query: req.query.clone(),
             scope: sem.scope(&app.keys, &principal.tenant, &scoped.input()),
-            expires_at: entry.stale_until.unwrap_or(entry.expires_at),
+            expires_at: entry.servable_until(),
             metadata: serde_json::Map::new(),
         };
         match sem.index(&principal.tenant, &[item]).await {
@@ -449,10 +449,12 @@ pub(crate) async fn query_entry(
         ),
         _ => (None, None, None, None),
     };
+    // Past its TTL, in the grace period its writer gave it.
+    let stale = entry.is_some_and(|e| now >= e.expires_at);
     match (entry, source) {
         (Some(entry), Some(source)) => {
             app.stats.hits[source.index()].increment(1);
-            if now >= entry.expires_at {
+            if stale {
                 metrics::counter!("resk_stale_answers_total").increment(1);
             }
             app.stats.tokens_saved[source.index()].increment(estimated_tokens(
@@ -501,7 +503,7 @@ pub(crate) async fn query_entry(
                 created_at: Some(entry.created_at),
                 expires_at: Some(entry.expires_at),
                 degraded,
-                stale: now >= entry.expires_at,
+                stale,
                 latency_ms: latency,
             }
         }
@@ -516,7 +518,7 @@ pub(crate) async fn query_entry(
             created_at: None,
             expires_at: None,
             degraded,
-            stale: false,
+            stale,
             latency_ms: latency,
         },
     };

@@ -16,14 +16,15 @@
 mod common;
 
 use std::{
-    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use common::procs::{RedisProc, SECRET, Server, client, free_port, have_redis, mint};
+use common::procs::{
+    RedisProc, SECRET, Server, client, free_port, have_redis, mint, wait_for_port,
+};
 use serde_json::{Value, json};
 
 /// One request of the load.
@@ -75,14 +76,6 @@ impl Chroma {
 impl Drop for Chroma {
     fn drop(&mut self) {
         self.kill9();
-    }
-}
-
-fn wait_for_port(port: u16, limit: Duration, what: &str) {
-    let deadline = Instant::now() + limit;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -151,11 +151,7 @@ impl RedisProc {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_port(port, Duration::from_secs(10), "redis-server");
         RedisProc(child)
     }
 }
@@ -180,4 +176,13 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Wait until `port` on loopback accepts connections; panics naming `what` after `limit`.
+pub fn wait_for_port(port: u16, limit: Duration, what: &str) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
