@@ -257,6 +257,7 @@ pub fn init_tracing(
         opentelemetry::global::set_text_map_propagator(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
+        EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
         // resk's own spans, whatever the log filter says.
         layers.push(
             tracing_opentelemetry::layer()
@@ -269,11 +270,18 @@ pub fn init_tracing(
     Ok(TracingGuard { provider })
 }
 
-/// The W3C trace context of an incoming request, made the parent of its span. No-op unless a
-/// propagator was installed (an OTLP endpoint is configured) and the header is valid.
+/// Set once spans are exported: only then is there a trace context to read or record.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The W3C trace context of an incoming request, made the parent of its span. No-op unless spans
+/// are exported (an OTLP endpoint is configured) and the header is valid; without export it costs
+/// one load per request.
 fn adopt_trace_context(span: &tracing::Span, headers: &axum::http::HeaderMap) {
     use opentelemetry::trace::TraceContextExt as _;
     use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&opentelemetry_http::HeaderExtractor(headers))
     });
