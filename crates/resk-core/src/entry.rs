@@ -70,25 +70,43 @@ impl PartialEq for CacheEntry {
 impl CacheEntry {
     /// A new entry written now, living for `ttl`. Use [`CacheEntry::raw`] to turn a
     /// `serde_json::Value` into the raw response.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `ttl` is longer than [`TtlPolicy::LONGEST`] (its expiry
+    /// would not be a representable date).
     pub fn new(
         tenant: TenantId,
         query: String,
         response: Box<serde_json::value::RawValue>,
         ttl: Duration,
         origin: Origin,
-    ) -> Self {
+    ) -> Result<Self> {
         let created_at = OffsetDateTime::now_utc();
-        Self {
+        Ok(Self {
             schema_version: SCHEMA_VERSION,
             tenant,
             query,
             response,
             created_at,
-            expires_at: created_at + ttl,
+            expires_at: later(created_at, ttl)?,
             origin,
             owner: None,
             stale_until: None,
-        }
+        })
+    }
+
+    /// Serve the entry, flagged stale, for `grace` after its expiry (stale-while-revalidate); a
+    /// zero `grace` clears the grace period.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the grace period is longer than [`TtlPolicy::LONGEST`].
+    pub fn set_grace(&mut self, grace: Duration) -> Result<()> {
+        self.stale_until = if grace.is_zero() {
+            None
+        } else {
+            Some(later(self.expires_at, grace)?)
+        };
+        Ok(())
     }
 
     /// Serialise a JSON value into the raw form entries hold.
@@ -131,6 +149,24 @@ impl CacheEntry {
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         decode(bytes, |entry: &Self| entry.schema_version)
     }
+}
+
+/// `at + by`, refusing a `by` over [`TtlPolicy::LONGEST`] instead of overflowing the calendar.
+fn later(at: OffsetDateTime, by: Duration) -> Result<OffsetDateTime> {
+    (by <= TtlPolicy::LONGEST)
+        .then(|| at.checked_add(time::Duration::try_from(by).ok()?))
+        .flatten()
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                "ttl",
+                "expiry",
+                format!(
+                    "a lifetime must be at most {} seconds",
+                    TtlPolicy::LONGEST.as_secs()
+                ),
+            )
+        })
 }
 
 /// A zero-copy view of a serialised [`CacheEntry`], for hot read paths: the query and the answer
@@ -228,8 +264,25 @@ pub struct TtlPolicy {
 }
 
 impl TtlPolicy {
-    /// A policy; `default` must be non-zero and at most `max`.
+    /// The longest lifetime (and grace period) any entry may have: 100 years of 365 days. Far
+    /// beyond any useful cache lifetime, and far enough from the calendar's end (year 9999) that
+    /// an expiry never overflows.
+    pub const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+    /// A policy; `default` must be non-zero and at most `max`, and `max` at most
+    /// [`TtlPolicy::LONGEST`].
     pub fn new(default: Duration, max: Duration) -> Result<Self> {
+        if max > Self::LONGEST {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "ttl",
+                "policy",
+                format!(
+                    "the maximum TTL must be at most {} seconds (100 years)",
+                    Self::LONGEST.as_secs()
+                ),
+            ));
+        }
         if default.is_zero() || default > max {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -292,7 +345,8 @@ mod tests {
                 source: "test".into(),
                 subject: Some("s".into()),
             },
-        );
+        )
+        .unwrap();
         let bytes = entry.to_bytes().unwrap();
         let view = CacheEntryView::parse(&bytes).unwrap();
         let owned = CacheEntry::from_bytes(&bytes).unwrap();
@@ -307,5 +361,52 @@ mod tests {
         let mut other = serde_json::to_value(&entry).unwrap();
         other["schema_version"] = 99.into();
         assert!(CacheEntryView::parse(&serde_json::to_vec(&other).unwrap()).is_err());
+    }
+
+    fn entry(ttl: Duration) -> Result<CacheEntry> {
+        CacheEntry::new(
+            TenantId::default_tenant(),
+            "q".into(),
+            CacheEntry::raw(&serde_json::json!("a"))?,
+            ttl,
+            Origin {
+                source: "test".into(),
+                subject: None,
+            },
+        )
+    }
+
+    #[test]
+    fn lifetimes_past_the_longest_are_errors_not_panics() {
+        for ttl in [
+            Duration::MAX,
+            Duration::from_secs(u64::MAX),
+            Duration::from_secs(i64::MAX as u64),
+            TtlPolicy::LONGEST + Duration::from_secs(1),
+        ] {
+            let err = entry(ttl).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{ttl:?}");
+            assert!(err.to_string().contains("3153600000"), "{err}");
+        }
+        let mut longest = entry(TtlPolicy::LONGEST).unwrap();
+        assert!(longest.set_grace(Duration::MAX).is_err());
+        assert_eq!(
+            longest.stale_until, None,
+            "a refused grace period changes nothing"
+        );
+        longest.set_grace(TtlPolicy::LONGEST).unwrap();
+        assert!(longest.stale_until.unwrap() > longest.expires_at);
+        longest.set_grace(Duration::ZERO).unwrap();
+        assert_eq!(longest.stale_until, None);
+    }
+
+    #[test]
+    fn a_policy_past_the_longest_is_refused_naming_it() {
+        let err =
+            TtlPolicy::new(Duration::from_secs(60), Duration::from_secs(u64::MAX)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("3153600000"), "{err}");
+        let policy = TtlPolicy::new(Duration::from_secs(60), TtlPolicy::LONGEST).unwrap();
+        assert!(policy.resolve(Some(u64::MAX)).is_err());
     }
 }

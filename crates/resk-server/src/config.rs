@@ -1148,6 +1148,12 @@ impl ServeArgs {
             }
         };
         let keys = KeyBuilder::new(&key_secret)?;
+        if self.cache_max_ttl_secs > TtlPolicy::LONGEST.as_secs() {
+            return Err(config_err(format!(
+                "CACHE_MAX_TTL_SECS must be at most {} (100 years)",
+                TtlPolicy::LONGEST.as_secs()
+            )));
+        }
         let ttl = TtlPolicy::new(
             Duration::from_secs(self.cache_default_ttl_secs),
             Duration::from_secs(self.cache_max_ttl_secs),

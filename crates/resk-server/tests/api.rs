@@ -637,7 +637,8 @@ async fn encryption_at_rest_and_no_plaintext_downgrade() {
             source: "attacker".into(),
             subject: None,
         },
-    );
+    )
+    .unwrap();
     resk_core::CacheStore::set(&app.store, &k, entry.to_bytes().unwrap().into(), None)
         .await
         .unwrap();

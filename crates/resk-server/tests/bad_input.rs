@@ -187,6 +187,42 @@ async fn empty_and_over_long_queries() {
     expect(&small, r, StatusCode::BAD_REQUEST, "invalid_query").await;
 }
 
+/// The longest TTL and grace period the server accepts (100 years each) are stored and served,
+/// never a panic from date arithmetic; one second more is a 400.
+#[tokio::test]
+async fn the_longest_ttl_is_served_and_one_more_is_refused() {
+    let longest = resk_core::TtlPolicy::LONGEST.as_secs();
+    let app = app(&["--cache-max-ttl-secs", &longest.to_string()]);
+    let t = admin();
+    let r = app
+        .write(
+            &t,
+            json!({"query": "forever", "response": 1, "ttl": longest, "stale_ttl": longest}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = app.query(&t, json!({"query": "forever"})).await;
+    assert_eq!(r.body["hit"], true, "{}", r.text);
+    for body in [
+        json!({"query": "q", "response": 1, "ttl": longest + 1}),
+        json!({"query": "q", "response": 1, "stale_ttl": longest + 1}),
+    ] {
+        let r = app.write(&t, body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    }
+}
+
+#[test]
+fn a_maximum_ttl_past_100_years_stops_the_start() {
+    for max in [u64::MAX, resk_core::TtlPolicy::LONGEST.as_secs() + 1] {
+        let err = common::config_result(&["--cache-max-ttl-secs", &max.to_string()]).unwrap_err();
+        assert!(
+            err.contains("CACHE_MAX_TTL_SECS must be at most 3153600000"),
+            "{err}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn ttl_out_of_range() {
     let app = app(&[

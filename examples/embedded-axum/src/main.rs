@@ -86,7 +86,8 @@ async fn ask(
             source: "library".into(),
             subject: None,
         },
-    );
+    )
+    .map_err(internal)?;
     let bytes = entry.to_bytes().map_err(internal)?;
     state
         .cache

@@ -324,7 +324,8 @@ async fn run(args: &Args, config: &Config) -> Result<Summary, String> {
                     source: "ingest".into(),
                     subject: Some(args.subject.clone()),
                 },
-            );
+            )
+            .map_err(|e| e.to_string())?;
             let scope = semantic
                 .as_ref()
                 .map(|s| s.scope(&config.keys, &tenant, &input));

@@ -22,13 +22,18 @@ use tower::ServiceExt;
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
 pub fn config(extra: &[&str]) -> Config {
+    config_result(extra).unwrap()
+}
+
+/// The configuration `extra` resolves to, or the start-up error it names.
+pub fn config_result(extra: &[&str]) -> Result<Config, String> {
     let mut args = vec!["resk-server", "--jwt-secret", SECRET];
     args.extend_from_slice(extra);
     <Cli as clap::Parser>::try_parse_from(args)
-        .unwrap()
+        .map_err(|e| e.to_string())?
         .serve
         .resolve()
-        .unwrap()
+        .map_err(|e| e.to_string())
 }
 
 /// An app over a memory store the test can inspect, optionally wrapped as the config says.
