@@ -6,7 +6,7 @@ use bytes::Bytes;
 use moka::{Expiry, policy::EvictionPolicy, sync::Cache};
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result,
+    Result, ScanCursor, ScanPage,
 };
 
 /// The scheme name of this backend.
@@ -241,14 +241,15 @@ impl CacheStore for MemoryStore {
     async fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+    ) -> Result<ScanPage> {
         // moka iterates in no order: take the keys in scope after the cursor, then sort and cut.
+        let after = cursor.map(ScanCursor::resume_key).transpose()?;
         let candidates = self
             .cache
             .iter()
-            .filter(|(key, _)| scope.contains(key) && after.is_none_or(|a| **key > *a))
+            .filter(|(key, _)| scope.contains(key) && after.as_ref().is_none_or(|a| **key > *a))
             .map(|(key, entry)| {
                 let value = CachedValue {
                     bytes: entry.bytes,
@@ -258,7 +259,7 @@ impl CacheStore for MemoryStore {
                 ((*key).clone(), value)
             })
             .collect();
-        Ok(resk_core::cache::scan_page(candidates, scope, after, limit))
+        resk_core::cache::scan_page(candidates, scope, cursor, limit)
     }
 }
 

@@ -11,15 +11,15 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use fred::{
     prelude::{
-        Builder, ClientLike, Config, Error as FredError, ErrorKind as FredErrorKind, Expiration,
-        KeysInterface, Pool, ReconnectPolicy,
+        Builder, ClientLike, ClusterInterface, Config, Error as FredError,
+        ErrorKind as FredErrorKind, Expiration, KeysInterface, Pool, ReconnectPolicy,
     },
     types::Key,
 };
 use futures_util::StreamExt;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result, TenantId,
+    Result, ScanCursor, ScanPage, TenantId,
 };
 
 /// The scheme name of this backend.
@@ -210,6 +210,78 @@ impl RedisStore {
 /// Keys unlinked per command during a purge.
 const PURGE_BATCH: usize = 500;
 
+/// `SCAN` steps one [`CacheStore::scan`] call takes at most before it returns what it found (with
+/// a cursor to go on), so a page over a sparse scope still answers quickly.
+const SCAN_STEPS: usize = 8;
+
+/// The live value in `stored`, read from `key`; `None` when expired or malformed (logged).
+fn live(key: &CacheKey, stored: Bytes) -> Option<CachedValue> {
+    // Values carry their expiry in a header (`CachedValue::frame`): Redis enforces the expiry
+    // itself (`SET … PX`), and the header lets one `GET` return it, instead of `GET` + `PTTL`.
+    match CachedValue::unframe(stored, SCHEME) {
+        Some(value) => (!value.is_expired()).then_some(value),
+        None => {
+            tracing::warn!(key = %key, "Redis value shorter than its header; treated as a miss");
+            None
+        }
+    }
+}
+
+/// Where a Redis walk stands: which primary (0 without a cluster), its `SCAN` cursor, and, when
+/// the step at that cursor did not fit in the last page, the last key taken from it (the step is
+/// read again and only keys after it are taken).
+///
+/// Text form `node:cursor` or `node:cursor:last-key`.
+#[derive(Debug, PartialEq, Eq)]
+struct Position {
+    node: usize,
+    cursor: String,
+    taken_through: Option<String>,
+}
+
+impl Position {
+    fn start() -> Self {
+        Self {
+            node: 0,
+            cursor: "0".into(),
+            taken_through: None,
+        }
+    }
+
+    fn parse(cursor: &ScanCursor) -> Result<Self> {
+        let bad = || {
+            Error::new(
+                ErrorKind::InvalidInput,
+                SCHEME,
+                "scan",
+                "not a cursor returned by this store's walk",
+            )
+        };
+        let mut parts = cursor.as_str().splitn(3, ':');
+        let node = parts
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(bad)?;
+        let at = parts
+            .next()
+            .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or_else(bad)?;
+        Ok(Self {
+            node,
+            cursor: at.to_owned(),
+            taken_through: parts.next().map(str::to_owned),
+        })
+    }
+
+    fn to_cursor(&self) -> Result<ScanCursor> {
+        let text = match &self.taken_through {
+            Some(last) => format!("{}:{}:{last}", self.node, self.cursor),
+            None => format!("{}:{}", self.node, self.cursor),
+        };
+        ScanCursor::new(text)
+    }
+}
+
 impl CacheStore for RedisStore {
     fn info(&self) -> &BackendInfo {
         &self.info
@@ -221,18 +293,7 @@ impl CacheStore for RedisStore {
             .get(self.redis_key(key))
             .await
             .map_err(|e| convert("get", e))?;
-        let Some(stored) = stored else {
-            return Ok(None);
-        };
-        // Values carry their expiry in a header (`CachedValue::frame`): Redis enforces the expiry
-        // itself (`SET … PX`), and the header lets one `GET` return it, instead of `GET` + `PTTL`.
-        match CachedValue::unframe(stored, SCHEME) {
-            Some(value) => Ok((!value.is_expired()).then_some(value)),
-            None => {
-                tracing::warn!(key = %key, "Redis value shorter than its header; treated as a miss");
-                Ok(None)
-            }
-        }
+        Ok(stored.and_then(|stored| live(key, stored)))
     }
 
     async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
@@ -291,62 +352,140 @@ impl CacheStore for RedisStore {
         Ok(())
     }
 
-    /// Redis keeps no order: every page lists the scope's keys (`SCAN MATCH`, every primary of a
-    /// cluster), sorts those after the cursor and reads them one `GET` at a time until the page is
-    /// full. A page costs a walk of the scope's keys; a tenant-scoped walk only that tenant's.
+    /// One page from `SCAN MATCH` steps (each primary of a cluster in turn), at most
+    /// [`SCAN_STEPS`] of them with `COUNT` about `limit`, then one pipelined `GET` of the keys found.
+    /// The cursor is Redis's own, so a walk costs one pass over the keyspace, whatever its length.
+    /// A step that finds more keys than fit is sorted and cut; the next page reads it again and
+    /// takes the keys after the last one returned. Redis's `SCAN` guarantee carries over: every key
+    /// present throughout the walk is returned, possibly twice.
     async fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+    ) -> Result<ScanPage> {
+        let limit = limit.max(1);
         let client = self.pool.next();
-        let pattern = self.pattern(scope);
-        let mut found = if client.is_clustered() {
+        let nodes = if client.is_clustered() {
             client
-                .scan_cluster_buffered(pattern, Some(1000), None)
-                .boxed()
+                .cached_cluster_state()
+                .map(|state| state.unique_primary_nodes())
+                .unwrap_or_default()
         } else {
-            client.scan_buffered(pattern, Some(1000), None).boxed()
+            Vec::new()
         };
-        let head = format!("{}:", self.prefix);
-        let mut keys = Vec::new();
-        while let Some(key) = found.next().await {
-            let key = key.map_err(|e| convert("scan", e))?;
-            let parsed = key
-                .as_str()
-                .and_then(|k| k.strip_prefix(&head))
-                .and_then(|rest| rest.split_once(':'))
-                .and_then(|(tenant, name)| {
-                    CacheKey::new(TenantId::new(tenant).ok()?, name.to_owned()).ok()
-                });
-            if let Some(key) = parsed
-                && scope.contains(&key)
-                && after.is_none_or(|a| key > *a)
-            {
-                keys.push(key);
-            }
+        let mut at = match cursor {
+            Some(c) => Position::parse(c)?,
+            None => Position::start(),
+        };
+        if at.node >= nodes.len().max(1) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                SCHEME,
+                "scan",
+                "the cursor names a cluster node this walk does not have",
+            ));
         }
-        // SCAN may return a key twice.
-        keys.sort_unstable();
-        keys.dedup();
-        let mut page = Vec::with_capacity(limit.min(keys.len()));
-        for key in keys {
-            if page.len() == limit {
+        let pattern = self.pattern(scope);
+        let head = format!("{}:", self.prefix);
+        let count = u32::try_from(limit.clamp(10, 1000)).unwrap_or(1000);
+        let mut keys: Vec<(String, CacheKey)> = Vec::new();
+        let mut more = true;
+        for _ in 0..SCAN_STEPS {
+            let step = match nodes.get(at.node) {
+                Some(node) => {
+                    client
+                        .with_cluster_node(node)
+                        .scan_page(at.cursor.clone(), pattern.clone(), Some(count), None)
+                        .await
+                }
+                None => {
+                    client
+                        .scan_page(at.cursor.clone(), pattern.clone(), Some(count), None)
+                        .await
+                }
+            };
+            let (step_next, found): (String, Vec<Key>) = step.map_err(|e| convert("scan", e))?;
+            let mut step: Vec<(String, CacheKey)> = found
+                .iter()
+                .filter_map(|key| {
+                    let text = key.as_str()?;
+                    let (tenant, name) = text.strip_prefix(&head)?.split_once(':')?;
+                    let parsed =
+                        CacheKey::new(TenantId::new(tenant).ok()?, name.to_owned()).ok()?;
+                    let fresh = at.taken_through.as_deref().is_none_or(|last| text > last);
+                    (fresh && scope.contains(&parsed)).then(|| (text.to_owned(), parsed))
+                })
+                .collect();
+            step.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            step.dedup_by(|a, b| a.0 == b.0);
+            let room = limit - keys.len();
+            if step.len() > room {
+                step.truncate(room);
+                at.taken_through = step.last().map(|(text, _)| text.clone());
+                keys.extend(step);
                 break;
             }
-            // Gone or expired since the listing: skip it, the page still fills from later keys.
-            if let Some(value) = self.get(&key).await? {
-                page.push((key, value));
+            keys.extend(step);
+            at.taken_through = None;
+            if step_next == "0" {
+                at.node += 1;
+                at.cursor = "0".into();
+                if at.node >= nodes.len().max(1) {
+                    more = false;
+                    break;
+                }
+            } else {
+                at.cursor = step_next;
+            }
+            if keys.len() == limit {
+                break;
             }
         }
-        Ok(page)
+        let mut entries = Vec::with_capacity(keys.len());
+        if !keys.is_empty() {
+            let pipeline = client.pipeline();
+            for (text, _) in &keys {
+                let _: () = pipeline
+                    .get(text.as_str())
+                    .await
+                    .map_err(|e| convert("scan", e))?;
+            }
+            let values: Vec<Option<Bytes>> =
+                pipeline.all().await.map_err(|e| convert("scan", e))?;
+            for ((_, key), stored) in keys.into_iter().zip(values) {
+                // Gone or expired since the listing: left out.
+                if let Some(value) = stored.and_then(|stored| live(&key, stored)) {
+                    entries.push((key, value));
+                }
+            }
+        }
+        Ok(ScanPage {
+            entries,
+            next: if more { Some(at.to_cursor()?) } else { None },
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn positions_read_back_what_they_wrote() {
+        let position = Position {
+            node: 2,
+            cursor: "1234".into(),
+            taken_through: Some("resk:acme:a:b".into()),
+        };
+        let cursor = position.to_cursor().unwrap();
+        assert_eq!(cursor.as_str(), "2:1234:resk:acme:a:b");
+        assert_eq!(Position::parse(&cursor).unwrap(), position);
+        for bad in ["x", "1", "1:", "1:x", "-1:0", "a:0"] {
+            let err = Position::parse(&ScanCursor::new(bad).unwrap()).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
+        }
+    }
 
     #[test]
     fn glob_characters_are_escaped() {

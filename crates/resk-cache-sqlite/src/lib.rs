@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result, TenantId,
+    Result, ScanCursor, ScanPage, TenantId,
 };
 use sqlx::{
     Row,
@@ -407,11 +407,14 @@ impl CacheStore for SqliteStore {
     async fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+    ) -> Result<ScanPage> {
         // Keyset pagination on the primary key: SQLite's BINARY collation orders text by bytes,
         // like `CacheKey`'s `Ord`.
+        let limit = limit.max(1);
+        let after = cursor.map(ScanCursor::resume_key).transpose()?;
+        let after = after.as_ref();
         let tenant = match scope {
             PurgeScope::Tenant(t) => Some(t.as_str()),
             _ => None,
@@ -427,12 +430,14 @@ impl CacheStore for SqliteStore {
         .bind(tenant)
         .bind(after.map(|k| k.tenant().as_str()))
         .bind(after.map(CacheKey::name))
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        // One row more than the page: whether the walk goes on.
+        .bind(i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
         .map_err(query_err("scan"))?;
-        let mut page = Vec::with_capacity(rows.len());
-        for row in rows {
+        let more = rows.len() > limit;
+        let mut page = Vec::with_capacity(rows.len().min(limit));
+        for row in rows.into_iter().take(limit) {
             let tenant: String = row.try_get(0).map_err(query_err("scan"))?;
             let name: String = row.try_get(1).map_err(query_err("scan"))?;
             let value: Vec<u8> = row.try_get(2).map_err(query_err("scan"))?;
@@ -448,6 +453,12 @@ impl CacheStore for SqliteStore {
                 },
             ));
         }
-        Ok(page)
+        let next = more
+            .then(|| page.last().map(|(key, _)| ScanCursor::after(key)))
+            .flatten();
+        Ok(ScanPage {
+            entries: page,
+            next,
+        })
     }
 }

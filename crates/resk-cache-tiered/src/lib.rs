@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     BackendInfo, Bus, BusEvent, CacheKey, CacheStore, CachedValue, Capabilities, PurgeScope,
-    Result, SharedBus, TenantId,
+    Result, ScanCursor, ScanPage, SharedBus, TenantId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -146,6 +146,8 @@ impl<L1: CacheStore, L2: CacheStore> TieredStore<L1, L2> {
     ///
     /// Must be called inside a tokio runtime (it spawns the listener task, stopped on drop).
     pub fn new(l1: L1, l2: L2, bus: SharedBus, config: TieredConfig) -> Self {
+        // Registered at zero: an alert on failed invalidations sees the first one.
+        metrics::counter!("resk_tiered_invalidations_failed_total").increment(0);
         let shared = Arc::new(Shared {
             l1,
             epoch: AtomicU64::new(0),
@@ -366,10 +368,10 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
     fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(CacheKey, CachedValue)>>> + Send {
-        self.l2.scan(scope, after, limit)
+    ) -> impl Future<Output = Result<ScanPage>> + Send {
+        self.l2.scan(scope, cursor, limit)
     }
 }
 

@@ -238,7 +238,8 @@ pub struct BackendInfo {
 ///   how many were removed (`purge_all`, `purge_tenant_only`).
 /// * Concurrent writers to distinct and equal keys leave the store consistent: every distinct key
 ///   readable, each equal key holding one of the written values (`concurrent_writers`).
-/// * `scan` walks every live entry of its scope once, in key order, page by page (`scan_pages`).
+/// * `scan` walks the live entries of its scope page by page, each page bounded by `limit`, following
+///   the cursor each page returns; every entry present throughout a walk is seen (`scan_pages`).
 /// * `ping` succeeds when the backend can serve requests.
 pub trait CacheStore: Send + Sync + Debug + 'static {
     /// The backend's name and capabilities.
@@ -264,35 +265,118 @@ pub trait CacheStore: Send + Sync + Debug + 'static {
     /// Check the backend can serve requests (used by readiness probes).
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
-    /// One page of the live entries in `scope`, in key order (tenant, then name): at most `limit`
-    /// entries whose key comes after `after` (the last key of the previous page; `None` to start).
-    /// A page shorter than `limit` is the last. Entries written or removed during a walk may or may
-    /// not be seen; every entry present throughout is seen exactly once.
+    /// One page of the live entries in `scope`: start with `cursor: None` and pass each page's
+    /// [`ScanPage::next`] to the next call; `next: None` ends the walk.
     ///
-    /// For maintenance that must see every entry (a privacy export or erasure, a retention sweep),
-    /// never for request paths: a backend may walk all its keys to answer one page.
+    /// * A page holds at most `limit` entries (a `limit` of 0 counts as 1). A page may be shorter,
+    ///   even empty, with a `next`: only `next: None` says the walk is over.
+    /// * A call's I/O is bounded by `limit`, not by the size of the store: SQLite reads one indexed
+    ///   range, Redis a few `SCAN` steps and one pipelined read. (The memory store, whose map keeps
+    ///   no order, passes over its entries once per page, in memory.)
+    /// * Every entry present throughout the walk is seen at least once; entries written or removed
+    ///   during it may or may not be. Ordered stores (memory, SQLite) return each entry exactly once,
+    ///   in key order; Redis follows `SCAN`, which may return an entry twice.
+    /// * A cursor only positions a walk inside the scope it is used with: one sent back by a
+    ///   client can never reach another tenant. A cursor the store cannot read is
+    ///   [`crate::ErrorKind::InvalidInput`].
+    ///
+    /// For maintenance that must see every entry (a privacy export or erasure, a retention sweep,
+    /// a re-encryption), never for request paths.
     fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(CacheKey, CachedValue)>>> + Send;
+    ) -> impl Future<Output = Result<ScanPage>> + Send;
 }
 
-/// The page of `entries` (any order) that [`CacheStore::scan`] returns: those in `scope`, after
-/// `after`, sorted, at most `limit`. For backends whose own listing is unordered.
+/// Where a [`CacheStore::scan`] walk goes on. Made by the store that returned it and opaque to
+/// everyone else: a key for ordered stores ([`ScanCursor::after`]), a `SCAN` position for Redis.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ScanCursor(Box<str>);
+
+impl ScanCursor {
+    /// Longest cursor text accepted back from a caller, bytes.
+    pub const MAX_LEN: usize = 2 * CacheKey::MAX_NAME_LEN;
+
+    /// A cursor from its text (what [`ScanCursor::as_str`] gave out). Text longer than
+    /// [`ScanCursor::MAX_LEN`] is [`crate::ErrorKind::InvalidInput`].
+    pub fn new(text: impl Into<Box<str>>) -> Result<Self> {
+        let text = text.into();
+        if text.is_empty() || text.len() > Self::MAX_LEN {
+            return Err(bad_cursor());
+        }
+        Ok(Self(text))
+    }
+
+    /// The cursor's text, to hand to a client and take back with [`ScanCursor::new`].
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The cursor of an ordered store: the walk goes on after `key`.
+    pub fn after(key: &CacheKey) -> Self {
+        Self(format!("{}/{}", key.tenant(), key.name()).into())
+    }
+
+    /// The key an [`ScanCursor::after`] cursor resumes after; another cursor is
+    /// [`crate::ErrorKind::InvalidInput`].
+    pub fn resume_key(&self) -> Result<CacheKey> {
+        let (tenant, name) = self.0.split_once('/').ok_or_else(bad_cursor)?;
+        let tenant = TenantId::new(tenant).map_err(|_| bad_cursor())?;
+        CacheKey::new(tenant, name).map_err(|_| bad_cursor())
+    }
+}
+
+impl fmt::Display for ScanCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn bad_cursor() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "cache",
+        "scan",
+        "not a cursor returned by this store's walk",
+    )
+}
+
+/// One page of a [`CacheStore::scan`] walk.
+#[derive(Clone, Debug, Default)]
+pub struct ScanPage {
+    /// Entries of the scope, at most the `limit` asked for.
+    pub entries: Vec<(CacheKey, CachedValue)>,
+    /// Where the walk goes on; `None`: it is over.
+    pub next: Option<ScanCursor>,
+}
+
+/// The [`CacheStore::scan`] page of `entries` (any order), for backends whose own listing is
+/// unordered: those in `scope` after the cursor's key, sorted, at most `limit`, with an
+/// [`ScanCursor::after`] cursor when more remain. Costs one pass over `entries` (a partial sort).
 pub fn scan_page(
     mut entries: Vec<(CacheKey, CachedValue)>,
     scope: &PurgeScope,
-    after: Option<&CacheKey>,
+    cursor: Option<&ScanCursor>,
     limit: usize,
-) -> Vec<(CacheKey, CachedValue)> {
+) -> Result<ScanPage> {
+    let limit = limit.max(1);
+    let after = cursor.map(ScanCursor::resume_key).transpose()?;
     entries.retain(|(key, value)| {
-        scope.contains(key) && after.is_none_or(|a| key > a) && !value.is_expired()
+        scope.contains(key) && after.as_ref().is_none_or(|a| key > a) && !value.is_expired()
     });
+    let more = entries.len() > limit;
+    if more {
+        // Only the first `limit` need sorting.
+        entries.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+        entries.truncate(limit);
+    }
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    entries.truncate(limit);
-    entries
+    let next = more
+        .then(|| entries.last().map(|(key, _)| ScanCursor::after(key)))
+        .flatten();
+    Ok(ScanPage { entries, next })
 }
 
 /// The object-safe twin of [`CacheStore`]; blanket-implemented, never implemented by hand.
@@ -312,9 +396,9 @@ pub trait CacheStoreDyn: Send + Sync + Debug + 'static {
     fn scan_dyn<'a>(
         &'a self,
         scope: &'a PurgeScope,
-        after: Option<&'a CacheKey>,
+        cursor: Option<&'a ScanCursor>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<(CacheKey, CachedValue)>>>;
+    ) -> BoxFuture<'a, Result<ScanPage>>;
 }
 
 impl<T: CacheStore + ?Sized> CacheStoreDyn for T {
@@ -344,10 +428,10 @@ impl<T: CacheStore + ?Sized> CacheStoreDyn for T {
     fn scan_dyn<'a>(
         &'a self,
         scope: &'a PurgeScope,
-        after: Option<&'a CacheKey>,
+        cursor: Option<&'a ScanCursor>,
         limit: usize,
-    ) -> BoxFuture<'a, Result<Vec<(CacheKey, CachedValue)>>> {
-        Box::pin(self.scan(scope, after, limit))
+    ) -> BoxFuture<'a, Result<ScanPage>> {
+        Box::pin(self.scan(scope, cursor, limit))
     }
 }
 
@@ -373,10 +457,10 @@ impl<T: CacheStoreDyn + ?Sized> CacheStore for Arc<T> {
     async fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> Result<Vec<(CacheKey, CachedValue)>> {
-        (**self).scan_dyn(scope, after, limit).await
+    ) -> Result<ScanPage> {
+        (**self).scan_dyn(scope, cursor, limit).await
     }
 }
 

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use resk_core::{BackendInfo, CacheKey, CacheStore, CachedValue, PurgeScope, Result, SharedCipher};
+use resk_core::{
+    BackendInfo, CacheKey, CacheStore, CachedValue, PurgeScope, Result, ScanCursor, ScanPage,
+    SharedCipher,
+};
 
 /// Wraps a [`CacheStore`] so it only ever sees ciphertext.
 ///
@@ -28,6 +31,9 @@ pub struct EncryptedStore<S> {
 impl<S: CacheStore> EncryptedStore<S> {
     /// Encrypt everything written to `inner` with `cipher`.
     pub fn new(inner: S, cipher: SharedCipher) -> Self {
+        // Registered at zero: an alert on values that fail to open sees the first one.
+        metrics::counter!("resk_crypto_open_failures_total", "backend" => inner.info().name)
+            .increment(0);
         Self { inner, cipher }
     }
 
@@ -111,32 +117,23 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
         self.inner.ping()
     }
 
-    /// Opens every value of the inner page; one that does not open is skipped (as `get` treats it
-    /// as a miss) and the page is filled from the next inner page, so a page shorter than `limit`
-    /// still means the walk is over.
+    /// Opens every value of the inner page; one that does not open is left out (as `get` treats
+    /// it as a miss, logged and counted), so the page may be shorter than the inner one. The
+    /// cursor is the inner store's.
     async fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> Result<Vec<(CacheKey, CachedValue)>> {
-        let mut page = Vec::with_capacity(limit);
-        let mut cursor = after.cloned();
-        loop {
-            let want = limit - page.len();
-            let inner = self.inner.scan(scope, cursor.as_ref(), want).await?;
-            let last_page = inner.len() < want;
-            if let Some((key, _)) = inner.last() {
-                cursor = Some(key.clone());
-            }
-            for (key, value) in inner {
-                if let Some(opened) = self.open(&key, value) {
-                    page.push((key, opened));
-                }
-            }
-            if last_page || page.len() == limit {
-                return Ok(page);
-            }
-        }
+    ) -> Result<ScanPage> {
+        let page = self.inner.scan(scope, cursor, limit).await?;
+        Ok(ScanPage {
+            entries: page
+                .entries
+                .into_iter()
+                .filter_map(|(key, value)| Some((key.clone(), self.open(&key, value)?)))
+                .collect(),
+            next: page.next,
+        })
     }
 }

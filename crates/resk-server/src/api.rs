@@ -336,10 +336,16 @@ pub struct PurgeResponse {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeRequest {
-    /// The `jti` of the token to revoke (needs `cache:admin`); absent: the caller's own token.
+    /// The `jti` of a token of the caller's tenant to revoke (needs `cache:admin`). Absent, with
+    /// no `token`: the caller's own token.
     #[serde(default)]
     #[schemars(length(min = 1, max = 256))]
     pub jti: Option<String>,
+    /// A token to revoke, sent whole (instead of `jti`): how a token never used yet is revoked.
+    /// Its own subject may revoke it; otherwise it needs `cache:admin` of its tenant.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 8192))]
+    pub token: Option<String>,
     /// When the revoked token expires (Unix seconds); the revocation lasts until then. Default: now
     /// plus the maximum token lifetime.
     #[serde(default, deserialize_with = "whole")]
@@ -368,6 +374,21 @@ pub struct SubjectRequest {
     pub subject: Option<String>,
 }
 
+/// `POST /api/privacy/export`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportRequest {
+    /// The subject (token `sub`) whose entries are meant, in the caller's tenant. Absent, or the
+    /// caller's own subject: the caller's own entries. Another subject needs `cache:admin`.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 256))]
+    pub subject: Option<String>,
+    /// Where to go on: the `next` of the previous answer. Absent: from the start.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 2048))]
+    pub cursor: Option<String>,
+}
+
 /// One entry of a privacy export.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ExportedEntry {
@@ -387,15 +408,20 @@ pub struct ExportedEntry {
     pub written_by_subject: bool,
 }
 
-/// Answer to `POST /api/privacy/export`: every entry of the subject in the caller's tenant.
+/// Answer to `POST /api/privacy/export`: the subject's entries in one stretch of the caller's
+/// tenant. Each call reads a bounded part of the tenant; send `next` back as `cursor` until it is
+/// `null` to have every entry.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ExportResponse {
     /// The subject exported.
     pub subject: String,
-    /// How many entries.
+    /// How many entries in this answer.
     pub count: usize,
-    /// The entries, in key order.
+    /// This answer's entries, in key order (on Redis an entry may, rarely, come again in a later
+    /// answer: compare keys).
     pub entries: Vec<ExportedEntry>,
+    /// The `cursor` of the next call; `null`: the export is complete.
+    pub next: Option<String>,
 }
 
 /// Answer to `POST /api/privacy/erase`.

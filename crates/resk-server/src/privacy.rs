@@ -3,9 +3,11 @@
 //!
 //! A subject's entries are those it wrote (`origin.subject`) or that are private to it (`owner`).
 //! Stores index entries by key only, and their values are encrypted, so finding them means walking
-//! the tenant with [`resk_core::CacheStore::scan`] and reading each entry: a privacy request costs a
-//! pass over the tenant, which is what an infrequent, audited administrative action can afford (an
-//! index by subject would be one more place holding the subject's identity).
+//! the tenant with [`resk_core::CacheStore::scan`] and reading each entry (an index by subject
+//! would be one more place holding the subject's identity). An export call reads at most
+//! [`EXPORT_BUDGET`] entries and answers a cursor to go on from, so no single request costs more
+//! than that; an erasure walks the whole tenant once (the store's own cursor, so one pass, not a
+//! pass per page) and deletes every entry found.
 //!
 //! Retention: no entry is written with a TTL past `CACHE_MAX_TTL_SECS`, so every backend drops it
 //! by its own expiry. Entries written before that maximum was lowered are never served once older
@@ -13,7 +15,9 @@
 
 use std::time::Duration;
 
-use resk_core::{CacheEntry, CacheKey, CacheStore, PurgeScope, Result, SharedCacheStore, TenantId};
+use resk_core::{
+    CacheEntry, CacheKey, CacheStore, PurgeScope, Result, ScanCursor, SharedCacheStore, TenantId,
+};
 use time::OffsetDateTime;
 
 use crate::semantic::Semantic;
@@ -21,48 +25,86 @@ use crate::semantic::Semantic;
 /// Entries read per page while walking a tenant.
 const PAGE: usize = 500;
 
+/// Entries of the tenant one export call reads at most: a `cache:read` caller's request costs at
+/// most this much of the store's time, whatever the tenant's size; the answer's `next` goes on.
+pub(crate) const EXPORT_BUDGET: usize = 2_000;
+
 /// Whether `entry` belongs to `subject`: written by it, or private to it.
 pub(crate) fn belongs_to(entry: &CacheEntry, subject: &str) -> bool {
     entry.origin.subject.as_deref() == Some(subject) || entry.owner.as_deref() == Some(subject)
 }
 
-/// Call `visit` with every readable entry in `scope`, page by page. Values that do not parse as
-/// entries (another program's data under the same prefix, or an unknown schema) are skipped.
-pub(crate) async fn walk(
+/// Call `visit` with the readable entries of `scope` from `cursor` on, page by page, until the
+/// walk ends or `budget` entries were read; where the walk goes on (`None`: it is over). Values
+/// that do not parse as entries (another program's data under the same prefix, or an unknown
+/// schema) are skipped.
+pub(crate) async fn walk_from(
     cache: &SharedCacheStore,
     scope: &PurgeScope,
+    mut cursor: Option<ScanCursor>,
+    budget: usize,
     mut visit: impl FnMut(CacheKey, CacheEntry),
-) -> Result<()> {
-    let mut after: Option<CacheKey> = None;
+) -> Result<Option<ScanCursor>> {
+    let mut read = 0usize;
     loop {
-        let page = cache.scan(scope, after.as_ref(), PAGE).await?;
-        let last = page.len() < PAGE;
-        after = page.last().map(|(key, _)| key.clone()).or(after);
-        for (key, value) in page {
+        let page = cache
+            .scan(scope, cursor.as_ref(), PAGE.min(budget - read).max(1))
+            .await?;
+        read += page.entries.len();
+        for (key, value) in page.entries {
             if let Ok(entry) = CacheEntry::from_bytes(&value.bytes) {
                 visit(key, entry);
             }
         }
-        if last {
-            return Ok(());
+        cursor = page.next;
+        if cursor.is_none() || read >= budget {
+            return Ok(cursor);
         }
     }
 }
 
-/// Every entry of `subject` in `tenant`, in key order.
+/// Call `visit` with every readable entry in `scope`.
+pub(crate) async fn walk(
+    cache: &SharedCacheStore,
+    scope: &PurgeScope,
+    visit: impl FnMut(CacheKey, CacheEntry),
+) -> Result<()> {
+    walk_from(cache, scope, None, usize::MAX, visit).await?;
+    Ok(())
+}
+
+/// The entries of `subject` in `tenant` among the next `budget` entries of the tenant's walk from
+/// `cursor`, and where the walk goes on. Each key once, in key order within the call.
 pub(crate) async fn export(
     cache: &SharedCacheStore,
     tenant: &TenantId,
     subject: &str,
-) -> Result<Vec<(CacheKey, CacheEntry)>> {
+    cursor: Option<ScanCursor>,
+    budget: usize,
+) -> Result<(Vec<(CacheKey, CacheEntry)>, Option<ScanCursor>)> {
     let mut found = Vec::new();
-    walk(cache, &PurgeScope::Tenant(tenant.clone()), |key, entry| {
+    let scope = PurgeScope::Tenant(tenant.clone());
+    let next = walk_from(cache, &scope, cursor, budget, |key, entry| {
         if entry.tenant == *tenant && belongs_to(&entry, subject) {
             found.push((key, entry));
         }
     })
     .await?;
-    Ok(found)
+    // Redis's SCAN may name a key twice.
+    found.sort_by(|a, b| a.0.cmp(&b.0));
+    found.dedup_by(|a, b| a.0 == b.0);
+    Ok((found, next))
+}
+
+/// The keys of every entry of `subject` in `tenant`: the whole tenant walked, so an erasure misses
+/// nothing present throughout it.
+pub(crate) async fn subject_keys(
+    cache: &SharedCacheStore,
+    tenant: &TenantId,
+    subject: &str,
+) -> Result<Vec<CacheKey>> {
+    let (found, _) = export(cache, tenant, subject, None, usize::MAX).await?;
+    Ok(found.into_iter().map(|(key, _)| key).collect())
 }
 
 /// Delete `keys` of `tenant` and their vectors; how many entries existed. Vector failures are

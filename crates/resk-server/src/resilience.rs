@@ -27,6 +27,7 @@ use bytes::Bytes;
 use failsafe::{Instrument, StateMachine, failure_policy::ConsecutiveFailures};
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Error, ErrorKind, PurgeScope, Result,
+    ScanCursor, ScanPage,
 };
 use tokio::sync::Semaphore;
 
@@ -110,10 +111,14 @@ impl Instrument for Signals {
         metrics::gauge!("resk_circuit_breaker_open", "dependency" => self.dependency).set(0.0);
     }
 
+    /// failsafe also calls this when a breaker is built (closed from the start): only a breaker
+    /// that was open or half-open is logged as closing.
     fn on_closed(&self) {
-        self.state.store(CLOSED, Ordering::SeqCst);
+        let was = self.state.swap(CLOSED, Ordering::SeqCst);
         metrics::gauge!("resk_circuit_breaker_open", "dependency" => self.dependency).set(0.0);
-        tracing::info!(dependency = self.dependency, "circuit breaker closed");
+        if was != CLOSED {
+            tracing::info!(dependency = self.dependency, "circuit breaker closed");
+        }
     }
 }
 
@@ -286,11 +291,11 @@ impl<S: CacheStore> CacheStore for GuardedStore<S> {
     async fn scan(
         &self,
         scope: &PurgeScope,
-        after: Option<&CacheKey>,
+        cursor: Option<&ScanCursor>,
         limit: usize,
-    ) -> Result<Vec<(CacheKey, CachedValue)>> {
+    ) -> Result<ScanPage> {
         self.guard
-            .call("scan", self.inner.scan(scope, after, limit))
+            .call("scan", self.inner.scan(scope, cursor, limit))
             .await
     }
 }

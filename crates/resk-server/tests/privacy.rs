@@ -282,7 +282,8 @@ async fn entries_past_the_maximum_retention_are_not_served_and_are_swept() {
             source: "api".into(),
             subject: Some("alice".into()),
         },
-    );
+    )
+    .unwrap();
     entry.created_at -= time::Duration::seconds(120);
     app.store
         .set(
@@ -314,4 +315,79 @@ async fn entries_past_the_maximum_retention_are_not_served_and_are_swept() {
         .query(&rw("alice", "acme"), json!({"query": "a new question"}))
         .await;
     assert_eq!(new.body["hit"], true);
+}
+
+/// An export call reads at most 2 000 entries of the tenant and answers `next`; following the
+/// cursors yields every entry of the subject exactly once, and nothing of another subject or
+/// tenant. A made-up cursor is a 400 and the store is left as it was.
+#[tokio::test]
+async fn exports_page_with_a_cursor_and_bound_each_call() {
+    let app = app(&["--rate-limit-max", "100000"]);
+    let (alice, bob) = (rw("alice", "acme"), rw("bob", "acme"));
+    let mut expected = Vec::new();
+    for i in 0..2_600 {
+        let (token, query) = if i % 10 == 0 {
+            expected.push(format!("alice {i}"));
+            (&alice, format!("alice {i}"))
+        } else {
+            (&bob, format!("bob {i}"))
+        };
+        let r = app
+            .write(token, json!({"query": query, "response": i}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    }
+    let r = app
+        .write(
+            &rw("alice", "other"),
+            json!({"query": "other tenant", "response": 0}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    let mut found = Vec::new();
+    let mut calls = 0;
+    let mut cursor = Value::Null;
+    loop {
+        let body = if cursor.is_null() {
+            json!({})
+        } else {
+            json!({"cursor": cursor})
+        };
+        let r = export(&app, &alice, body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        calls += 1;
+        assert_eq!(r.body["count"], r.body["entries"].as_array().unwrap().len());
+        assert!(
+            r.body["count"].as_u64().unwrap() <= 2_000,
+            "{}",
+            r.body["count"]
+        );
+        found.extend(queries(&r));
+        cursor = r.body["next"].clone();
+        if cursor.is_null() {
+            break;
+        }
+        assert!(cursor.is_string(), "{}", r.text);
+    }
+    assert_eq!(
+        calls, 2,
+        "2 601 entries in the tenant: two calls of at most 2 000"
+    );
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected);
+
+    let before = app.entries().await;
+    for bad in [
+        json!({"cursor": "not a cursor"}),
+        json!({"cursor": ""}),
+        json!({"cursor": 7}),
+    ] {
+        let r = export(&app, &alice, bad.clone()).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text);
+    }
+    let r = export(&app, &alice, json!({"cursor": "x".repeat(5000)})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(app.entries().await, before);
 }
