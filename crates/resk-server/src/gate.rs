@@ -285,7 +285,7 @@ impl Gate {
 
     async fn revoked(&self, principal: &crate::auth::Principal) -> bool {
         match &principal.jti {
-            Some(jti) => self.revocations.is_revoked(jti).await,
+            Some(jti) => self.revocations.is_revoked(&principal.tenant, jti).await,
             None => false,
         }
     }
@@ -306,9 +306,8 @@ impl Gate {
         // A token not verified recently costs signature work: charge the client address first, so
         // a flood of forged or made-up tokens is refused before any of that work.
         let mut ip_decision = None;
-        if let Some(t) = token
-            && !self.verifier.remembers(t)
-        {
+        let fresh = token.is_some_and(|t| !self.verifier.remembers(t));
+        if fresh {
             let decision = self.check(&ip_key, self.rates.subject_rate()).await;
             if let Decision::Limited { limit, retry_after } = decision {
                 return limited("ip", limit, retry_after);
@@ -329,6 +328,15 @@ impl Gate {
                     description: "token revoked",
                     reason: "revoked",
                 }),
+                Ok(p) => {
+                    // First verified here: its tenant's administrators may now revoke it by jti.
+                    if fresh && let Some(jti) = &p.jti {
+                        self.revocations
+                            .note_seen(&p.tenant, jti, p.valid_until())
+                            .await;
+                    }
+                    Ok(p)
+                }
                 other => other,
             }
         }

@@ -5,7 +5,11 @@
 //! cannot set `Authorization` on a WebSocket, so the token may instead travel as a subprotocol:
 //! `new WebSocket(url, ["resk.v1", "bearer." + token])`. The server answers with the `resk.v1`
 //! subprotocol (never echoing the token). Tokens in the query string are refused on purpose: URLs end
-//! up in access logs and proxy caches. The connection is closed (code 4001) when the token expires.
+//! up in access logs and proxy caches. The connection is closed with code 4001 when the token stops
+//! being valid: at its expiry (reason `token expired`), or when it is revoked (reason `token
+//! revoked`), on any instance: at once when the revocation is heard on the bus, else within
+//! [`crate::revoke::Revocations::RECHECK`] plus a second (the connection asks the revocation list
+//! every second, which reads the store at most once per `RECHECK`).
 //!
 //! # Protocol (JSON text frames)
 //! Client → server, each with an optional `id` echoed in the answer:
@@ -71,7 +75,10 @@ const MAX_CHANNEL_LEN: usize = 64;
 /// Close codes (4000–4999 are for applications).
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_PING_TIMEOUT: u16 = 4000;
-const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// The token is no longer valid: expired or revoked.
+const CLOSE_TOKEN_INVALID: u16 = 4001;
+/// How often a connection asks the revocation list about its token.
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
 
 /// Connection limits and the bus every connection listens to.
 #[derive(Debug)]
@@ -178,7 +185,9 @@ pub(crate) async fn upgrade(
         .on_upgrade(move |socket| async move {
             let _slot = slot;
             app.hub.connections.increment(1.0);
-            Connection::new(&app.hub, principal).run(socket).await;
+            Connection::new(&app.hub, &app.revocations, principal)
+                .run(socket)
+                .await;
             app.hub.connections.decrement(1.0);
         }))
 }
@@ -272,6 +281,10 @@ enum End {
 
 struct Connection<'h> {
     hub: &'h Hub,
+    revocations: &'h crate::revoke::Revocations,
+    /// The token's name in revocations (`tenant/jti`); `None`: it has no `jti`, so it cannot be
+    /// revoked.
+    token: Option<Box<str>>,
     principal: Principal,
     /// `ws/{tenant}/`: every topic of this tenant starts with it.
     prefix: String,
@@ -279,10 +292,20 @@ struct Connection<'h> {
 }
 
 impl<'h> Connection<'h> {
-    fn new(hub: &'h Hub, principal: Principal) -> Self {
+    fn new(
+        hub: &'h Hub,
+        revocations: &'h crate::revoke::Revocations,
+        principal: Principal,
+    ) -> Self {
         let prefix = topic(&principal.tenant, "");
+        let token = principal
+            .jti
+            .as_deref()
+            .map(|jti| crate::revoke::ident(&principal.tenant, jti));
         Self {
             hub,
+            revocations,
+            token,
             principal,
             prefix,
             channels: HashSet::new(),
@@ -336,6 +359,10 @@ impl<'h> Connection<'h> {
             self.principal.valid_until().saturating_sub(now_unix),
         ));
         tokio::pin!(expiry);
+        let mut revocation_poll = tokio::time::interval_at(
+            tokio::time::Instant::now() + REVOCATION_POLL,
+            REVOCATION_POLL,
+        );
         loop {
             tokio::select! {
                 frame = stream.next() => {
@@ -372,6 +399,11 @@ impl<'h> Connection<'h> {
                     }
                 }
                 event = bus.recv() => match event {
+                    Some(BusEvent::Message(msg)) if crate::revoke::announced(&msg).is_some() => {
+                        if crate::revoke::announced(&msg) == self.token.as_deref() {
+                            return End::Close(CLOSE_TOKEN_INVALID, "token revoked");
+                        }
+                    }
                     Some(BusEvent::Message(msg)) => {
                         let subscribed = msg
                             .topic
@@ -396,7 +428,14 @@ impl<'h> Connection<'h> {
                     // A full queue already proves the client is slow; skipping a ping is fine.
                     let _ = tx.try_send(Message::Ping(Bytes::from_static(b"resk")));
                 }
-                () = &mut expiry => return End::Close(CLOSE_TOKEN_EXPIRED, "token expired"),
+                () = &mut expiry => return End::Close(CLOSE_TOKEN_INVALID, "token expired"),
+                _ = revocation_poll.tick(), if self.token.is_some() => {
+                    if let Some(token) = &self.token
+                        && self.revocations.is_revoked_ident(token).await
+                    {
+                        return End::Close(CLOSE_TOKEN_INVALID, "token revoked");
+                    }
+                }
             }
         }
     }

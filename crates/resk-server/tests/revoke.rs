@@ -14,8 +14,12 @@ use resk_server::{App, Backends};
 use serde_json::{Value, json};
 
 fn token_with_jti(sub: &str, scope: &str, jti: &str) -> String {
+    tenant_token_with_jti(sub, "acme", scope, jti)
+}
+
+fn tenant_token_with_jti(sub: &str, tenant: &str, scope: &str, jti: &str) -> String {
     sign(&json!({
-        "sub": sub, "tenant": "acme", "scope": scope, "jti": jti,
+        "sub": sub, "tenant": tenant, "scope": scope, "jti": jti,
         "exp": now() + 600, "iat": now(),
     }))
 }
@@ -85,7 +89,7 @@ async fn admins_revoke_other_tokens_and_others_cannot() {
     let r = revoke(
         &app,
         &admin,
-        json!({"jti": "z", "exp": now() + 10 * 365 * 86_400}),
+        json!({"jti": "bob-1", "exp": now() + 10 * 365 * 86_400}),
     )
     .await;
     assert!(
@@ -156,4 +160,65 @@ async fn instances_share_revocations() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(refused, "b heard the revocation on the bus");
+}
+
+/// Revocation is scoped by tenant: an administrator of globex cannot revoke acme's token even
+/// knowing its jti (404, the same answer as for a jti never seen, and nothing revoked), revokes its
+/// own tenant's tokens by jti once seen, and revokes a token never used by sending it whole.
+#[tokio::test]
+async fn revocation_is_scoped_to_the_callers_tenant() {
+    let app = app(&[]);
+    let victim = tenant_token_with_jti("bob", "acme", "cache:read", "shared-jti");
+    let twin = tenant_token_with_jti("eve", "globex", "cache:read", "shared-jti");
+    let globex_admin = tenant_token_with_jti("gina", "globex", "cache:read cache:admin", "g-admin");
+    assert_eq!(status(&app, &victim).await, StatusCode::OK);
+
+    for body in [
+        json!({"jti": "shared-jti"}),
+        json!({"jti": "never-seen"}),
+        json!({"token": victim}),
+    ] {
+        let r = revoke(&app, &globex_admin, body.clone()).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{body}: {}", r.text);
+        assert_eq!(error_code(&r), "token_not_found", "{}", r.text);
+    }
+    assert_eq!(
+        status(&app, &victim).await,
+        StatusCode::OK,
+        "another tenant's admin revoked nothing"
+    );
+
+    // globex's own token with the same jti, once seen, is globex's to revoke, and only it.
+    assert_eq!(status(&app, &twin).await, StatusCode::OK);
+    let r = revoke(&app, &globex_admin, json!({"jti": "shared-jti"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(status(&app, &twin).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(&app, &victim).await,
+        StatusCode::OK,
+        "acme's twin lives"
+    );
+
+    // A token never used is revoked by sending it: by its own subject, or an admin of its tenant.
+    let unused = tenant_token_with_jti("gus", "globex", "cache:read", "unused-1");
+    let r = revoke(&app, &globex_admin, json!({"token": unused})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["jti"], "unused-1");
+    assert_eq!(status(&app, &unused).await, StatusCode::UNAUTHORIZED);
+    let other = tenant_token_with_jti("gus", "globex", "cache:read", "unused-2");
+    let gus = tenant_token_with_jti("gus", "globex", "cache:read", "gus-session");
+    let r = revoke(&app, &gus, json!({"token": other})).await;
+    assert_eq!(r.status, StatusCode::OK, "its own subject may: {}", r.text);
+    let hers = tenant_token_with_jti("hana", "globex", "cache:read", "hana-1");
+    let r = revoke(&app, &gus, json!({"token": hers})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    assert_eq!(status(&app, &hers).await, StatusCode::OK);
+
+    // Bad input: both names, or a token that does not verify.
+    let r = revoke(&app, &globex_admin, json!({"jti": "x", "token": gus})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(error_code(&r), "jti_and_token");
+    let r = revoke(&app, &globex_admin, json!({"token": "not.a.token"})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(error_code(&r), "invalid_token");
 }

@@ -244,6 +244,67 @@ async fn cache_writes_deletes_and_purges_are_published_on_the_cache_channel() {
     );
 }
 
+/// A revoked token's sockets close with 4001: at once on the instance that revoked it, and on
+/// another instance that hears no bus message (another bus, one store) within the 5 s recheck plus
+/// the one-second poll; a socket of another token stays open.
+#[tokio::test]
+async fn connections_end_when_the_token_is_revoked() {
+    use resk_core::{LocalBus, SharedBus, SharedCacheStore};
+    let store = resk_cache_memory::MemoryStore::default();
+    let instance = || {
+        let config = common::config(&[]);
+        let shared: SharedCacheStore = std::sync::Arc::new(store.clone());
+        let bus: SharedBus = std::sync::Arc::new(LocalBus::default());
+        common::TestApp {
+            router: resk_server::App::with_backends(
+                &config,
+                resk_server::Backends {
+                    cache: shared,
+                    bus,
+                    semantic: None,
+                    turns: None,
+                    limiter: None,
+                },
+            )
+            .router,
+            store: store.clone(),
+            config,
+        }
+    };
+    let (a, b) = (instance(), instance());
+    let (addr_a, addr_b) = (a.listen().await, b.listen().await);
+    let jti_token = |sub: &str, jti: &str| {
+        sign(&json!({
+            "sub": sub, "scope": "cache:read", "jti": jti, "exp": now() + 600, "iat": now(),
+        }))
+    };
+    let token = jti_token("alice", "ws-revoked");
+    let other = jti_token("bob", "ws-kept");
+    let mut on_a = connect(addr_a, &token).await;
+    let mut on_b = connect(addr_b, &token).await;
+    let mut bystander = connect(addr_a, &other).await;
+    for ws in [&mut on_a, &mut on_b, &mut bystander] {
+        assert_eq!(
+            ask(ws, json!({"type": "ping"})).await,
+            json!({"type": "pong"})
+        );
+    }
+    let started = std::time::Instant::now();
+    let r = a
+        .call("POST", "/api/auth/revoke", Some(&token), Some(&json!({})))
+        .await;
+    assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
+    let closed = common::ws::close_frame(&mut on_a, Duration::from_secs(2)).await;
+    assert_eq!(closed, (4001, "token revoked".to_owned()));
+    let closed = common::ws::close_frame(&mut on_b, Duration::from_secs(7)).await;
+    assert_eq!(closed, (4001, "token revoked".to_owned()));
+    assert!(started.elapsed() < Duration::from_secs(7));
+    assert_eq!(
+        ask(&mut bystander, json!({"type": "ping"})).await,
+        json!({"type": "pong"})
+    );
+}
+
 #[tokio::test]
 async fn connections_end_when_the_token_expires() {
     let app = app(&["--jwt-leeway-secs", "0"]);

@@ -73,3 +73,21 @@ pub async fn subscribe(ws: &mut Ws, channel: &str) {
     let ack = ask(ws, json!({"type": "subscribe", "channel": channel})).await;
     assert_eq!(ack, json!({"type": "subscribed", "channel": channel}));
 }
+
+/// The code and reason of the close frame that ends `ws` within `within` (other frames skipped).
+pub async fn close_frame(ws: &mut Ws, within: Duration) -> (u16, String) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("connection not closed within {within:?}"));
+        match frame {
+            Some(Ok(Message::Close(Some(close)))) => {
+                return (u16::from(close.code), close.reason.to_string());
+            }
+            Some(Ok(Message::Close(None))) | None => panic!("closed without a code"),
+            Some(Ok(_)) => {}
+            Some(Err(err)) => panic!("read failed before a close frame: {err}"),
+        }
+    }
+}
