@@ -203,15 +203,24 @@ pub(crate) fn decoding_key(config: &PublicKeyConfig) -> jsonwebtoken::errors::Re
 }
 
 /// An identity provider's key set, fetched lazily and refreshed with a floor between fetches.
+///
+/// Verifications read the current keys without waiting: a token whose key is known verifies at
+/// once, even while a refresh is under way (a stale set is refreshed in the background). Only a
+/// verification that finds no key for its token (the first one, or an unknown `kid`) waits, for
+/// the one fetch in flight: fetches are serialised, and one that was waited for is not repeated.
 struct Jwks {
     config: JwksConfig,
     client: resk_http::Client,
-    state: tokio::sync::Mutex<JwksState>,
+    /// The keys in use, swapped whole by a refresh.
+    keys: std::sync::RwLock<Arc<Vec<VerifyKey>>>,
+    /// When the set was last fetched, and last tried.
+    times: std::sync::Mutex<FetchTimes>,
+    /// Held by the one fetch in flight.
+    fetching: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
-struct JwksState {
-    keys: Arc<Vec<VerifyKey>>,
+struct FetchTimes {
     fetched: Option<Instant>,
     attempted: Option<Instant>,
 }
@@ -256,23 +265,49 @@ fn jwk_algorithm(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
 }
 
 impl Jwks {
-    /// The current keys, fetching when none were fetched yet, when they are older than `max_age`,
-    /// or when `unknown_kid` is set — never more often than `min_refresh`.
-    async fn keys(&self, unknown_kid: bool) -> Arc<Vec<VerifyKey>> {
-        let mut state = self.state.lock().await;
+    /// The keys in use, without waiting.
+    fn current(&self) -> Arc<Vec<VerifyKey>> {
+        match self.keys.read() {
+            Ok(keys) => keys.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn times(&self) -> std::sync::MutexGuard<'_, FetchTimes> {
+        self.times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a fetch is due: none yet, the set older than `max_age`, or `unknown_kid` — never
+    /// sooner than `min_refresh` after the last attempt.
+    fn due(&self, unknown_kid: bool) -> bool {
+        let times = self.times();
         let now = Instant::now();
-        let stale = state
+        let stale = times
             .fetched
             .is_none_or(|t| now.duration_since(t) >= self.config.max_age);
-        let allowed = state
+        let allowed = times
             .attempted
             .is_none_or(|t| now.duration_since(t) >= self.config.min_refresh);
-        if (stale || unknown_kid) && allowed {
-            state.attempted = Some(now);
+        (stale || unknown_kid) && allowed
+    }
+
+    /// Fetch the set if one is due, after the fetch in flight (if any) ends; the keys then in use.
+    async fn refresh(&self, unknown_kid: bool) -> Arc<Vec<VerifyKey>> {
+        let asked = Instant::now();
+        let _one_at_a_time = self.fetching.lock().await;
+        // A fetch that started after this call asked, and ended while it waited, is its answer.
+        let fetched_meanwhile = self.times().attempted.is_some_and(|t| t >= asked);
+        if !fetched_meanwhile && self.due(unknown_kid) {
+            self.times().attempted = Some(Instant::now());
             match self.fetch().await {
                 Ok(keys) => {
-                    state.keys = Arc::new(keys);
-                    state.fetched = Some(now);
+                    *self
+                        .keys
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(keys);
+                    self.times().fetched = Some(Instant::now());
                 }
                 Err(e) => {
                     metrics::counter!("resk_jwks_fetch_failures_total").increment(1);
@@ -280,7 +315,18 @@ impl Jwks {
                 }
             }
         }
-        state.keys.clone()
+        self.current()
+    }
+
+    /// Refresh a stale set in the background, unless a fetch is already in flight.
+    fn refresh_in_background(self: &Arc<Self>) {
+        if !self.due(false) || self.fetching.try_lock().is_err() {
+            return;
+        }
+        let jwks = self.clone();
+        tokio::spawn(async move {
+            jwks.refresh(false).await;
+        });
     }
 
     async fn fetch(&self) -> Result<Vec<VerifyKey>, String> {
@@ -383,7 +429,9 @@ impl JwtVerifier {
             Some(Arc::new(Jwks {
                 config: j.clone(),
                 client,
-                state: tokio::sync::Mutex::new(JwksState::default()),
+                keys: std::sync::RwLock::default(),
+                times: std::sync::Mutex::default(),
+                fetching: tokio::sync::Mutex::new(()),
             }))
         });
         Self {
@@ -458,11 +506,16 @@ impl JwtVerifier {
         if candidates.is_empty()
             && let Some(jwks) = &self.jwks
         {
-            let keys = jwks.keys(false).await;
-            candidates = Self::candidates(&keys, header.alg, kid);
+            candidates = Self::candidates(&jwks.current(), header.alg, kid);
+            if candidates.is_empty() {
+                // No key for this token yet: wait for a fetch (the first, or a stale set's).
+                candidates = Self::candidates(&jwks.refresh(false).await, header.alg, kid);
+            } else {
+                jwks.refresh_in_background();
+            }
             if candidates.is_empty() && kid.is_some() {
                 // A rotated-in key: fetch again (rate-limited inside).
-                let keys = jwks.keys(true).await;
+                let keys = jwks.refresh(true).await;
                 candidates = Self::candidates(&keys, header.alg, kid);
             }
         }

@@ -5,9 +5,12 @@
 
 mod common;
 
-use std::sync::{
-    Arc, Mutex,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
@@ -176,31 +179,57 @@ fn key_files_are_checked_at_start_up() {
     );
 }
 
-/// A local JWKS endpoint that counts its fetches.
+/// A local JWKS endpoint that counts its fetches, answers after `delay_ms`, and records the most
+/// fetches it served at once.
 struct Jwks {
     url: String,
     doc: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
+    delay_ms: Arc<AtomicU64>,
+    most_at_once: Arc<AtomicUsize>,
 }
 
 async fn jwks_server(doc: Value) -> Jwks {
     #[derive(Clone)]
-    struct St(Arc<Mutex<Value>>, Arc<AtomicUsize>);
-    let doc = Arc::new(Mutex::new(doc));
-    let fetches = Arc::new(AtomicUsize::new(0));
+    struct St {
+        doc: Arc<Mutex<Value>>,
+        fetches: Arc<AtomicUsize>,
+        delay_ms: Arc<AtomicU64>,
+        at_once: Arc<AtomicUsize>,
+        most_at_once: Arc<AtomicUsize>,
+    }
+    let st = St {
+        doc: Arc::new(Mutex::new(doc)),
+        fetches: Arc::new(AtomicUsize::new(0)),
+        delay_ms: Arc::new(AtomicU64::new(0)),
+        at_once: Arc::new(AtomicUsize::new(0)),
+        most_at_once: Arc::new(AtomicUsize::new(0)),
+    };
+    let jwks = Jwks {
+        url: String::new(),
+        doc: st.doc.clone(),
+        fetches: st.fetches.clone(),
+        delay_ms: st.delay_ms.clone(),
+        most_at_once: st.most_at_once.clone(),
+    };
     let app = Router::new()
         .route(
             "/jwks.json",
-            get(|State(St(doc, n)): State<St>| async move {
-                n.fetch_add(1, Ordering::SeqCst);
-                Json(doc.lock().unwrap().clone())
+            get(|State(st): State<St>| async move {
+                st.fetches.fetch_add(1, Ordering::SeqCst);
+                let now = st.at_once.fetch_add(1, Ordering::SeqCst) + 1;
+                st.most_at_once.fetch_max(now, Ordering::SeqCst);
+                let delay = st.delay_ms.load(Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+                st.at_once.fetch_sub(1, Ordering::SeqCst);
+                Json(st.doc.lock().unwrap().clone())
             }),
         )
-        .with_state(St(doc.clone(), fetches.clone()));
+        .with_state(st);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Jwks { url, doc, fetches }
+    Jwks { url, ..jwks }
 }
 
 fn jwks_doc(names: &[&str]) -> Value {
@@ -281,6 +310,65 @@ async fn made_up_kids_do_not_flood_the_identity_provider() {
         jwks.fetches.load(Ordering::SeqCst),
         1,
         "one fetch per JWT_JWKS_MIN_REFRESH_SECS, whatever the kids"
+    );
+}
+
+/// A slow JWKS refresh holds no one up whose key is known: with the set stale and a fetch taking
+/// 3 s, tokens signed with a known key verify at once; tokens with unknown kids wait for that one
+/// fetch instead of starting more (never two fetches at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_refresh_keeps_known_keys_verifying() {
+    let jwks = jwks_server(jwks_doc(&["jwks1.json"])).await;
+    let app = app(&[
+        "--jwt-jwks-url",
+        &jwks.url,
+        "--jwt-jwks-min-refresh-secs",
+        "0",
+        "--jwt-jwks-max-age-secs",
+        "1",
+    ]);
+    let token = |sub: &str, kid: &str| {
+        let claims = json!({"sub": sub, "tenant": "acme", "scope": "cache:read",
+            "exp": now() + 300, "iat": now()});
+        sign_pem(&claims, Algorithm::RS256, "rsa1", Some(kid))
+    };
+    accepted(&app, &token("first", "rsa-1"), "first fetch").await;
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1);
+
+    jwks.delay_ms.store(3_000, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1_100)).await; // the set is now stale
+    let started = Instant::now();
+    let known = (0..10).map(|i| {
+        let app = &app;
+        let t = token(&format!("user-{i}"), "rsa-1");
+        async move { app.query(&t, json!({"query": "q"})).await.status }
+    });
+    let statuses = futures_util::future::join_all(known).await;
+    let took = started.elapsed();
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert!(
+        took < Duration::from_millis(1_500),
+        "known keys waited {took:?} for a 3 s refresh"
+    );
+    // Unknown kids wait for the fetch in flight; none starts another while it runs.
+    let unknown = (0..5).map(|i| {
+        let app = &app;
+        let t = token("mallory", &format!("made-up-{i}"));
+        async move { app.query(&t, json!({"query": "q"})).await.status }
+    });
+    let statuses = futures_util::future::join_all(unknown).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert_eq!(
+        jwks.most_at_once.load(Ordering::SeqCst),
+        1,
+        "one fetch in flight at a time"
+    );
+    assert!(
+        jwks.fetches.load(Ordering::SeqCst) >= 2,
+        "the stale set was refreshed"
     );
 }
 
