@@ -153,10 +153,20 @@ fn reencrypt(args: ServeArgs) -> ExitCode {
     match runtime.block_on(resk_server::rekey::reencrypt(&config)) {
         Ok(report) => {
             println!(
-                "re-encrypted {} values under the current key; {} changed meanwhile and left as written",
-                report.rewritten, report.changed_meanwhile
+                "re-encrypted {} values under the current key; {} changed meanwhile and left as written; \
+                 {} could not be opened by any configured key and were left as they are",
+                report.rewritten, report.changed_meanwhile, report.unreadable
             );
-            ExitCode::SUCCESS
+            if report.unreadable == 0 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "reencrypt: {} values open under none of the configured keys; keep the key that \
+                     sealed them (or accept their loss) before dropping a previous key",
+                    report.unreadable
+                );
+                ExitCode::from(resk_server::rekey::EXIT_UNREADABLE)
+            }
         }
         Err(err) => {
             eprintln!("reencrypt: {}", err.message());
