@@ -48,6 +48,8 @@ pub struct AppState {
     pub(crate) metrics: PrometheusHandle,
     pub(crate) openapi: Arc<OpenApi>,
     pub(crate) revocations: Arc<crate::revoke::Revocations>,
+    /// The gate's verifier (shared verified-token cache), for tokens named in a revocation.
+    pub(crate) verifier: JwtVerifier,
     /// Longest a revocation is kept: no token outlives it.
     pub(crate) revoke_default_secs: u64,
     /// Query logs carry the raw text (debugging switch) instead of a keyed hash.
@@ -212,6 +214,9 @@ impl SharedCounter for RedisTurns {
 
 /// Build the configured backends, with the semantic layer when enabled.
 pub async fn build_backends(config: &Config) -> Result<Backends> {
+    // The recorder before any backend: a metric handle taken before it exists records nothing,
+    // ever (the bus, layer 1 and the breakers take theirs as they are built).
+    telemetry::metrics_handle();
     let mut backends = build_cache(config).await?;
     if config.semantic.enabled {
         backends = backends.with_semantic(
@@ -365,11 +370,12 @@ impl App {
                 spawn_retention_sweep(&cache, semantic.as_ref(), config.ttl.max_ttl(), every);
             }
         }
+        let verifier = JwtVerifier::new(&config.jwt);
         let gate = Arc::new(Gate {
             revocations: revocations.clone(),
             tls: config.tls.is_some(),
             trusted_proxies: config.trusted_proxies.clone(),
-            verifier: JwtVerifier::new(&config.jwt),
+            verifier: verifier.clone(),
             limiter: limiter.clone(),
             rates: config.rate_limit.clone(),
             timeout: config.limits.request_timeout,
@@ -403,11 +409,16 @@ impl App {
                     with_body(secured(op, "cache:read"))
                         .summary("Revoke a token")
                         .description(
-                            "Without `jti`: revokes the caller's own token (logout; any scope). With `jti`: \
-                             revokes that token (needs `cache:admin`). The revocation lasts until the token \
-                             expires; every instance refuses the token within 5 s, at once on this one.",
+                            "Without `jti` or `token`: revokes the caller's own token (logout; any scope). \
+                             With `jti`: revokes that token of the caller's tenant (needs `cache:admin`); \
+                             a `jti` not seen in a token of the caller's tenant is a 404. With `token`: \
+                             revokes that token, used or not (its own subject, or `cache:admin` of its \
+                             tenant; another tenant's token is a 404). The revocation lasts until the \
+                             token expires; every instance refuses the token, and closes its WebSockets, \
+                             within 5 s, at once on this one.",
                         )
                         .response::<200, Json<crate::api::RevokeResponse>>()
+                        .response::<404, Json<ErrorBody>>()
                         .response::<503, Json<ErrorBody>>()
                 }),
             )
@@ -417,7 +428,10 @@ impl App {
                     with_body(secured(op, "cache:read"))
                         .summary("Export a subject's entries")
                         .description(
-                            "Every entry the subject wrote, or that is private to it, in the caller's tenant                              (GDPR access and portability). Without `subject`: the caller's own entries;                              another subject needs `cache:admin`. Walks the tenant: an administrative                              action, not a request path.",
+                            "Every entry the subject wrote, or that is private to it, in the caller's tenant \
+                             (GDPR access and portability). Without `subject`: the caller's own entries; \
+                             another subject needs `cache:admin`. Each call reads a bounded stretch of the \
+                             tenant: send the answer's `next` back as `cursor` until it is null.",
                         )
                         .response::<200, Json<crate::api::ExportResponse>>()
                         .response::<503, Json<ErrorBody>>()
@@ -456,7 +470,7 @@ impl App {
                              `bearer.<jwt>` subprotocol. Messages: subscribe, unsubscribe, publish, ping; \
                              the server publishes cache events on the `cache` channel.",
                         )
-                        .response::<101, ()>()
+                        // aide declares the 101 itself for the `WebSocketUpgrade` extractor.
                         .response::<503, Json<ErrorBody>>()
                 }),
             )
@@ -507,6 +521,10 @@ impl App {
                 )
         });
         let stats = Stats::new(cache.info().name);
+        telemetry::initialize_series(&telemetry::KnownLabels {
+            backend: cache.info().name,
+            semantic: semantic.as_deref().map(Semantic::providers),
+        });
         metrics::gauge!("resk_token_price_per_1k").set(config.cost_per_1k_tokens);
         let hub = Hub::new(bus, config.ws);
         let state = Arc::new(AppState {
@@ -521,6 +539,7 @@ impl App {
             metrics,
             openapi: Arc::new(api),
             revocations,
+            verifier,
             revoke_default_secs,
             log_query_text: config.log_query_text,
             idempotency_ttl: config.idempotency_ttl,

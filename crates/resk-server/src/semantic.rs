@@ -224,6 +224,11 @@ impl Semantic {
             .map(|_| ())
     }
 
+    /// The embedding and vector providers' names (metric labels).
+    pub(crate) fn providers(&self) -> (&'static str, &'static str) {
+        (self.embedder.info().provider, self.vectors.info().name)
+    }
+
     /// The embedder in use.
     pub fn embedder(&self) -> &SharedEmbedder {
         &self.embedder

@@ -151,6 +151,76 @@ fn describe_metrics() {
     );
 }
 
+/// What start-up knows of the label values of resk's event counters.
+pub(crate) struct KnownLabels {
+    /// The cache backend's name.
+    pub(crate) backend: &'static str,
+    /// The embedding and vector providers, when semantic caching is on.
+    pub(crate) semantic: Option<(&'static str, &'static str)>,
+}
+
+/// Register resk's event counters at zero for the label values known at start-up, so dashboards
+/// show 0 rather than "no data" and `rate()`/`increase()` count the first event (a series born
+/// at 1 has no earlier sample to rise from). Counters whose labels depend on the request (the
+/// HTTP route and status, an error's kind) appear with their first event.
+pub(crate) fn initialize_series(known: &KnownLabels) {
+    use metrics::counter;
+    for name in [
+        "resk_cache_purged_entries_total",
+        "resk_rate_limit_fallbacks_total",
+        "resk_retention_deleted_entries_total",
+        "resk_stale_answers_total",
+        "resk_tokens_revoked_total",
+        "resk_revocation_check_failures_total",
+    ] {
+        counter!(name).increment(0);
+    }
+    let backend = known.backend;
+    for op in ["get", "set", "delete", "purge", "scan", "revoke"] {
+        counter!("resk_backend_errors_total", "backend" => backend, "op" => op).increment(0);
+    }
+    for reason in [
+        "missing",
+        "malformed",
+        "expired",
+        "bad_signature",
+        "revoked",
+        "insufficient_scope",
+    ] {
+        counter!("resk_auth_failures_total", "reason" => reason).increment(0);
+    }
+    for key_type in ["subject", "ip", "tenant"] {
+        counter!("resk_rate_limited_total", "key_type" => key_type).increment(0);
+    }
+    for kind in ["export", "erase"] {
+        counter!("resk_privacy_requests_total", "kind" => kind).increment(0);
+    }
+    let mut dependencies = vec!["cache"];
+    let mut layers = vec!["cache"];
+    if let Some((embed, vectors)) = known.semantic {
+        dependencies.extend(["embed", "vector"]);
+        layers.extend(["embed", "vector"]);
+        for outcome in ["no_match", "failure"] {
+            counter!("resk_negative_cache_hits_total", "outcome" => outcome).increment(0);
+        }
+        counter!("resk_embed_cache_hits_total", "provider" => embed).increment(0);
+        counter!("resk_embed_cache_misses_total", "provider" => embed).increment(0);
+        counter!("resk_semantic_errors_total", "op" => "erase").increment(0);
+        for provider in [embed, vectors] {
+            counter!("resk_provider_retries_total", "provider" => provider).increment(0);
+        }
+    }
+    for dependency in dependencies {
+        for reason in ["circuit_open", "bulkhead_full"] {
+            counter!("resk_dependency_rejections_total", "dependency" => dependency, "reason" => reason)
+                .increment(0);
+        }
+    }
+    for layer in layers {
+        counter!("resk_degraded_responses_total", "layer" => layer).increment(0);
+    }
+}
+
 /// What [`init_tracing`] set up. Dropping it exports the spans still buffered and stops the trace
 /// exporter (it waits for the collector, up to the export timeout).
 #[must_use = "dropping the guard stops the trace exporter"]
@@ -304,6 +374,8 @@ pub(crate) const ROUTES: &[&str] = &[
     "/api/cache/query",
     "/api/cache/{key}",
     "/api/auth/revoke",
+    "/api/privacy/export",
+    "/api/privacy/erase",
     "/api/ws",
     "/api/openapi.json",
     "/api/metrics",
