@@ -15,12 +15,12 @@ fuzz_target!(|data: &[u8]| {
         normal,
         "normalisation is not idempotent"
     );
-    let Ok(keys) = KeyBuilder::new(b"resk fuzzing secret of 32+ bytes!!") else {
-        return;
-    };
+    // Setup failures panic: a target that returned early would pass while testing nothing.
+    let keys = KeyBuilder::new(b"resk fuzzing secret of 32+ bytes!!")
+        .unwrap_or_else(|e| panic!("key builder: {e}"));
     let (a, b) = (
-        TenantId::new("fuzz-a").unwrap_or_else(|_| TenantId::default_tenant()),
-        TenantId::new("fuzz-b").unwrap_or_else(|_| TenantId::default_tenant()),
+        TenantId::new("fuzz-a").unwrap_or_else(|e| panic!("{e}")),
+        TenantId::new("fuzz-b").unwrap_or_else(|e| panic!("{e}")),
     );
     let input = |q| KeyInput {
         query: q,

@@ -14,7 +14,8 @@ use sha2::Sha256;
 
 const SECRET: &str = "resk-fuzz-secret-0123456789abcdefghijkl";
 
-static VERIFIER: LazyLock<Option<JwtVerifier>> = LazyLock::new(|| {
+// Setup failures panic: a target that returned early would pass while testing nothing.
+static VERIFIER: LazyLock<JwtVerifier> = LazyLock::new(|| {
     // No lifetime limit, so tokens with a far `exp` reach the claim checks.
     let args = [
         "resk-server",
@@ -23,30 +24,34 @@ static VERIFIER: LazyLock<Option<JwtVerifier>> = LazyLock::new(|| {
         "--jwt-max-lifetime-secs",
         "0",
     ];
-    let cli = <Cli as clap::Parser>::try_parse_from(args).ok()?;
-    let config = cli.serve.resolve().ok()?;
-    Some(JwtVerifier::new(&config.jwt))
+    let cli = <Cli as clap::Parser>::try_parse_from(args)
+        .unwrap_or_else(|e| panic!("the fuzz target's flags do not parse: {e}"));
+    let config = cli
+        .serve
+        .resolve()
+        .unwrap_or_else(|e| panic!("the fuzz target's verifier config does not build: {e}"));
+    JwtVerifier::new(&config.jwt)
 });
 
-static RUNTIME: LazyLock<Option<tokio::runtime::Runtime>> =
-    LazyLock::new(|| tokio::runtime::Builder::new_current_thread().build().ok());
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap_or_else(|e| panic!("no tokio runtime for the fuzz target: {e}"))
+});
 
 fn signed(claims: &[u8]) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims);
     let signing_input = format!("{header}.{payload}");
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()) else {
-        return signing_input;
-    };
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes())
+        .unwrap_or_else(|e| panic!("HMAC takes any key length: {e}"));
     mac.update(signing_input.as_bytes());
     let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     format!("{signing_input}.{signature}")
 }
 
 fuzz_target!(|data: &[u8]| {
-    let (Some(verifier), Some(runtime)) = (VERIFIER.as_ref(), RUNTIME.as_ref()) else {
-        return;
-    };
+    let (verifier, runtime) = (&*VERIFIER, &*RUNTIME);
     let Some((mode, rest)) = data.split_first() else {
         return;
     };

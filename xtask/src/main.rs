@@ -453,12 +453,7 @@ fn monitoring_rules() -> Result {
     if !have("promtool", "--version") {
         if in_ci() {
             eprintln!("xtask: installing promtool (Debian package prometheus; CI=true, not found)");
-            run(Command::new("apt-get").args([
-                "install",
-                "-y",
-                "--no-install-recommends",
-                "prometheus",
-            ]))?;
+            apt_install(&["prometheus"])?;
         } else {
             println!("SKIP promtool: not installed (`apt-get install prometheus`)");
             return Ok(());
@@ -1142,14 +1137,32 @@ fn wrk_script(pid: u32, port: u16, path: &str, lua: &str, load: &Load<'_>) -> Re
     Ok(result)
 }
 
+/// Install Debian packages: the package lists are read once per xtask run first (`apt-get
+/// update`), since a fresh machine has none and `apt-get install` then finds nothing.
+fn apt_install(packages: &[&str]) -> Result {
+    static UPDATED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let updated = *UPDATED.get_or_init(|| {
+        Command::new("apt-get")
+            .args(["update", "-q"])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !updated {
+        return Err("`apt-get update` failed: cannot install Debian packages".into());
+    }
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages))
+}
+
 fn ensure_wrk() -> Result {
     if have("wrk", "--version") || Command::new("wrk").output().is_ok() {
         return Ok(());
     }
     eprintln!("xtask: wrk not found; trying `apt-get install -y wrk`");
-    let _ = Command::new("apt-get")
-        .args(["install", "-y", "wrk"])
-        .status();
+    if let Err(e) = apt_install(&["wrk"]) {
+        eprintln!("xtask: {e}");
+    }
     if Command::new("wrk").output().is_ok() {
         Ok(())
     } else {

@@ -193,6 +193,58 @@ fn refuses_to_start_without_a_valid_configuration() {
     }
 }
 
+/// An operator sees a clean start: every line once, no warning about the server's own OpenAPI
+/// document, no breaker "closed" before any breaker ever opened; only the warnings configuration
+/// asks for (here: no encryption key).
+#[tokio::test]
+async fn the_start_up_log_is_clean() {
+    let server = Server::start(&[("JWT_SECRET", SECRET)]);
+    let http = client();
+    let doc = get_json(&http, &server, "/api/openapi.json").await;
+    assert!(
+        doc["paths"]["/api/ws"]["get"]["responses"]["101"].is_object(),
+        "the WebSocket upgrade is still documented"
+    );
+    let logs = server.logs();
+    let messages: Vec<(String, String, String)> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .take_while(|v| v["message"] != "resk-server listening")
+        .map(|v| {
+            let mut fields = v.as_object().unwrap().clone();
+            fields.remove("timestamp");
+            (
+                v["level"].as_str().unwrap_or_default().to_owned(),
+                v["message"].as_str().unwrap_or_default().to_owned(),
+                Value::Object(fields).to_string(),
+            )
+        })
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, line) in &messages {
+        assert!(
+            seen.insert(line.clone()),
+            "printed twice at start-up: {line}"
+        );
+    }
+    let warnings: Vec<&str> = messages
+        .iter()
+        .filter(|(level, _, _)| level == "WARN" || level == "ERROR")
+        .map(|(_, message, _)| message.as_str())
+        .collect();
+    assert_eq!(
+        warnings,
+        ["CACHE_ENCRYPTION_KEY is not set: cached values are stored unencrypted"],
+        "{logs:#?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .all(|(_, m, _)| m != "circuit breaker closed"),
+        "{logs:#?}"
+    );
+}
+
 #[tokio::test]
 async fn dev_mode_and_keygen() {
     let env = [("RESK_DEV", "true")];
@@ -561,6 +613,30 @@ async fn two_instances_share_one_redis() {
         turns.push(r["variant"].as_u64().unwrap());
     }
     assert_eq!(turns, [0, 1, 2, 0, 1], "one turn order shared by A and B");
+
+    // Revoked on A: the token's socket on B is closed (4001) within the 5 s revocation bound,
+    // while a socket of another token stays open.
+    let other = mint(&env, &["--tenant", "acme", "--scope", "cache:read"]);
+    let mut bystander = ws_subscribe(&b, &other, &[]).await;
+    let revoked_at = Instant::now();
+    let revoked = http
+        .post(a.url("/api/auth/revoke"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    let (code, reason) = ws::close_frame(&mut watcher, Duration::from_secs(5)).await;
+    assert_eq!((code, reason.as_str()), (4001, "token revoked"));
+    eprintln!(
+        "socket on B closed {:?} after the revocation on A",
+        revoked_at.elapsed()
+    );
+    assert_eq!(
+        ws::ask(&mut bystander, json!({"type": "ping"})).await,
+        json!({"type": "pong"})
+    );
 }
 
 async fn write_status(http: &reqwest::Client, server: &Server, token: &str, q: &str) -> u16 {
@@ -596,7 +672,7 @@ async fn until_writes_recover(
 async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
     if !have_redis() {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !resk_testkit::in_ci(),
             "redis-server is required when CI=true"
         );
         resk_testkit::skip("redis_outage_degrades_reads_refuses_writes_and_recovers");
@@ -796,7 +872,7 @@ async fn rediss_urls_connect_over_tls_and_verify_the_certificate() {
             .is_ok_and(|o| o.status.success());
     if !tools {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !resk_testkit::in_ci(),
             "redis-server and openssl are required when CI=true"
         );
         resk_testkit::skip("rediss_urls_connect_over_tls_and_verify_the_certificate");
@@ -1138,8 +1214,10 @@ async fn stored_key_ids(path: &str) -> Vec<String> {
         .await
         .unwrap();
     let values = store.scan(&PurgeScope::All, None, 10_000).await.unwrap();
+    assert!(values.next.is_none(), "one page holds the test's entries");
     store.close().await;
     values
+        .entries
         .iter()
         .map(|(_, v)| {
             resk_crypto::AesGcmCipher::key_id_of(&v.bytes)
@@ -1183,9 +1261,11 @@ async fn reencrypt_moves_every_value_to_the_current_key() {
         );
     }
     drop(server);
-    assert_eq!(stored_key_ids(&path_text).await, vec![id(old.as_str()); 5]);
+    // Five entries, and the note that the writers' token was seen (revocable by jti): six values.
+    assert_eq!(stored_key_ids(&path_text).await, vec![id(old.as_str()); 6]);
 
     // Only the new key, before re-encryption: the old entries do not open (misses, not errors).
+    // That server notes the token again, now under the new key.
     let env_new = with_key(&path_text, new.as_str());
     let server = Server::start(&env_new);
     assert_eq!(
@@ -1193,15 +1273,30 @@ async fn reencrypt_moves_every_value_to_the_current_key() {
         false
     );
     drop(server);
+    let keys_now = |ids: Vec<String>| {
+        let old_ids = ids.iter().filter(|i| **i == id(old.as_str())).count();
+        (old_ids, ids.len() - old_ids)
+    };
+    assert_eq!(keys_now(stored_key_ids(&path_text).await), (5, 1));
 
-    // Without the old key among the previous ones nothing can be read, so nothing is rewritten.
+    // Without the old key among the previous ones the five entries cannot be read, so they are
+    // left as they are, and the command says so: counted as unreadable, exit code 3.
     let out = command(&env_new).arg("reencrypt").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("re-encrypted 0 values"));
+    assert!(
+        stdout.contains(
+            "re-encrypted 1 values under the current key; 0 changed meanwhile and left as \
+             written; 5 could not be opened by any configured key"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(keys_now(stored_key_ids(&path_text).await), (5, 1));
 
     let mut env_rotate = env_new.clone();
     env_rotate.push(("CACHE_ENCRYPTION_PREVIOUS_KEYS", old.as_str()));
@@ -1212,11 +1307,12 @@ async fn reencrypt_moves_every_value_to_the_current_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("re-encrypted 5 values"),
+        String::from_utf8_lossy(&out.stdout)
+            .contains("re-encrypted 6 values under the current key; 0 changed meanwhile and left as written; 0 could not"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
-    assert_eq!(stored_key_ids(&path_text).await, vec![id(new.as_str()); 5]);
+    assert_eq!(stored_key_ids(&path_text).await, vec![id(new.as_str()); 6]);
 
     let server = Server::start(&env_new);
     for i in 0..5 {

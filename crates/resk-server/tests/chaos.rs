@@ -153,7 +153,7 @@ async fn mixed_load_survives_redis_and_vector_db_restarts() {
         .filter(|v| v.join("bin/chroma").exists());
     let Some(venv) = venv.filter(|_| have_redis()) else {
         assert!(
-            std::env::var("CI").map_or(true, |v| v != "true"),
+            !resk_testkit::in_ci(),
             "redis-server and RESK_TEST_VENV (with chroma) are required when CI=true"
         );
         resk_testkit::skip_because(

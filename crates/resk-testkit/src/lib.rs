@@ -23,6 +23,12 @@ pub fn unique_id() -> String {
     )
 }
 
+/// Whether the tests run in CI: `CI` is `true` or `1` (what CI systems set). There an absent
+/// service or tool is a failure, never a skip. The one definition every test and `xtask` use.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
 /// The URL of a test service from `RESK_TEST_<SERVICE>_URL`.
 ///
 /// Absent: `None` (the caller prints `SKIP <test>: …`), unless `CI=true`, where an absent service is a
@@ -31,7 +37,7 @@ pub fn service_url(service: &str) -> Option<String> {
     let var = format!("RESK_TEST_{service}_URL");
     match std::env::var(&var) {
         Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => {
+        _ if in_ci() => {
             panic!(
                 "{var} is not set and CI=true: the {service} tests must run in CI (`cargo xtask test` starts one)"
             )
@@ -45,7 +51,7 @@ pub fn service_url(service: &str) -> Option<String> {
 pub fn model_dir() -> Option<std::path::PathBuf> {
     match std::env::var("RESK_TEST_MODEL_DIR") {
         Ok(dir) if !dir.is_empty() => Some(dir.into()),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") => panic!(
+        _ if in_ci() => panic!(
             "RESK_TEST_MODEL_DIR is not set and CI=true: the local-model tests must run in CI \
              (`cargo xtask test` downloads the model)"
         ),
