@@ -20,9 +20,10 @@ use tracing::Instrument as _;
 
 use crate::{
     api::{
-        DeleteResponse, EraseResponse, ExportResponse, ExportedEntry, HealthResponse, KeyFields,
-        Latency, PurgeResponse, QueryRequest, QueryResponse, ReadyResponse, RevokeRequest,
-        RevokeResponse, Source, SubjectRequest, Visibility, WriteRequest, WriteResponse,
+        DeleteResponse, EraseResponse, ExportRequest, ExportResponse, ExportedEntry,
+        HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest, QueryResponse,
+        ReadyResponse, RevokeRequest, RevokeResponse, Source, SubjectRequest, Visibility,
+        WriteRequest, WriteResponse,
     },
     app::AppState,
     auth::{Principal, Scope},
@@ -266,9 +267,9 @@ pub(crate) async fn store_entry(
             source: "api".into(),
             subject: Some(principal.subject.to_string()),
         },
-    );
+    )?;
     entry.owner = scoped.owner.map(str::to_owned);
-    entry.stale_until = (!grace.is_zero()).then(|| entry.expires_at + grace);
+    entry.set_grace(grace)?;
     let bytes = entry.to_bytes()?;
     // The store keeps the entry through its grace period.
     app.cache
@@ -734,15 +735,32 @@ pub(crate) async fn purge(
     }))
 }
 
-/// `POST /api/auth/revoke`: revoke a token by its `jti` (`cache:admin`), or the caller's own token.
+/// `POST /api/auth/revoke`: revoke the caller's own token, a token of its tenant by `jti`
+/// (`cache:admin`), or a token sent whole.
 pub(crate) async fn revoke(
     State(app): State<Arc<AppState>>,
     principal: Principal,
     ApiJson(req): ApiJson<RevokeRequest>,
 ) -> Result<Json<RevokeResponse>, ApiError> {
     let now = jsonwebtoken::get_current_timestamp();
-    let (jti, until) = match req.jti {
-        None => {
+    let most = now + app.revoke_default_secs.max(1);
+    // One answer for "never seen" and "another tenant's": no oracle for other tenants' tokens.
+    let unknown = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "token_not_found",
+            "no token of your tenant with this jti has been seen (tokens are known from their \
+             first use until they expire); to revoke a token not used yet, send it as `token`",
+        )
+    };
+    let (jti, until) = match (req.jti, req.token) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "jti_and_token",
+                "send `jti` or `token`, not both",
+            ));
+        }
+        (None, None) => {
             let Some(own) = principal.jti.clone() else {
                 return Err(ApiError::bad_request(
                     "no_jti",
@@ -752,7 +770,7 @@ pub(crate) async fn revoke(
             };
             (own.to_string(), principal.valid_until())
         }
-        Some(jti) => {
+        (Some(jti), None) => {
             principal.require(Scope::Admin)?;
             if jti.is_empty() || jti.chars().count() > crate::revoke::MAX_JTI_LEN {
                 return Err(ApiError::bad_request(
@@ -760,12 +778,43 @@ pub(crate) async fn revoke(
                     format!("jti must be 1-{} bytes", crate::revoke::MAX_JTI_LEN),
                 ));
             }
-            let until = req.exp.unwrap_or(now + app.revoke_default_secs);
-            (jti, until.min(now + app.revoke_default_secs.max(1)))
+            let seen = app
+                .revocations
+                .was_seen(&principal.tenant, &jti)
+                .await
+                .inspect_err(|e| backend_error(&app, "revoke", e))?;
+            if !seen {
+                return Err(unknown());
+            }
+            (jti, req.exp.unwrap_or(most).min(most))
+        }
+        (None, Some(token)) => {
+            let named = app.verifier.verify(&token).await.map_err(|failure| {
+                ApiError::bad_request(
+                    "invalid_token",
+                    format!(
+                        "the token to revoke does not verify: {}",
+                        failure.description
+                    ),
+                )
+            })?;
+            if named.tenant != principal.tenant {
+                return Err(unknown());
+            }
+            if named.subject != principal.subject {
+                principal.require(Scope::Admin)?;
+            }
+            let Some(jti) = named.jti.clone() else {
+                return Err(ApiError::bad_request(
+                    "no_jti",
+                    "that token has no jti claim, so it cannot be revoked",
+                ));
+            };
+            (jti.to_string(), named.valid_until().min(most))
         }
     };
     app.revocations
-        .revoke(&jti, until)
+        .revoke(&principal.tenant, &jti, until)
         .await
         .inspect_err(|e| backend_error(&app, "revoke", e))?;
     metrics::counter!("resk_tokens_revoked_total").increment(1);
@@ -813,12 +862,35 @@ fn privacy_subject(
 pub(crate) async fn privacy_export(
     State(app): State<Arc<AppState>>,
     principal: Principal,
-    ApiJson(req): ApiJson<SubjectRequest>,
+    ApiJson(req): ApiJson<ExportRequest>,
 ) -> Result<Json<ExportResponse>, ApiError> {
     let subject = privacy_subject(&principal, req.subject, Scope::Read)?;
-    let found = crate::privacy::export(&app.cache, &principal.tenant, &subject)
-        .await
-        .inspect_err(|e| backend_error(&app, "scan", e))?;
+    let invalid_cursor = || {
+        ApiError::bad_request(
+            "invalid_cursor",
+            "cursor must be the `next` of a previous export answer",
+        )
+    };
+    let cursor = req
+        .cursor
+        .map(resk_core::ScanCursor::new)
+        .transpose()
+        .map_err(|_| invalid_cursor())?;
+    let (found, next) = crate::privacy::export(
+        &app.cache,
+        &principal.tenant,
+        &subject,
+        cursor,
+        crate::privacy::EXPORT_BUDGET,
+    )
+    .await
+    .map_err(|e| {
+        if e.kind() == resk_core::ErrorKind::InvalidInput {
+            return invalid_cursor();
+        }
+        backend_error(&app, "scan", &e);
+        e.into()
+    })?;
     let entries: Vec<ExportedEntry> = found
         .into_iter()
         .map(|(key, entry)| ExportedEntry {
@@ -848,6 +920,7 @@ pub(crate) async fn privacy_export(
         subject,
         count: entries.len(),
         entries,
+        next: next.map(|c| c.as_str().to_owned()),
     }))
 }
 
@@ -859,12 +932,9 @@ pub(crate) async fn privacy_erase(
     ApiJson(req): ApiJson<SubjectRequest>,
 ) -> Result<Json<EraseResponse>, ApiError> {
     let subject = privacy_subject(&principal, req.subject, Scope::Write)?;
-    let keys: Vec<CacheKey> = crate::privacy::export(&app.cache, &principal.tenant, &subject)
+    let keys = crate::privacy::subject_keys(&app.cache, &principal.tenant, &subject)
         .await
-        .inspect_err(|e| backend_error(&app, "scan", e))?
-        .into_iter()
-        .map(|(key, _)| key)
-        .collect();
+        .inspect_err(|e| backend_error(&app, "scan", e))?;
     let erased = crate::privacy::delete_all(
         &app.cache,
         app.semantic.as_deref(),
