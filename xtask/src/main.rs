@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Some("chaos") => chaos(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench semantic|bench vectors|bench soak [--duration SECS]>"
+                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench semantic|bench vectors|bench export|bench soak [--duration SECS]>"
             );
             return ExitCode::from(2);
         }
@@ -884,6 +884,7 @@ fn lint() -> Result {
         "-D",
         "warnings",
     ]))?;
+    package()?;
     if !have("cargo-deny", "--version") {
         if in_ci() {
             eprintln!("xtask: installing cargo-deny (CI=true, not found)");
@@ -920,6 +921,45 @@ fn lint() -> Result {
         return Err("cargo deny check advisories failed".into());
     }
     Ok(())
+}
+
+/// Every publishable crate packages cleanly, in dependency order (`cargo package --workspace`
+/// resolves the workspace's own crates from the packages it just made): manifests complete, every
+/// file a crate includes (its README, `include_str!` sources) inside the package, and each package
+/// built from its own sources. Crates marked `publish = false` (tests, examples, xtask) are left out.
+fn package() -> Result {
+    let mut cmd = cargo();
+    cmd.args(["package", "--workspace", "--locked", "--allow-dirty"]);
+    for name in unpublished()? {
+        cmd.args(["--exclude", &name]);
+    }
+    run(&mut cmd)
+}
+
+/// The names of the workspace members whose manifest says `publish = false`.
+fn unpublished() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for group in ["crates", "examples"] {
+        let dir = root().join(group);
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let manifest = entry.path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
+            if !text.lines().any(|l| l.trim() == "publish = false") {
+                continue;
+            }
+            let name = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = "))
+                .map(|n| n.trim_matches('"').to_owned())
+                .ok_or(format!("{}: no package name", manifest.display()))?;
+            names.push(name);
+        }
+    }
+    names.push("xtask".into());
+    Ok(names)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1652,6 +1692,22 @@ fn bench_semantic(secs: u64, rounds: usize) -> Result {
 /// The vector stores side by side at 10 000 × 384: the embedded index, and Chroma, pgvector and Milvus on
 /// private loopback servers (the test command's fixtures), each upserted in batches of 500 and queried
 /// 500 times (k = 10) by `examples/vector-bench`.
+/// `cargo xtask bench export`: a privacy export of one subject (1 000 entries) in a Redis tenant of
+/// 100 000 encrypted entries, walked with the store's cursor and, as the baseline in the same run,
+/// with the previous re-SCAN per page (`examples/scan-bench`). A private redis-server, or
+/// `RESK_TEST_REDIS_URL`.
+fn bench_export() -> Result {
+    run(cargo().args(["build", "--release", "-p", "resk-scan-bench"]))?;
+    let redis = private_redis()?;
+    let url = match (&redis, env::var("RESK_TEST_REDIS_URL")) {
+        (Some((_, url)), _) => url.clone(),
+        (None, Ok(url)) if !url.is_empty() => url,
+        _ => return Err("bench export needs redis-server or RESK_TEST_REDIS_URL".into()),
+    };
+    run(Command::new(target_dir().join("release/resk-scan-bench"))
+        .args(["--redis", &url, "--n", "100000", "--mine", "1000"]))
+}
+
 fn bench_vectors() -> Result {
     run(cargo().args(["build", "--release", "-p", "resk-vector-bench"]))?;
     let venv = venv()?;
@@ -1844,6 +1900,9 @@ fn bench(args: &[String]) -> Result {
     }
     if args.first().is_some_and(|a| a == "vectors") {
         return bench_vectors();
+    }
+    if args.first().is_some_and(|a| a == "export") {
+        return bench_export();
     }
     if args.first().is_some_and(|a| a == "soak") {
         let secs = match &args[1..] {
