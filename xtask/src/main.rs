@@ -34,9 +34,10 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz_api().and_then(|()| fuzz_code()),
         Some("sbom") => sbom(),
         Some("chaos") => chaos(&args[1..]),
+        Some("coverage") => coverage(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench semantic|bench vectors|bench export|bench soak [--duration SECS]>"
+                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|coverage|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench semantic|bench vectors|bench export|bench soak [--duration SECS]>"
             );
             return ExitCode::from(2);
         }
@@ -790,45 +791,88 @@ fn services() -> Result {
     Ok(())
 }
 
+/// Every service the suites talk to, private and on loopback, running while this value lives.
+struct Services {
+    redis: Option<(Proc, String)>,
+    cluster: Option<Fixture>,
+    sentinel: Option<Fixture>,
+    model: Option<PathBuf>,
+    venv: Option<PathBuf>,
+    chroma: Option<Fixture>,
+    pgvector: Option<Fixture>,
+    milvus: Option<Fixture>,
+}
+
+impl Services {
+    /// Start (or install, then start) what this machine can run; what it cannot is left `None`
+    /// and the tests needing it skip visibly (or fail under `CI=true`).
+    fn start() -> Result<Self> {
+        let redis = private_redis()?;
+        let cluster = private_redis_cluster()?;
+        let sentinel = private_redis_sentinel()?;
+        let model = test_model()?;
+        let venv = venv()?;
+        let chroma = private_chroma(venv.as_deref())?;
+        let pgvector = private_pgvector(venv.as_deref())?;
+        let milvus = private_milvus(venv.as_deref())?;
+        Ok(Self {
+            redis,
+            cluster,
+            sentinel,
+            model,
+            venv,
+            chroma,
+            pgvector,
+            milvus,
+        })
+    }
+
+    /// Point `cmd` at the services: the `RESK_TEST_*` variables the tests read.
+    fn configure(&self, cmd: &mut Command) {
+        let mut set = |var: &str, value: Option<&std::ffi::OsStr>| {
+            if let Some(value) = value {
+                cmd.env(var, value);
+            }
+        };
+        set(
+            "RESK_TEST_REDIS_URL",
+            self.redis.as_ref().map(|(_, u)| u.as_ref()),
+        );
+        for (var, fixture) in [
+            ("RESK_TEST_REDIS_CLUSTER_URL", &self.cluster),
+            ("RESK_TEST_REDIS_SENTINEL_URL", &self.sentinel),
+            ("RESK_TEST_CHROMA_URL", &self.chroma),
+            ("RESK_TEST_PGVECTOR_URL", &self.pgvector),
+            ("RESK_TEST_MILVUS_URL", &self.milvus),
+        ] {
+            set(var, fixture.as_ref().map(|f| f.url.as_ref()));
+        }
+        set(
+            "RESK_TEST_MODEL_DIR",
+            self.model.as_deref().map(Path::as_os_str),
+        );
+        // The chaos test starts (and kills) a Chroma of its own from the venv.
+        set("RESK_TEST_VENV", self.venv.as_deref().map(Path::as_os_str));
+    }
+}
+
 fn test() -> Result {
     // Every suite runs for real on loopback: memory and SQLite in process (SQLite is bundled by
     // sqlx), Redis on a private redis-server started here, the real resk-server binary, the example.
-    let redis = private_redis()?;
-    let cluster = private_redis_cluster()?;
-    let sentinel = private_redis_sentinel()?;
-    let model = test_model()?;
-    let venv = venv()?;
-    let chroma = private_chroma(venv.as_deref())?;
-    let pgvector = private_pgvector(venv.as_deref())?;
-    let milvus = private_milvus(venv.as_deref())?;
+    let services = Services::start()?;
     let mut tests = cargo();
     tests.args(["test", "--workspace", "--all-targets", "--no-fail-fast"]);
-    if let Some((_, url)) = &redis {
-        tests.env("RESK_TEST_REDIS_URL", url);
-    }
-    if let Some(cluster) = &cluster {
-        tests.env("RESK_TEST_REDIS_CLUSTER_URL", &cluster.url);
-    }
-    if let Some(sentinel) = &sentinel {
-        tests.env("RESK_TEST_REDIS_SENTINEL_URL", &sentinel.url);
-    }
-    if let Some(model) = &model {
-        tests.env("RESK_TEST_MODEL_DIR", model);
-    }
-    if let Some(chroma) = &chroma {
-        tests.env("RESK_TEST_CHROMA_URL", &chroma.url);
-    }
-    if let Some(pg) = &pgvector {
-        tests.env("RESK_TEST_PGVECTOR_URL", &pg.url);
-    }
-    if let Some(m) = &milvus {
-        tests.env("RESK_TEST_MILVUS_URL", &m.url);
-    }
-    // The chaos test starts (and kills) a Chroma of its own from the venv.
-    if let Some(venv) = &venv {
-        tests.env("RESK_TEST_VENV", venv);
-    }
+    services.configure(&mut tests);
     run(&mut tests)?;
+    let Services {
+        redis,
+        cluster,
+        sentinel,
+        chroma,
+        pgvector,
+        milvus,
+        ..
+    } = services;
     drop((cluster, sentinel, chroma, pgvector, milvus));
     run(cargo().args(["test", "--workspace", "--doc"]))?;
     run(cargo().args([
@@ -844,6 +888,109 @@ fn test() -> Result {
     fuzz_code()?;
     eprintln!("xtask: all tests passed");
     Ok(())
+}
+
+/// `cargo xtask coverage`: line coverage of every library crate, measured by cargo-tarpaulin over
+/// the whole test suite with its services (as `test` starts them). Tarpaulin's LLVM engine reads the
+/// compiler's own coverage instrumentation itself, so it needs no `llvm-tools` component (which
+/// rustup cannot add here); cargo-tarpaulin is installed from the crate registry when missing.
+/// Prints a table per crate (lowest first) and writes an HTML report and `lcov.info` under
+/// `<target>/coverage`. Not part of `cargo xtask test`: the instrumented build is a second full
+/// build of the workspace.
+fn coverage() -> Result {
+    if !have("cargo-tarpaulin", "--version") {
+        eprintln!("xtask: installing cargo-tarpaulin (not found)");
+        run(cargo().args(["install", "cargo-tarpaulin", "--locked"]))?;
+    }
+    let services = Services::start()?;
+    let out = target_dir().join("coverage");
+    let mut cmd = cargo();
+    cmd.args([
+        "tarpaulin",
+        "--workspace",
+        "--engine",
+        "llvm",
+        "--skip-clean",
+        "--no-fail-fast",
+        "--timeout",
+        "900",
+        "--out",
+        "Html",
+        "--out",
+        "Lcov",
+        "--exclude-files",
+        "*/tests/*",
+        "--exclude-files",
+        "xtask/*",
+        "--exclude-files",
+        "examples/*",
+        "--exclude-files",
+        "fuzz/*",
+        "--exclude-files",
+        "crates/resk-testkit/*",
+    ])
+    .arg("--output-dir")
+    .arg(&out)
+    .arg("--target-dir")
+    .arg(target_dir().join("tarpaulin"));
+    for name in ["xtask", "resk-vector-bench", "resk-scan-bench"] {
+        cmd.args(["--exclude", name]);
+    }
+    services.configure(&mut cmd);
+    // A failing test still leaves its coverage; the table is printed either way.
+    let tests = run(&mut cmd);
+    let lcov = std::fs::read_to_string(out.join("lcov.info"))
+        .map_err(|e| format!("no coverage report ({e}); tests: {tests:?}"))?;
+    print_coverage(&lcov);
+    println!(
+        "HTML report: {}",
+        out.join("tarpaulin-report.html").display()
+    );
+    tests
+}
+
+/// Lines found and hit per crate from an lcov report, lowest coverage first.
+fn print_coverage(lcov: &str) {
+    let mut by_crate: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut current = String::new();
+    for line in lcov.lines() {
+        if let Some(path) = line.strip_prefix("SF:") {
+            current = path
+                .split('/')
+                .skip_while(|part| *part != "crates")
+                .nth(1)
+                .unwrap_or("other")
+                .to_owned();
+        } else if let Some(n) = line.strip_prefix("LF:") {
+            by_crate.entry(current.clone()).or_default().0 += n.parse().unwrap_or(0);
+        } else if let Some(n) = line.strip_prefix("LH:") {
+            by_crate.entry(current.clone()).or_default().1 += n.parse().unwrap_or(0);
+        }
+    }
+    let percent = |(found, hit): (u64, u64)| {
+        if found == 0 {
+            100.0
+        } else {
+            hit as f64 * 100.0 / found as f64
+        }
+    };
+    let mut rows: Vec<(String, (u64, u64))> = by_crate.into_iter().collect();
+    rows.sort_by(|a, b| percent(a.1).total_cmp(&percent(b.1)));
+    println!("| crate | lines | covered | coverage |");
+    println!("| --- | ---: | ---: | ---: |");
+    let (mut all_found, mut all_hit) = (0, 0);
+    for (name, (found, hit)) in &rows {
+        all_found += found;
+        all_hit += hit;
+        println!(
+            "| {name} | {found} | {hit} | {:.1} % |",
+            percent((*found, *hit))
+        );
+    }
+    println!(
+        "| **all** | {all_found} | {all_hit} | {:.1} % |",
+        percent((all_found, all_hit))
+    );
 }
 
 /// The chaos test (`resk-server/tests/chaos.rs`) with its report printed: a mixed load for

@@ -518,20 +518,16 @@ async fn two_instances_share_one_redis() {
     assert_eq!(hit["source"], "memory", "{hit}");
 
     // What Redis holds is ciphertext: no stored value shows the query, or an entry's JSON.
-    if have_redis_cli() {
-        let values = redis_values(&url, &prefix);
-        assert!(!values.is_empty(), "the entry is in Redis under {prefix}");
-        for v in &values {
-            let text = String::from_utf8_lossy(v);
-            for plain in ["Shared across", "\"response\"", "\"tenant\"", "acme"] {
-                assert!(
-                    !text.contains(plain),
-                    "plaintext {plain:?} in a Redis value: {text}"
-                );
-            }
+    let values = redis_values(&url, &prefix).await;
+    assert!(!values.is_empty(), "the entry is in Redis under {prefix}");
+    for v in &values {
+        let text = String::from_utf8_lossy(v);
+        for plain in ["Shared across", "\"response\"", "\"tenant\"", "acme"] {
+            assert!(
+                !text.contains(plain),
+                "plaintext {plain:?} in a Redis value: {text}"
+            );
         }
-    } else {
-        resk_testkit::skip_because("redis plaintext scan", "redis-cli not installed");
     }
 
     // Overwritten through A: B's layer 1 is evicted, B answers the new value.
@@ -1079,49 +1075,45 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies() {
     );
 }
 
-fn have_redis_cli() -> bool {
-    Command::new("redis-cli")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Every string value under `prefix` in the Redis at `url`, raw bytes.
-fn redis_values(url: &str, prefix: &str) -> Vec<Vec<u8>> {
-    let keys = Command::new("redis-cli")
-        .args(["-u", url, "--scan", "--pattern", &format!("{prefix}*")])
-        .output()
+/// A client of the Redis at `url`, in process (the scans below need no `redis-cli`).
+async fn redis_client(url: &str) -> fred::prelude::Client {
+    use fred::prelude::{Builder, ClientLike, Config};
+    let client = Builder::from_config(Config::from_url(url).unwrap())
+        .build()
         .unwrap();
-    String::from_utf8_lossy(&keys.stdout)
-        .lines()
-        .filter(|k| !k.is_empty())
-        .filter_map(|k| {
-            let kind = Command::new("redis-cli")
-                .args(["-u", url, "TYPE", k])
-                .output()
-                .unwrap();
-            (String::from_utf8_lossy(&kind.stdout).trim() == "string").then(|| {
-                Command::new("redis-cli")
-                    .args(["-u", url, "--raw", "GET", k])
-                    .output()
-                    .unwrap()
-                    .stdout
-            })
-        })
-        .collect()
+    client.init().await.unwrap();
+    client
 }
 
 /// Every key under `prefix` in the Redis at `url`.
-fn redis_keys(url: &str, prefix: &str) -> Vec<String> {
-    let keys = Command::new("redis-cli")
-        .args(["-u", url, "--scan", "--pattern", &format!("{prefix}*")])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&keys.stdout)
-        .lines()
-        .filter(|k| !k.is_empty())
-        .map(str::to_owned)
-        .collect()
+async fn redis_keys(url: &str, prefix: &str) -> Vec<String> {
+    use fred::prelude::ClientLike;
+    let client = redis_client(url).await;
+    let mut scan = client.scan_buffered(format!("{prefix}*"), Some(1000), None);
+    let mut keys = Vec::new();
+    while let Some(key) = futures_util::StreamExt::next(&mut scan).await {
+        keys.push(key.unwrap().into_string().unwrap());
+    }
+    drop(scan);
+    client.quit().await.unwrap();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Every string value under `prefix` in the Redis at `url`, raw bytes.
+async fn redis_values(url: &str, prefix: &str) -> Vec<Vec<u8>> {
+    use fred::prelude::{ClientLike, KeysInterface};
+    let client = redis_client(url).await;
+    let mut values = Vec::new();
+    for key in redis_keys(url, prefix).await {
+        // Strings only: GET on another type is an error (WRONGTYPE), not a value.
+        if let Ok(Some(value)) = client.get::<Option<Vec<u8>>, _>(key.as_str()).await {
+            values.push(value);
+        }
+    }
+    client.quit().await.unwrap();
+    values
 }
 
 /// Two instances on one Redis spend one quota: a subject's limit and its tenant's quota are counted
@@ -1193,17 +1185,13 @@ async fn two_instances_share_rate_limits_and_tenant_quotas() {
         "{body}"
     );
 
-    if have_redis_cli() {
-        let counters = redis_keys(&url, &format!("{prefix}#rl:"));
-        // alice, bob, the tenant and the client address.
-        assert_eq!(counters.len(), 4, "{counters:?}");
-        for key in &counters {
-            for name in ["alice", "bob", "acme", "127.0.0.1"] {
-                assert!(!key.contains(name), "{name} readable in {key}");
-            }
+    let counters = redis_keys(&url, &format!("{prefix}#rl:")).await;
+    // alice, bob, the tenant and the client address.
+    assert_eq!(counters.len(), 4, "{counters:?}");
+    for key in &counters {
+        for name in ["alice", "bob", "acme", "127.0.0.1"] {
+            assert!(!key.contains(name), "{name} readable in {key}");
         }
-    } else {
-        resk_testkit::skip_because("redis rate-limit key scan", "redis-cli not installed");
     }
 }
 

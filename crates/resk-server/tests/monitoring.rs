@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{now, sign};
 use serde_json::{Value, json};
 
 /// `resk_…` metric names in `text` (histogram suffixes removed; recording rules, which hold a `:`,
@@ -67,10 +66,7 @@ fn monitored_names() -> BTreeSet<String> {
 }
 
 fn token(sub: &str, tenant: &str, scope: &str) -> String {
-    sign(&json!({
-        "sub": sub, "tenant": tenant, "scope": scope, "jti": format!("{sub}-{tenant}"),
-        "exp": now() + 600, "iat": now(),
-    }))
+    common::token_with_jti(sub, tenant, scope, &format!("{sub}-{tenant}"))
 }
 
 #[tokio::test]

@@ -13,15 +13,9 @@ use resk_core::{LocalBus, SharedBus, SharedCacheStore};
 use resk_server::{App, Backends};
 use serde_json::{Value, json};
 
-fn token_with_jti(sub: &str, scope: &str, jti: &str) -> String {
-    tenant_token_with_jti(sub, "acme", scope, jti)
-}
-
-fn tenant_token_with_jti(sub: &str, tenant: &str, scope: &str, jti: &str) -> String {
-    sign(&json!({
-        "sub": sub, "tenant": tenant, "scope": scope, "jti": jti,
-        "exp": now() + 600, "iat": now(),
-    }))
+/// A token of acme with a `jti`.
+fn acme_token(sub: &str, scope: &str, jti: &str) -> String {
+    token_with_jti(sub, "acme", scope, jti)
 }
 
 async fn revoke(app: &TestApp, token: &str, body: Value) -> Reply {
@@ -36,8 +30,8 @@ async fn status(app: &TestApp, token: &str) -> StatusCode {
 #[tokio::test]
 async fn a_token_revokes_itself() {
     let app = app(&[]);
-    let first = token_with_jti("alice", "cache:read", "jti-first");
-    let second = token_with_jti("alice", "cache:read", "jti-second");
+    let first = acme_token("alice", "cache:read", "jti-first");
+    let second = acme_token("alice", "cache:read", "jti-second");
     assert_eq!(status(&app, &first).await, StatusCode::OK);
     let r = revoke(&app, &first, json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -65,13 +59,13 @@ async fn a_token_revokes_itself() {
 #[tokio::test]
 async fn admins_revoke_other_tokens_and_others_cannot() {
     let app = app(&[]);
-    let bob = token_with_jti("bob", "cache:read", "bob-1");
-    let carol = token_with_jti("carol", "cache:read cache:write", "carol-1");
+    let bob = acme_token("bob", "cache:read", "bob-1");
+    let carol = acme_token("carol", "cache:read cache:write", "carol-1");
     let r = revoke(&app, &carol, json!({"jti": "bob-1"})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert_eq!(status(&app, &bob).await, StatusCode::OK);
 
-    let admin = token_with_jti("alice", "cache:read cache:admin", "alice-1");
+    let admin = acme_token("alice", "cache:read cache:admin", "alice-1");
     let r = revoke(&app, &admin, json!({"jti": "bob-1", "exp": now() + 600})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(status(&app, &bob).await, StatusCode::UNAUTHORIZED);
@@ -141,7 +135,7 @@ async fn instances_share_revocations() {
     let quiet: SharedBus = Arc::new(LocalBus::default());
     let c = instance(&store, &quiet);
 
-    let token = token_with_jti("alice", "cache:read", "shared-1");
+    let token = acme_token("alice", "cache:read", "shared-1");
     assert_eq!(status(&b, &token).await, StatusCode::OK, "b accepts it");
     let r = revoke(&a, &token, json!({})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
@@ -168,9 +162,9 @@ async fn instances_share_revocations() {
 #[tokio::test]
 async fn revocation_is_scoped_to_the_callers_tenant() {
     let app = app(&[]);
-    let victim = tenant_token_with_jti("bob", "acme", "cache:read", "shared-jti");
-    let twin = tenant_token_with_jti("eve", "globex", "cache:read", "shared-jti");
-    let globex_admin = tenant_token_with_jti("gina", "globex", "cache:read cache:admin", "g-admin");
+    let victim = token_with_jti("bob", "acme", "cache:read", "shared-jti");
+    let twin = token_with_jti("eve", "globex", "cache:read", "shared-jti");
+    let globex_admin = token_with_jti("gina", "globex", "cache:read cache:admin", "g-admin");
     assert_eq!(status(&app, &victim).await, StatusCode::OK);
 
     for body in [
@@ -200,16 +194,16 @@ async fn revocation_is_scoped_to_the_callers_tenant() {
     );
 
     // A token never used is revoked by sending it: by its own subject, or an admin of its tenant.
-    let unused = tenant_token_with_jti("gus", "globex", "cache:read", "unused-1");
+    let unused = token_with_jti("gus", "globex", "cache:read", "unused-1");
     let r = revoke(&app, &globex_admin, json!({"token": unused})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.body["jti"], "unused-1");
     assert_eq!(status(&app, &unused).await, StatusCode::UNAUTHORIZED);
-    let other = tenant_token_with_jti("gus", "globex", "cache:read", "unused-2");
-    let gus = tenant_token_with_jti("gus", "globex", "cache:read", "gus-session");
+    let other = token_with_jti("gus", "globex", "cache:read", "unused-2");
+    let gus = token_with_jti("gus", "globex", "cache:read", "gus-session");
     let r = revoke(&app, &gus, json!({"token": other})).await;
     assert_eq!(r.status, StatusCode::OK, "its own subject may: {}", r.text);
-    let hers = tenant_token_with_jti("hana", "globex", "cache:read", "hana-1");
+    let hers = token_with_jti("hana", "globex", "cache:read", "hana-1");
     let r = revoke(&app, &gus, json!({"token": hers})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
     assert_eq!(status(&app, &hers).await, StatusCode::OK);

@@ -273,13 +273,8 @@ async fn connections_end_when_the_token_is_revoked() {
     };
     let (a, b) = (instance(), instance());
     let (addr_a, addr_b) = (a.listen().await, b.listen().await);
-    let jti_token = |sub: &str, jti: &str| {
-        sign(&json!({
-            "sub": sub, "scope": "cache:read", "jti": jti, "exp": now() + 600, "iat": now(),
-        }))
-    };
-    let token = jti_token("alice", "ws-revoked");
-    let other = jti_token("bob", "ws-kept");
+    let token = common::token_with_jti("alice", "acme", "cache:read", "ws-revoked");
+    let other = common::token_with_jti("bob", "acme", "cache:read", "ws-kept");
     let mut on_a = connect(addr_a, &token).await;
     let mut on_b = connect(addr_b, &token).await;
     let mut bystander = connect(addr_a, &other).await;

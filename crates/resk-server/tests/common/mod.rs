@@ -79,6 +79,14 @@ pub fn token_for(sub: &str, tenant: &str, scope: &str) -> String {
     sign(&json!({"sub": sub, "tenant": tenant, "scope": scope, "exp": now() + 600, "iat": now()}))
 }
 
+/// A token with a `jti` (so it can be revoked), valid for ten minutes.
+pub fn token_with_jti(sub: &str, tenant: &str, scope: &str, jti: &str) -> String {
+    sign(&json!({
+        "sub": sub, "tenant": tenant, "scope": scope, "jti": jti,
+        "exp": now() + 600, "iat": now(),
+    }))
+}
+
 /// A token with every scope for `sub` in tenant `acme`.
 pub fn admin() -> String {
     token_for("alice", "acme", "cache:read cache:write cache:admin")
