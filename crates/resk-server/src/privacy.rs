@@ -35,7 +35,8 @@ pub(crate) fn belongs_to(entry: &CacheEntry, subject: &str) -> bool {
 }
 
 /// Call `visit` with the readable entries of `scope` from `cursor` on, page by page, until the
-/// walk ends or `budget` entries were read; where the walk goes on (`None`: it is over). Values
+/// walk ends, `budget` entries were read, or twice the pages that takes were asked for (a sparse
+/// scope on Redis can answer short pages); where the walk goes on (`None`: it is over). Values
 /// that do not parse as entries (another program's data under the same prefix, or an unknown
 /// schema) are skipped.
 pub(crate) async fn walk_from(
@@ -46,7 +47,9 @@ pub(crate) async fn walk_from(
     mut visit: impl FnMut(CacheKey, CacheEntry),
 ) -> Result<Option<ScanCursor>> {
     let mut read = 0usize;
+    let mut pages_left = budget.div_ceil(PAGE).saturating_mul(2);
     loop {
+        pages_left -= 1;
         let page = cache
             .scan(scope, cursor.as_ref(), PAGE.min(budget - read).max(1))
             .await?;
@@ -57,7 +60,7 @@ pub(crate) async fn walk_from(
             }
         }
         cursor = page.next;
-        if cursor.is_none() || read >= budget {
+        if cursor.is_none() || read >= budget || pages_left == 0 {
             return Ok(cursor);
         }
     }
