@@ -923,7 +923,7 @@ fn coverage() -> Result {
         "--exclude-files",
         "xtask/*",
         "--exclude-files",
-        "examples/*",
+        "*/examples/*",
         "--exclude-files",
         "fuzz/*",
         "--exclude-files",

@@ -123,3 +123,29 @@ async fn model_loading_503_is_retried() {
     );
     assert!(!format!("{p:?}").contains(TOKEN));
 }
+
+/// No token in `Debug` output; an empty batch costs no request; an answer with fewer vectors than
+/// inputs is a backend error, never a short result.
+#[tokio::test]
+async fn tokens_stay_out_of_debug_and_short_answers_are_errors() {
+    let fake = Fake::start(|req| {
+        let (status, body) = vectors(req);
+        let mut list = body.as_array().unwrap().clone();
+        list.pop();
+        (status, json!(list))
+    })
+    .await;
+    let cfg = config(fake.url(), HfStyle::Inference, Some(TOKEN));
+    let text = format!("{cfg:?}");
+    assert!(!text.contains(TOKEN), "{text}");
+    assert!(text.contains("redacted"), "{text}");
+    let e = HfEmbedder::new(cfg).unwrap();
+    assert!(e.embed(&[]).await.unwrap().is_empty());
+    assert!(fake.requests().is_empty(), "an empty batch sent a request");
+    let err = e
+        .embed(&["a".to_owned(), "bb".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("1 vectors for 2 inputs"), "{err}");
+}

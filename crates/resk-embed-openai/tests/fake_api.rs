@@ -198,3 +198,35 @@ async fn errors_are_typed_and_never_carry_the_key() {
         ErrorKind::Config
     );
 }
+
+/// No key in `Debug` output, either style; an empty batch costs no request; an answer missing an
+/// input's embedding is a backend error, never a short or shifted result.
+#[tokio::test]
+async fn keys_stay_out_of_debug_and_short_answers_are_errors() {
+    for auth in [
+        Auth::Bearer(KEY.into()),
+        Auth::Azure {
+            api_key: KEY.into(),
+            api_version: "2024-02-01".into(),
+        },
+    ] {
+        let text = format!("{auth:?}");
+        assert!(!text.contains(KEY), "{text}");
+        assert!(text.contains("redacted"), "{text}");
+    }
+    let fake = Fake::start(|r| {
+        let (status, mut body) = documented(r, 8);
+        body["data"].as_array_mut().unwrap().pop();
+        (status, body)
+    })
+    .await;
+    let e = OpenAiEmbedder::new(config(fake.url(), Some(8))).unwrap();
+    assert!(e.embed(&[]).await.unwrap().is_empty());
+    assert!(fake.requests().is_empty(), "an empty batch sent a request");
+    let err = e
+        .embed(&["one".to_owned(), "two".to_owned()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Backend, "{err}");
+    assert!(err.to_string().contains("no embedding for input"), "{err}");
+}
