@@ -332,9 +332,14 @@ pub struct PurgeResponse {
     pub purged: u64,
 }
 
-/// `POST /api/auth/revoke`.
+/// `POST /api/auth/revoke`: `jti` or `token`, not both.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+// Both given as strings is refused (a `null` counts as absent, as serde reads it).
+#[schemars(extend("not" = {
+    "required": ["jti", "token"],
+    "properties": {"jti": {"type": "string"}, "token": {"type": "string"}}
+}))]
 pub struct RevokeRequest {
     /// The `jti` of a token of the caller's tenant to revoke (needs `cache:admin`). Absent, with
     /// no `token`: the caller's own token.

@@ -434,6 +434,7 @@ impl App {
                              tenant: send the answer's `next` back as `cursor` until it is null.",
                         )
                         .response::<200, Json<crate::api::ExportResponse>>()
+                        .response::<404, Json<ErrorBody>>()
                         .response::<503, Json<ErrorBody>>()
                 }),
             )

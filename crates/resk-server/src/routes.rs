@@ -749,8 +749,9 @@ pub(crate) async fn revoke(
         ApiError::new(
             StatusCode::NOT_FOUND,
             "token_not_found",
-            "no token of your tenant with this jti has been seen (tokens are known from their \
-             first use until they expire); to revoke a token not used yet, send it as `token`",
+            "no token of your tenant is known by this jti or text (a jti is known from the token's \
+             first use until it expires; a token sent whole must verify); to revoke a token not \
+             used yet, send it as `token`",
         )
     };
     let (jti, until) = match (req.jti, req.token) {
@@ -789,15 +790,10 @@ pub(crate) async fn revoke(
             (jti, req.exp.unwrap_or(most).min(most))
         }
         (None, Some(token)) => {
-            let named = app.verifier.verify(&token).await.map_err(|failure| {
-                ApiError::bad_request(
-                    "invalid_token",
-                    format!(
-                        "the token to revoke does not verify: {}",
-                        failure.description
-                    ),
-                )
-            })?;
+            // A text that does not verify names no token of the caller's tenant: the same 404.
+            let Ok(named) = app.verifier.verify(&token).await else {
+                return Err(unknown());
+            };
             if named.tenant != principal.tenant {
                 return Err(unknown());
             }
@@ -865,17 +861,19 @@ pub(crate) async fn privacy_export(
     ApiJson(req): ApiJson<ExportRequest>,
 ) -> Result<Json<ExportResponse>, ApiError> {
     let subject = privacy_subject(&principal, req.subject, Scope::Read)?;
-    let invalid_cursor = || {
-        ApiError::bad_request(
-            "invalid_cursor",
-            "cursor must be the `next` of a previous export answer",
-        )
-    };
     let cursor = req
         .cursor
         .map(resk_core::ScanCursor::new)
         .transpose()
-        .map_err(|_| invalid_cursor())?;
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!(
+                    "cursor must be 1-{} bytes: the `next` of a previous export answer",
+                    resk_core::ScanCursor::MAX_LEN
+                ),
+            )
+        })?;
     let (found, next) = crate::privacy::export(
         &app.cache,
         &principal.tenant,
@@ -885,8 +883,14 @@ pub(crate) async fn privacy_export(
     )
     .await
     .map_err(|e| {
+        // A cursor is a position in this tenant's walk; one the store cannot read names none.
         if e.kind() == resk_core::ErrorKind::InvalidInput {
-            return invalid_cursor();
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                "cursor_not_found",
+                "no position of this export is known by this cursor; send the `next` of a \
+                 previous answer, or start again without a cursor",
+            );
         }
         backend_error(&app, "scan", &e);
         e.into()
