@@ -72,6 +72,9 @@ pub struct Principal {
     pub tenant: TenantId,
     /// The token's `jti`, when it has one (what revocation names).
     pub jti: Option<Arc<str>>,
+    /// The token's name in revocations (`tenant/jti`, [`crate::revoke::ident`]), made once when
+    /// the token is verified, so the check on every request allocates nothing.
+    pub(crate) revocation_id: Option<Arc<str>>,
     /// The resk scopes the token carries, as bits (other scopes are ignored).
     scopes: u8,
     /// The token's `exp` (Unix seconds) plus the configured leeway: when a long-lived connection
@@ -104,6 +107,7 @@ impl Principal {
             subject: Arc::from(subject),
             tenant,
             jti: None,
+            revocation_id: None,
             scopes: Scope::Write.bit(),
             valid_until: u64::MAX,
         }
@@ -621,11 +625,15 @@ impl JwtVerifier {
                 .fold(0, |bits, s| bits | s.bit()),
             Some(_) => return Err(failure("scope claim must be a string", "bad_scope")),
         };
+        let revocation_id = jti
+            .as_deref()
+            .map(|jti| Arc::from(crate::revoke::ident(&tenant, jti)));
         Ok((
             Principal {
                 subject,
                 tenant,
                 jti,
+                revocation_id,
                 scopes,
                 valid_until: exp.saturating_add(self.leeway_secs),
             },

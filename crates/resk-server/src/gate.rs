@@ -284,8 +284,8 @@ impl Gate {
     }
 
     async fn revoked(&self, principal: &crate::auth::Principal) -> bool {
-        match &principal.jti {
-            Some(jti) => self.revocations.is_revoked(&principal.tenant, jti).await,
+        match &principal.revocation_id {
+            Some(id) => self.revocations.is_revoked_ident(id).await,
             None => false,
         }
     }
@@ -330,10 +330,8 @@ impl Gate {
                 }),
                 Ok(p) => {
                     // First verified here: its tenant's administrators may now revoke it by jti.
-                    if fresh && let Some(jti) = &p.jti {
-                        self.revocations
-                            .note_seen(&p.tenant, jti, p.valid_until())
-                            .await;
+                    if fresh && let Some(id) = &p.revocation_id {
+                        self.revocations.note_seen(id, p.valid_until()).await;
                     }
                     Ok(p)
                 }

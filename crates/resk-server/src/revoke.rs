@@ -169,11 +169,11 @@ impl Revocations {
         }
     }
 
-    /// Note that a token `jti` of `tenant`, valid until `until` (Unix seconds), was verified, so
-    /// its tenant's administrators can revoke it by `jti`. Best effort: a store failure is logged,
-    /// never the request's failure.
-    pub async fn note_seen(&self, tenant: &TenantId, jti: &str, until: u64) {
-        let written = match self.key("seen", &ident(tenant, jti)) {
+    /// Note that the token named `ident` ([`ident`]), valid until `until` (Unix seconds), was
+    /// verified, so its tenant's administrators can revoke it by `jti`. Best effort: a store
+    /// failure is logged, never the request's failure.
+    pub(crate) async fn note_seen(&self, ident: &str, until: u64) {
+        let written = match self.key("seen", ident) {
             Ok(key) => {
                 self.store
                     .set_dyn(&key, Bytes::from_static(b"1"), Some(self.ttl_until(until)))

@@ -284,7 +284,7 @@ struct Connection<'h> {
     revocations: &'h crate::revoke::Revocations,
     /// The token's name in revocations (`tenant/jti`); `None`: it has no `jti`, so it cannot be
     /// revoked.
-    token: Option<Box<str>>,
+    token: Option<Arc<str>>,
     principal: Principal,
     /// `ws/{tenant}/`: every topic of this tenant starts with it.
     prefix: String,
@@ -298,10 +298,7 @@ impl<'h> Connection<'h> {
         principal: Principal,
     ) -> Self {
         let prefix = topic(&principal.tenant, "");
-        let token = principal
-            .jti
-            .as_deref()
-            .map(|jti| crate::revoke::ident(&principal.tenant, jti));
+        let token = principal.revocation_id.clone();
         Self {
             hub,
             revocations,
@@ -399,12 +396,13 @@ impl<'h> Connection<'h> {
                     }
                 }
                 event = bus.recv() => match event {
-                    Some(BusEvent::Message(msg)) if crate::revoke::announced(&msg).is_some() => {
-                        if crate::revoke::announced(&msg) == self.token.as_deref() {
-                            return End::Close(CLOSE_TOKEN_INVALID, "token revoked");
-                        }
-                    }
                     Some(BusEvent::Message(msg)) => {
+                        if let Some(revoked) = crate::revoke::announced(&msg) {
+                            if Some(revoked) == self.token.as_deref() {
+                                return End::Close(CLOSE_TOKEN_INVALID, "token revoked");
+                            }
+                            continue;
+                        }
                         let subscribed = msg
                             .topic
                             .strip_prefix(self.prefix.as_str())
