@@ -240,11 +240,6 @@ impl Source {
     pub fn from_backend(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
-
-    /// Index into per-source arrays.
-    pub(crate) const fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Answer to a single-entry delete.

@@ -12,39 +12,36 @@ use aide::{
 };
 use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
+use resk::{
+    layers::{Layer1, Layers},
+    semantic::Semantic,
+    variants::SharedCounter,
+};
 use resk_core::{
     CacheStore, Error, ErrorKind, KeyBuilder, LocalBus, Result, SharedBus, SharedCacheStore,
-    SharedCipher, TtlPolicy,
 };
-use resk_crypto::EncryptedStore;
 
 use crate::{
     api::{
-        DeleteResponse, HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, Source,
-        WriteResponse,
+        DeleteResponse, HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, WriteResponse,
     },
     auth::JwtVerifier,
-    config::{CacheBackend, Config, Limits},
+    config::{CacheBackend, Config},
     error::ErrorBody,
     gate::{self, Gate},
     ratelimit::{LocalRateLimiter, RateLimiter},
-    routes,
-    semantic::Semantic,
-    telemetry,
-    variants::{SharedCounter, Turns},
+    routes, telemetry,
     ws::Hub,
 };
 
 /// What every handler shares. Built once at start-up from a [`Config`].
 pub struct AppState {
+    /// The engine every handler calls.
+    pub(crate) engine: resk::Cache,
+    /// The engine's store stack, for the server's own records (revocations, idempotency keys).
     pub(crate) cache: SharedCacheStore,
-    pub(crate) semantic: Option<Arc<Semantic>>,
-    pub(crate) turns: Turns,
-    pub(crate) stats: Stats,
     pub(crate) hub: Hub,
     pub(crate) keys: KeyBuilder,
-    pub(crate) ttl: TtlPolicy,
-    pub(crate) limits: Limits,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) openapi: Arc<OpenApi>,
     pub(crate) revocations: Arc<crate::revoke::Revocations>,
@@ -52,60 +49,46 @@ pub struct AppState {
     pub(crate) verifier: JwtVerifier,
     /// Longest a revocation is kept: no token outlives it.
     pub(crate) revoke_default_secs: u64,
-    /// Query logs carry the raw text (debugging switch) instead of a keyed hash.
-    pub(crate) log_query_text: bool,
     /// How long an `Idempotency-Key` is remembered.
     pub(crate) idempotency_ttl: Duration,
-    /// Most a written TTL is shortened by, in percent.
-    pub(crate) ttl_jitter_percent: u8,
-    /// Default grace period after the TTL (stale-while-revalidate), in seconds.
-    pub(crate) stale_ttl_secs: u64,
 }
 
-/// Metric handles with fixed labels, registered once so the hot path skips the registry lookup.
-pub(crate) struct Stats {
-    /// Hits by the layer that answered, indexed by [`Source`].
-    pub(crate) hits: [metrics::Counter; Source::ALL.len()],
-    /// Hits from a store outside [`Source`] (a custom backend given to [`App::with_backends`]).
-    pub(crate) other_hits: metrics::Counter,
-    pub(crate) misses: metrics::Counter,
-    pub(crate) writes: metrics::Counter,
-    pub(crate) key_seconds: metrics::Histogram,
-    pub(crate) cache_seconds: metrics::Histogram,
-    pub(crate) embed_seconds: metrics::Histogram,
-    pub(crate) vector_seconds: metrics::Histogram,
-    /// Estimated LLM tokens a hit saved, by [`Source`].
-    pub(crate) tokens_saved: [metrics::Counter; Source::ALL.len()],
-    /// Similarity of each semantic hit.
-    pub(crate) similarity: metrics::Histogram,
-}
-
-impl Stats {
-    fn new(backend: &'static str) -> Self {
-        Self {
-            hits: Source::ALL.map(|source| {
-                metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => source.as_str())
-            }),
-            other_hits: metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => "other"),
-            misses: metrics::counter!("resk_cache_lookups_total", "result" => "miss", "source" => "none"),
-            writes: metrics::counter!("resk_cache_writes_total", "backend" => backend),
-            key_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "key"),
-            cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
-            embed_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "embed"),
-            vector_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "vector"),
-            tokens_saved: Source::ALL.map(|source| {
-                metrics::counter!("resk_tokens_saved_total", "source" => source.as_str())
-            }),
-            similarity: metrics::histogram!("resk_semantic_similarity"),
+/// `store` with the layers `config` asks for (see [`resk::layers`]): breaker and bulkhead when
+/// `guarded`, layer 1 when configured (and `guarded`: a memory store needs none), encryption.
+#[allow(clippy::needless_pass_by_value)] // `bus` is cloned into layer 1 only when configured
+fn stack<S: CacheStore>(
+    config: &Config,
+    store: S,
+    guarded: bool,
+    bus: &SharedBus,
+) -> Result<SharedCacheStore> {
+    let mut layers = Layers::default();
+    layers.cipher = config.cipher.clone();
+    if guarded {
+        layers.resilience = Some(config.resilience);
+        if let Some(max_ttl) = config.l1_max_ttl {
+            layers.layer1 = Some(layer1(config, bus, max_ttl)?);
         }
     }
+    Ok(resk::layers::stack(store, layers))
 }
 
-fn wrap<S: CacheStore>(store: S, cipher: Option<SharedCipher>) -> SharedCacheStore {
-    match cipher {
-        Some(cipher) => Arc::new(EncryptedStore::new(store, cipher)),
-        None => Arc::new(store),
-    }
+#[cfg(feature = "cache-memory")]
+#[allow(clippy::unnecessary_wraps)]
+fn layer1(config: &Config, bus: &SharedBus, max_ttl: Duration) -> Result<Layer1> {
+    Ok(Layer1 {
+        store: Arc::new(memory_store(config)),
+        bus: bus.clone(),
+        max_ttl,
+    })
+}
+
+#[cfg(not(feature = "cache-memory"))]
+fn layer1(_: &Config, _: &SharedBus, _: Duration) -> Result<Layer1> {
+    Err(not_compiled(
+        "memory (layer 1; or set CACHE_L1=false)",
+        "cache-memory",
+    ))
 }
 
 /// The start-up error for a backend named in configuration but left out of this build.
@@ -139,9 +122,14 @@ pub struct Backends {
 impl Backends {
     /// `cache` with an in-process bus and no semantic layer.
     pub fn local(cache: SharedCacheStore) -> Self {
+        Self::on_bus(cache, Arc::new(LocalBus::default()))
+    }
+
+    /// `cache` and `bus`, no semantic layer, no shared counters.
+    fn on_bus(cache: SharedCacheStore, bus: SharedBus) -> Self {
         Self {
             cache,
-            bus: Arc::new(LocalBus::default()),
+            bus,
             semantic: None,
             turns: None,
             limiter: None,
@@ -166,36 +154,6 @@ fn memory_store(config: &Config) -> resk_cache_memory::MemoryStore {
     )
 }
 
-/// `l2` behind its circuit breaker and bulkhead, then a layer-1 memory cache when configured, then
-/// encryption when configured. Encryption goes outermost, so layer 1 holds ciphertext too; the
-/// breaker innermost, so layer 1 still answers while layer 2 is refused.
-#[allow(dead_code)] // unused when neither SQLite nor Redis is compiled in
-fn layered<L2: CacheStore>(config: &Config, l2: L2, bus: &SharedBus) -> Result<SharedCacheStore> {
-    let l2 = crate::resilience::GuardedStore::new(l2, config.resilience);
-    let Some(l1_max_ttl) = config.l1_max_ttl else {
-        return Ok(wrap(l2, config.cipher.clone()));
-    };
-    #[cfg(feature = "cache-memory")]
-    {
-        use resk_cache_tiered::{TieredConfig, TieredStore};
-        let tiered = TieredStore::new(
-            memory_store(config),
-            l2,
-            bus.clone(),
-            TieredConfig::default().with_l1_max_ttl(l1_max_ttl),
-        );
-        Ok(wrap(tiered, config.cipher.clone()))
-    }
-    #[cfg(not(feature = "cache-memory"))]
-    {
-        let _ = (l1_max_ttl, l2, bus);
-        Err(not_compiled(
-            "memory (layer 1; or set CACHE_L1=false)",
-            "cache-memory",
-        ))
-    }
-}
-
 /// Round-robin turns in Redis, shared by every instance on the same Redis and prefix.
 #[cfg(feature = "cache-redis")]
 #[derive(Debug)]
@@ -208,7 +166,7 @@ impl SharedCounter for RedisTurns {
         tenant: &'a resk_core::TenantId,
         name: &'a str,
     ) -> resk_core::BoxFuture<'a, Result<u64>> {
-        Box::pin(self.0.next_turn(tenant, name, crate::variants::TURN_IDLE))
+        Box::pin(self.0.next_turn(tenant, name, resk::variants::TURN_IDLE))
     }
 }
 
@@ -219,11 +177,8 @@ pub async fn build_backends(config: &Config) -> Result<Backends> {
     telemetry::metrics_handle();
     let mut backends = build_cache(config).await?;
     if config.semantic.enabled {
-        backends = backends.with_semantic(
-            Semantic::build(&config.semantic)
-                .await?
-                .with_resilience(config.resilience),
-        );
+        backends = backends
+            .with_semantic(crate::semantic::build(&config.semantic, config.resilience).await?);
     }
     Ok(backends)
 }
@@ -238,10 +193,11 @@ async fn build_cache(config: &Config) -> Result<Backends> {
         CacheBackend::Memory => {
             #[cfg(feature = "cache-memory")]
             {
-                Ok(Backends::local(wrap(
-                    memory_store(config),
-                    config.cipher.clone(),
-                )))
+                let bus: SharedBus = Arc::new(LocalBus::default());
+                Ok(Backends::on_bus(
+                    stack(config, memory_store(config), false, &bus)?,
+                    bus,
+                ))
             }
             #[cfg(not(feature = "cache-memory"))]
             {
@@ -261,13 +217,7 @@ async fn build_cache(config: &Config) -> Result<Backends> {
                 )
                 .await?;
                 let bus: SharedBus = Arc::new(LocalBus::default());
-                Ok(Backends {
-                    cache: layered(config, store, &bus)?,
-                    bus,
-                    semantic: None,
-                    turns: None,
-                    limiter: None,
-                })
+                Ok(Backends::on_bus(stack(config, store, true, &bus)?, bus))
             }
             #[cfg(not(feature = "cache-sqlite"))]
             {
@@ -289,7 +239,7 @@ async fn build_cache(config: &Config) -> Result<Backends> {
                     &config.rate_limit,
                 ));
                 Ok(Backends {
-                    cache: layered(config, store, &bus)?,
+                    cache: stack(config, store, true, &bus)?,
                     bus,
                     semantic: None,
                     turns: Some(turns),
@@ -336,11 +286,11 @@ fn with_body(op: TransformOperation<'_>) -> TransformOperation<'_> {
 impl App {
     /// Build the application from `config`, with the configured backends.
     pub async fn build(config: &Config) -> Result<Self> {
-        Ok(Self::with_backends(config, build_backends(config).await?))
+        Self::with_backends(config, build_backends(config).await?)
     }
 
     /// Build the application around existing backends.
-    pub fn with_backends(config: &Config, backends: Backends) -> Self {
+    pub fn with_backends(config: &Config, backends: Backends) -> Result<Self> {
         let Backends {
             cache,
             bus,
@@ -366,9 +316,6 @@ impl App {
         ));
         if tokio::runtime::Handle::try_current().is_ok() {
             revocations.spawn_listener();
-            if let Some(every) = config.retention_sweep {
-                spawn_retention_sweep(&cache, semantic.as_ref(), config.ttl.max_ttl(), every);
-            }
         }
         let verifier = JwtVerifier::new(&config.jwt);
         let gate = Arc::new(Gate {
@@ -521,7 +468,7 @@ impl App {
                     },
                 )
         });
-        let stats = Stats::new(cache.info().name);
+        let engine = engine(config, &cache, semantic.clone(), turns)?;
         telemetry::initialize_series(&telemetry::KnownLabels {
             backend: cache.info().name,
             semantic: semantic.as_deref().map(Semantic::providers),
@@ -529,24 +476,22 @@ impl App {
         metrics::gauge!("resk_token_price_per_1k").set(config.cost_per_1k_tokens);
         let hub = Hub::new(bus, config.ws);
         let state = Arc::new(AppState {
+            engine,
             cache,
-            semantic,
-            turns: Turns::new(turns),
-            stats,
             hub,
             keys: config.keys.clone(),
-            ttl: config.ttl,
-            limits: config.limits,
             metrics,
             openapi: Arc::new(api),
             revocations,
             verifier,
             revoke_default_secs,
-            log_query_text: config.log_query_text,
             idempotency_ttl: config.idempotency_ttl,
-            ttl_jitter_percent: config.ttl_jitter_percent,
-            stale_ttl_secs: config.stale_ttl_secs,
         });
+        if let Some(every) = config.retention_sweep
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            spawn_retention_sweep(&state.engine, every);
+        }
         let router = router
             .fallback(routes::not_found)
             .method_not_allowed_fallback(routes::method_not_allowed)
@@ -580,11 +525,11 @@ impl App {
                     .max_age(Duration::from_secs(600)),
             )
         };
-        Self {
+        Ok(Self {
             router,
             limiter,
             state,
-        }
+        })
     }
 
     /// Store the entries of a warm-up file through this app's write path (see [`crate::warmup`]).
@@ -593,32 +538,47 @@ impl App {
     }
 }
 
+/// The engine over the assembled store: configuration turned into a [`resk::Cache`].
+fn engine(
+    config: &Config,
+    cache: &SharedCacheStore,
+    semantic: Option<Arc<Semantic>>,
+    turns: Option<Arc<dyn SharedCounter>>,
+) -> Result<resk::Cache> {
+    let mut builder = resk::Cache::builder()
+        .assembled_store(cache.clone())
+        .keys(config.keys.clone())
+        .ttl(config.ttl)
+        .ttl_jitter_percent(config.ttl_jitter_percent)
+        .stale_grace(Duration::from_secs(config.stale_ttl_secs))
+        .max_query_chars(config.limits.max_query_chars)
+        .log_query_text(config.log_query_text);
+    if let Some(semantic) = semantic {
+        builder = builder.semantic(semantic);
+    }
+    if let Some(turns) = turns {
+        builder = builder.shared_turns(turns);
+    }
+    builder.build()
+}
+
 /// Delete entries older than `max_age` every `every` (first after one period), until the app is
 /// dropped: the task holds its backends weakly, so it never keeps a cache or a vector index (and
 /// the index's lock) alive after the app is gone. Entries are written with a TTL of at most
 /// `max_age`, so this only finds entries written before `CACHE_MAX_TTL_SECS` was lowered.
-fn spawn_retention_sweep(
-    cache: &SharedCacheStore,
-    semantic: Option<&Arc<Semantic>>,
-    max_age: Duration,
-    every: Duration,
-) {
-    let cache = Arc::downgrade(cache);
-    let semantic = semantic.map(Arc::downgrade);
+fn spawn_retention_sweep(engine: &resk::Cache, every: Duration) {
+    let engine = engine.downgrade();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let Some(cache) = cache.upgrade() else { break };
-            let semantic = match &semantic {
-                Some(weak) => match weak.upgrade() {
-                    Some(sem) => Some(sem),
-                    None => break,
-                },
-                None => None,
+            let Some(engine) = engine.upgrade() else {
+                break;
             };
-            match crate::privacy::sweep_retention(&cache, semantic.as_deref(), max_age).await {
+            let reserved =
+                |tenant: &resk_core::TenantId| tenant.as_str() == crate::revoke::RESERVED_TENANT;
+            match engine.sweep_retention(&reserved).await {
                 Ok(0) => {}
                 Ok(deleted) => {
                     metrics::counter!("resk_retention_deleted_entries_total").increment(deleted);

@@ -641,8 +641,8 @@ pub struct ResilienceArgs {
 
 impl ResilienceArgs {
     /// The settings these arguments describe.
-    pub fn config(&self) -> crate::resilience::ResilienceConfig {
-        crate::resilience::ResilienceConfig {
+    pub fn config(&self) -> resk::resilience::ResilienceConfig {
+        resk::resilience::ResilienceConfig {
             breaker_failures: self.breaker_failures,
             breaker_max_open: Duration::from_secs(self.breaker_open_secs),
             max_in_flight: usize::try_from(self.bulkhead_max_in_flight).unwrap_or(usize::MAX),
@@ -1051,7 +1051,7 @@ pub struct Config {
     /// Entries to store before listening.
     pub warmup_file: Option<std::path::PathBuf>,
     /// Circuit breakers and bulkheads.
-    pub resilience: crate::resilience::ResilienceConfig,
+    pub resilience: resk::resilience::ResilienceConfig,
     /// Rate limits.
     pub rate_limit: RateLimitConfig,
     /// Request limits.

@@ -89,7 +89,7 @@ fn calibrate(args: &CalibrateArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let embedder = resk_server::semantic::build_embedder(&args.semantic).await?;
-        resk_server::calibrate::run(&embedder, &args.pairs, args.target_precision).await
+        resk::calibrate::run(&embedder, &args.pairs, args.target_precision).await
     });
     match result {
         Ok((calibration, report)) => {

@@ -294,6 +294,21 @@ fn tracer_provider(otel: &OtelArgs) -> Result<Option<SdkTracerProvider>, String>
     ))
 }
 
+/// `filter` with every directive for `resk_server` repeated for `resk`: the engine's lines (cache
+/// requests, backend and semantic errors) are the server's own, so `resk_server=debug` shows them.
+fn with_engine(filter: &str) -> String {
+    let mut out = filter.to_owned();
+    for directive in filter.split(',').map(str::trim) {
+        if let Some(rest) = directive.strip_prefix("resk_server")
+            && (rest.is_empty() || rest.starts_with('='))
+        {
+            out.push_str(",resk");
+            out.push_str(rest);
+        }
+    }
+    out
+}
+
 /// Initialise the global tracing subscriber: log lines (JSON or pretty) filtered by `filter` and,
 /// when `otel` names an OTLP endpoint, spans exported over OTLP/HTTP. Also installs the W3C trace
 /// context propagator, so incoming `traceparent` headers are honoured and provider requests carry
@@ -307,7 +322,7 @@ pub fn init_tracing(
     use opentelemetry::trace::TracerProvider as _;
     use tracing_subscriber::{Layer, Registry, filter::Targets, layer::SubscriberExt as _};
 
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_new(with_engine(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     // Every line carries the fields of all its enclosing spans: the request span's correlation and
     // trace ids reach lines logged inside a layer span too.

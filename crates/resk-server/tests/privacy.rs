@@ -178,7 +178,7 @@ async fn erasure_deletes_every_entry_of_the_subject_in_the_tenant_and_nothing_el
 #[tokio::test]
 async fn erasure_deletes_the_vectors_too() {
     let config = config(&[]);
-    let semantic = resk_server::semantic::Semantic::build(&config.semantic)
+    let semantic = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap();
     let vectors = semantic.vectors().clone();

@@ -116,6 +116,7 @@ fn instance(store: &MemoryStore, bus: &SharedBus) -> TestApp {
             limiter: None,
         },
     )
+    .unwrap()
     .router;
     TestApp {
         router,

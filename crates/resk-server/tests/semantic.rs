@@ -257,7 +257,7 @@ impl Embedder for Down {
 #[tokio::test]
 async fn a_failing_embedder_degrades_lookups_and_keeps_exact_writes() {
     let config = common::config(&[]);
-    let semantic = resk_server::semantic::Semantic::new(
+    let semantic = resk_server::semantic::from_parts(
         Arc::new(Down(EmbedderInfo::new("down", "m", 8, 16))),
         Arc::new(resk_vector_embedded::EmbeddedVectorStore::in_memory()),
         &config.semantic,
@@ -551,7 +551,7 @@ impl resk_core::VectorStore for SlowCounted {
 async fn concurrent_identical_misses_cost_one_vector_search() {
     let config = common::config(&["--negative-cache-ttl-secs", "0"]);
     let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let semantic = resk_server::semantic::Semantic::new(
+    let semantic = resk_server::semantic::from_parts(
         resk_server::semantic::build_embedder(&config.semantic)
             .await
             .unwrap(),

@@ -136,7 +136,7 @@ async fn a_vector_database_that_is_down_degrades_and_loses_no_exact_write() {
 #[tokio::test]
 async fn misconfiguration_fails_at_start_up() {
     let config = common::config(&["--vectordb-type", "pgvector"]);
-    let err = resk_server::semantic::Semantic::build(&config.semantic)
+    let err = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -157,13 +157,13 @@ async fn misconfiguration_fails_at_start_up() {
         collection.as_str(),
     ];
     let config = common::config(&base);
-    resk_server::semantic::Semantic::build(&config.semantic)
+    resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap();
     let mut other = base.to_vec();
     other.extend(["--vector-metric", "l2"]);
     let config = common::config(&other);
-    let err = resk_server::semantic::Semantic::build(&config.semantic)
+    let err = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -171,7 +171,7 @@ async fn misconfiguration_fails_at_start_up() {
     let mut bad_db = base.to_vec();
     bad_db.extend(["--chroma-database", "no_such_database"]);
     let config = common::config(&bad_db);
-    let err = resk_server::semantic::Semantic::build(&config.semantic)
+    let err = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap_err();
     assert!(

@@ -25,7 +25,7 @@ fn app() -> (App, MemoryStore) {
     let store = MemoryStore::default();
     let shared: SharedCacheStore = Arc::new(store.clone());
     (
-        App::with_backends(&config(&[]), Backends::local(shared)),
+        App::with_backends(&config(&[]), Backends::local(shared)).unwrap(),
         store,
     )
 }

@@ -266,6 +266,7 @@ async fn connections_end_when_the_token_is_revoked() {
                     limiter: None,
                 },
             )
+            .unwrap()
             .router,
             store: store.clone(),
             config,

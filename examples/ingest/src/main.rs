@@ -249,7 +249,8 @@ fn check(row: &Row) -> Result<(), String> {
     if row.response.is_null() {
         return Err("response is missing or null".into());
     }
-    resk_server::variants::validate(&row.response).map_err(|e| e.message().to_owned())
+    let raw = CacheEntry::raw(&row.response).map_err(|e| e.message().to_owned())?;
+    resk::variants::validate(&raw).map_err(|e| e.message().to_owned())
 }
 
 async fn run(args: &Args, config: &Config) -> Result<Summary, String> {

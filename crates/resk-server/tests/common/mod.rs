@@ -50,7 +50,9 @@ pub fn app(extra: &[&str]) -> TestApp {
         Some(c) => Arc::new(resk_crypto::EncryptedStore::new(store.clone(), c.clone())),
         None => Arc::new(store.clone()),
     };
-    let router = App::with_backends(&config, Backends::local(shared)).router;
+    let router = App::with_backends(&config, Backends::local(shared))
+        .unwrap()
+        .router;
     TestApp {
         router,
         store,
@@ -211,7 +213,7 @@ impl TestApp {
 /// and an in-memory embedded vector index, over a memory store the test can inspect.
 pub async fn semantic_app(extra: &[&str]) -> TestApp {
     let config = config(extra);
-    let semantic = resk_server::semantic::Semantic::build(&config.semantic)
+    let semantic = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap();
     semantic_app_with(config, semantic)
@@ -221,8 +223,9 @@ pub async fn semantic_app(extra: &[&str]) -> TestApp {
 pub fn semantic_app_with(config: Config, semantic: resk_server::semantic::Semantic) -> TestApp {
     let store = MemoryStore::default();
     let shared: SharedCacheStore = Arc::new(store.clone());
-    let router =
-        App::with_backends(&config, Backends::local(shared).with_semantic(semantic)).router;
+    let router = App::with_backends(&config, Backends::local(shared).with_semantic(semantic))
+        .unwrap()
+        .router;
     TestApp {
         router,
         store,

@@ -27,7 +27,7 @@ const PAGE: usize = 500;
 
 /// Entries of the tenant one export call reads at most: a `cache:read` caller's request costs at
 /// most this much of the store's time, whatever the tenant's size; the answer's `next` goes on.
-pub(crate) const EXPORT_BUDGET: usize = 2_000;
+pub const EXPORT_BUDGET: usize = 2_000;
 
 /// Whether `entry` belongs to `subject`: written by it, or private to it.
 pub(crate) fn belongs_to(entry: &CacheEntry, subject: &str) -> bool {
@@ -145,19 +145,18 @@ pub(crate) fn past_retention(
         >= i128::try_from(max_age.as_millis()).unwrap_or(i128::MAX)
 }
 
-/// Delete every entry older than `max_age` (and its vectors), in every tenant but the reserved one;
-/// how many were deleted.
+/// Delete every entry older than `max_age` (and its vectors), in every tenant `keep` does not
+/// exempt; how many were deleted.
 pub(crate) async fn sweep_retention(
     cache: &SharedCacheStore,
     semantic: Option<&Semantic>,
     max_age: Duration,
+    keep: &(dyn Fn(&TenantId) -> bool + Send + Sync),
 ) -> Result<u64> {
     let now = OffsetDateTime::now_utc();
     let mut old: Vec<(TenantId, CacheKey)> = Vec::new();
     walk(cache, &PurgeScope::All, |key, entry| {
-        if key.tenant().as_str() != crate::revoke::RESERVED_TENANT
-            && past_retention(entry.created_at, now, max_age)
-        {
+        if !keep(key.tenant()) && past_retention(entry.created_at, now, max_age) {
             old.push((key.tenant().clone(), key));
         }
     })

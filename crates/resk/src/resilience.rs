@@ -243,16 +243,18 @@ impl Guard {
     }
 }
 
-/// A cache store behind a [`Guard`]. `ping` (readiness) goes straight to the store, so `/ready`
-/// tells the store's real state even while the breaker refuses calls.
+/// A cache store behind a circuit breaker and a bulkhead (dependency label `cache`). `ping`
+/// (readiness) goes straight to the store, so a readiness check tells the store's real state even
+/// while the breaker refuses calls.
 #[derive(Debug)]
-pub(crate) struct GuardedStore<S> {
+pub struct GuardedStore<S> {
     inner: S,
     guard: Guard,
 }
 
 impl<S: CacheStore> GuardedStore<S> {
-    pub(crate) fn new(inner: S, config: ResilienceConfig) -> Self {
+    /// `inner` behind a breaker and bulkhead set by `config`.
+    pub fn new(inner: S, config: ResilienceConfig) -> Self {
         Self {
             inner,
             guard: Guard::new("cache", config),

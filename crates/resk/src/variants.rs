@@ -29,10 +29,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
-
 /// Most variants per entry.
-pub(crate) const MAX_VARIANTS: usize = 100;
+pub const MAX_VARIANTS: usize = 100;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -55,8 +53,8 @@ struct Spec<'a> {
     seed: Option<&'a RawValue>,
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::bad_request("invalid_variants", message)
+fn bad(message: impl Into<String>) -> resk_core::Error {
+    crate::invalid("variants", message)
 }
 
 /// Whether a response declares variants (cheap test before parsing).
@@ -64,16 +62,22 @@ fn declares_variants(response: &str) -> bool {
     response.trim_start().starts_with('{') && response.contains("\"variantStrategy\"")
 }
 
-/// Validate a response at write time: plain responses pass; a variants response must be well formed.
-pub fn validate(response: &serde_json::Value) -> Result<(), ApiError> {
-    let Some(obj) = response.as_object() else {
-        return Ok(());
-    };
-    if !obj.contains_key("variantStrategy") && !obj.contains_key("variants") {
+/// Validate an answer at write time: plain answers pass; a variants answer (an object with a
+/// `variants` or `variantStrategy` member) must be well formed. Errors are
+/// [`ErrorKind::InvalidInput`](resk_core::ErrorKind::InvalidInput) with op `variants`.
+pub fn validate(response: &RawValue) -> Result<()> {
+    let text = response.get();
+    if !text.trim_start().starts_with('{') {
         return Ok(());
     }
-    let text = response.to_string();
-    let spec: Spec<'_> = serde_json::from_str(&text).map_err(|e| {
+    let Ok(members) = serde_json::from_str::<std::collections::HashMap<String, &RawValue>>(text)
+    else {
+        return Ok(());
+    };
+    if !members.contains_key("variantStrategy") && !members.contains_key("variants") {
+        return Ok(());
+    }
+    let spec: Spec<'_> = serde_json::from_str(text).map_err(|e| {
         bad(format!(
             "a response with `variants` must be {{variants: [...], variantStrategy: \
              random|round-robin|deterministic|weighted, weights?: [numbers], seed?}}: {e}"
@@ -114,7 +118,7 @@ pub trait SharedCounter: Send + Sync + Debug + 'static {
 }
 
 /// How long an idle turn counter is kept.
-pub(crate) const TURN_IDLE: Duration = Duration::from_secs(3600);
+pub const TURN_IDLE: Duration = Duration::from_secs(3600);
 const SHARED_TIMEOUT: Duration = Duration::from_millis(50);
 const SHARED_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -364,7 +368,7 @@ mod tests {
         assert!(pick(&plain, &tenant(), "k", "", &turns).await.is_none());
         let text = raw(json!("variantStrategy"));
         assert!(pick(&text, &tenant(), "k", "", &turns).await.is_none());
-        assert!(validate(&json!({"answer": "x"})).is_ok());
+        assert!(validate(&raw(json!({"answer": "x"}))).is_ok());
     }
 
     #[test]
@@ -381,7 +385,7 @@ mod tests {
             json!({"variants": ["a"]}),
             json!({"variants": ["a"], "variantStrategy": "random", "extra": 1}),
         ] {
-            assert!(validate(&bad).is_err(), "{bad}");
+            assert!(validate(&raw(bad.clone())).is_err(), "{bad}");
         }
     }
 }

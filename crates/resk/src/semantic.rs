@@ -1,0 +1,412 @@
+//! Semantic lookups: embed the query, search the vectors of cached queries within the caller's tenant
+//! and scope, and accept the best match above a similarity threshold.
+//!
+//! The vector store holds, per cached entry, the vector of its query under the entry's key name, with
+//! metadata `{scope, expires_at}` and nothing else: the query text itself stays in the (encrypted)
+//! cache entry, which a semantic hit reads anyway. A candidate whose entry has expired or was deleted is
+//! skipped (and its vector removed), so an expired entry never answers.
+
+use std::{sync::Arc, time::Duration};
+
+use resk_core::{
+    CacheKey, CollectionSpec, Embedder, Filter, KeyBuilder, KeyInput, Metric, Result, Scored,
+    SharedEmbedder, SharedVectorStore, TenantId, VectorPurge, VectorQuery, VectorRecord,
+    VectorStore,
+};
+use time::OffsetDateTime;
+use tracing::Instrument as _;
+
+use crate::{
+    flight::Flights,
+    negative::NegativeCache,
+    resilience::{Guard, ResilienceConfig},
+};
+
+/// Settings of semantic lookups.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct SemanticConfig {
+    /// Lowest similarity served (cosine: -1 to 1). Default 0.9.
+    pub threshold: f32,
+    /// Candidates read per lookup (the best live one is served). Default 5.
+    pub top_k: usize,
+    /// The vector collection; default: `resk-<embedding model>`.
+    pub collection: Option<String>,
+    /// The vector metric of a collection this creates. Default cosine.
+    pub metric: Metric,
+    /// How long a lookup that found nothing (or whose provider failed) is remembered; zero turns
+    /// negative caching off. Default 30 s.
+    pub negative_ttl: Duration,
+    /// Circuit breakers and bulkheads of the embedder and the vector store.
+    pub resilience: ResilienceConfig,
+}
+
+impl Default for SemanticConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.9,
+            top_k: 5,
+            collection: None,
+            metric: Metric::Cosine,
+            negative_ttl: Duration::from_secs(30),
+            resilience: ResilienceConfig::default(),
+        }
+    }
+}
+
+/// The embedder, the vector store and the lookup settings.
+#[derive(Debug)]
+pub struct Semantic {
+    embedder: SharedEmbedder,
+    vectors: SharedVectorStore,
+    collection: String,
+    spec: CollectionSpec,
+    /// Set once the collection is known to exist with `spec`.
+    ready: tokio::sync::OnceCell<()>,
+    threshold: f32,
+    top_k: usize,
+    negative: Option<NegativeCache>,
+    /// Breaker and bulkhead of the embedder.
+    embed_guard: Guard,
+    /// Breaker and bulkhead of the vector database.
+    vector_guard: Guard,
+    /// Searches in flight, shared by concurrent identical lookups.
+    searches: Flights<SharedSearch>,
+}
+
+/// A search result as concurrent identical lookups share it.
+type SharedSearch = std::result::Result<Arc<Vec<Scored>>, Arc<resk_core::Error>>;
+
+/// One cached query to index.
+#[derive(Debug, Clone)]
+pub struct IndexItem {
+    /// The entry's key (its name is the vector's id).
+    pub key: CacheKey,
+    /// The query text to embed.
+    pub query: String,
+    /// The entry's semantic scope ([`Semantic::scope`]).
+    pub scope: String,
+    /// When the entry expires.
+    pub expires_at: OffsetDateTime,
+    /// Extra flat metadata stored with the vector (keys `scope` and `expires_at` are reserved).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+fn slug(model: &str) -> String {
+    let s: String = model
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    format!("resk-{s}").chars().take(64).collect()
+}
+
+impl Semantic {
+    /// Assemble from an embedder and a vector store: the collection (named after the embedding
+    /// model unless `config.collection` names it) is created, or checked to have the embedder's
+    /// dimensions and the configured metric (a mismatch is an
+    /// [`ErrorKind::DimensionMismatch`](resk_core::ErrorKind::DimensionMismatch) or
+    /// [`ErrorKind::Config`](resk_core::ErrorKind::Config) error). A vector database that does not
+    /// answer does not fail this: lookups are degraded until it does, and the collection is checked
+    /// on first use.
+    pub async fn new(
+        embedder: SharedEmbedder,
+        vectors: SharedVectorStore,
+        config: SemanticConfig,
+    ) -> Result<Self> {
+        if !(config.threshold.is_finite() && (-1.0..=1.0).contains(&config.threshold)) {
+            return Err(resk_core::Error::new(
+                resk_core::ErrorKind::Config,
+                "resk",
+                "semantic",
+                format!(
+                    "the similarity threshold must be between -1 and 1, not {}",
+                    config.threshold
+                ),
+            ));
+        }
+        if config.top_k == 0 {
+            return Err(resk_core::Error::new(
+                resk_core::ErrorKind::Config,
+                "resk",
+                "semantic",
+                "top_k must be at least 1",
+            ));
+        }
+        let collection = config
+            .collection
+            .clone()
+            .unwrap_or_else(|| slug(&embedder.info().model));
+        let spec = CollectionSpec {
+            dims: embedder.info().dims,
+            metric: config.metric,
+        };
+        let ready = tokio::sync::OnceCell::new();
+        match vectors.ensure_collection(&collection, spec).await {
+            Ok(()) => {
+                let _ = ready.set(());
+            }
+            // A vector database that is down must not keep the exact cache from serving: start,
+            // answer semantic lookups as degraded, and check the collection again on use.
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, vectors = vectors.info().name, collection,
+                    "vector database unavailable at start-up; semantic lookups are degraded until it answers");
+            }
+            Err(e) => return Err(e),
+        }
+        tracing::info!(
+            provider = embedder.info().provider,
+            model = %embedder.info().model,
+            dims = embedder.info().dims,
+            vectors = vectors.info().name,
+            collection,
+            threshold = config.threshold,
+            "semantic caching enabled"
+        );
+        Ok(Self {
+            embedder,
+            vectors,
+            collection,
+            spec,
+            ready,
+            threshold: config.threshold,
+            top_k: config.top_k,
+            negative: NegativeCache::new(config.negative_ttl),
+            embed_guard: Guard::new("embed", config.resilience),
+            vector_guard: Guard::new("vector", config.resilience),
+            searches: Flights::default(),
+        })
+    }
+
+    /// Make sure the collection exists with its spec (once; retried on every call until it succeeds).
+    async fn ready(&self) -> Result<()> {
+        self.ready
+            .get_or_try_init(|| self.vectors.ensure_collection(&self.collection, self.spec))
+            .await
+            .map(|_| ())
+    }
+
+    /// The embedding and vector providers' names (metric labels).
+    pub fn providers(&self) -> (&'static str, &'static str) {
+        (self.embedder.info().provider, self.vectors.info().name)
+    }
+
+    /// The embedder in use.
+    pub fn embedder(&self) -> &SharedEmbedder {
+        &self.embedder
+    }
+
+    /// The vector store in use.
+    pub fn vectors(&self) -> &SharedVectorStore {
+        &self.vectors
+    }
+
+    /// The collection holding this server's vectors.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The default similarity threshold.
+    pub fn threshold(&self) -> f32 {
+        self.threshold
+    }
+
+    /// The default number of candidates.
+    pub fn top_k(&self) -> usize {
+        self.top_k
+    }
+
+    /// Remembered outcomes of recent lookups; `None` when negative caching is off.
+    pub(crate) fn negative(&self) -> Option<&NegativeCache> {
+        self.negative.as_ref()
+    }
+
+    /// The scope of a request: only entries of equal scope are compared.
+    pub fn scope(&self, keys: &KeyBuilder, tenant: &TenantId, input: &KeyInput<'_>) -> String {
+        keys.scope(tenant, &self.embedder.info().model, input)
+    }
+
+    /// Embed and upsert the queries of `items` (one embedding call, one upsert).
+    pub async fn index(&self, tenant: &TenantId, items: &[IndexItem]) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let texts: Vec<String> = items.iter().map(|i| i.query.clone()).collect();
+        let vectors = self.embed_texts(&texts).await?;
+        let records = items
+            .iter()
+            .zip(vectors)
+            .map(|(item, vector)| {
+                let mut metadata = item.metadata.clone();
+                metadata.insert("scope".into(), item.scope.clone().into());
+                metadata.insert(
+                    "expires_at".into(),
+                    ((item.expires_at.unix_timestamp_nanos() / 1_000_000) as i64).into(),
+                );
+                VectorRecord {
+                    id: item.key.name().to_owned(),
+                    tenant: tenant.clone(),
+                    vector,
+                    metadata,
+                }
+            })
+            .collect();
+        self.vector_call("upsert", async {
+            self.ready().await?;
+            self.vectors.upsert(&self.collection, records).await
+        })
+        .await
+    }
+
+    /// Embed `texts` (through the embedding cache) in an `embed` span, timed and counted.
+    async fn embed_texts(&self, texts: &[String]) -> Result<Vec<resk_core::Embedding>> {
+        let info = self.embedder.info();
+        let span = tracing::info_span!(
+            "embed",
+            provider = info.provider,
+            model = %info.model,
+            texts = texts.len(),
+        );
+        let call = observed("embed", info.provider, "embed", self.embedder.embed(texts));
+        self.embed_guard.call("embed", call).instrument(span).await
+    }
+
+    /// `call` to the vector database as operation `op`, in a `vector` span, timed and counted.
+    async fn vector_call<T>(
+        &self,
+        op: &'static str,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let provider = self.vectors.info().name;
+        self.vector_guard
+            .call(op, observed("vector", provider, op, call))
+            .instrument(tracing::info_span!("vector", provider, op))
+            .await
+    }
+
+    /// Embed `query`.
+    pub async fn embed(&self, query: &str) -> Result<Vec<f32>> {
+        let mut v = self.embed_texts(&[query.to_owned()]).await?;
+        v.pop().ok_or_else(|| {
+            resk_core::Error::new(
+                resk_core::ErrorKind::Backend,
+                self.embedder.info().provider,
+                "embed",
+                "no vector returned",
+            )
+        })
+    }
+
+    /// Candidates for `vector` within `tenant` and `scope`, best first, none below `threshold`.
+    pub async fn search(
+        &self,
+        tenant: &TenantId,
+        scope: &str,
+        vector: Vec<f32>,
+        k: usize,
+        threshold: f32,
+    ) -> Result<Vec<Scored>> {
+        self.vector_call("query", async {
+            self.ready().await?;
+            self.vectors
+                .query(
+                    &self.collection,
+                    &VectorQuery {
+                        tenant: tenant.clone(),
+                        vector,
+                        k,
+                        min_similarity: Some(threshold),
+                        filter: Some(Filter::Eq("scope".into(), scope.into())),
+                    },
+                )
+                .await
+        })
+        .await
+    }
+
+    /// [`Semantic::search`], shared with the concurrent searches of the same `flight` (callers with
+    /// equal `flight` must pass equal arguments): concurrent misses of one query cost one search.
+    pub(crate) async fn search_shared(
+        &self,
+        flight: String,
+        tenant: &TenantId,
+        scope: &str,
+        vector: Vec<f32>,
+        k: usize,
+        threshold: f32,
+    ) -> Result<Vec<Scored>> {
+        let search = async {
+            self.search(tenant, scope, vector, k, threshold)
+                .await
+                .map(Arc::new)
+                .map_err(Arc::new)
+        };
+        match self.searches.run(flight, search).await.0 {
+            Ok(found) => Ok(found.as_ref().clone()),
+            Err(err) => Err(resk_core::Error::new(
+                err.kind(),
+                err.backend(),
+                err.op(),
+                err.message().to_owned(),
+            )),
+        }
+    }
+
+    /// Remove the vectors of `ids` in `tenant`.
+    pub async fn delete(&self, tenant: &TenantId, ids: &[String]) -> Result<u64> {
+        self.vector_call("delete", async {
+            self.ready().await?;
+            self.vectors.delete(&self.collection, tenant, ids).await
+        })
+        .await
+    }
+
+    /// Remove every vector of `tenant`.
+    pub async fn purge(&self, tenant: &TenantId) -> Result<u64> {
+        self.vector_call("purge", async {
+            self.ready().await?;
+            self.vectors
+                .purge(&self.collection, &VectorPurge::Tenant(tenant.clone()))
+                .await
+        })
+        .await
+    }
+}
+
+/// Await `call` to a `kind` (`embed`, `vector`) provider: its latency goes to
+/// `resk_provider_request_duration_seconds`, its outcome (`ok` or the error kind, e.g.
+/// `rate_limited` for a spent quota) to `resk_provider_requests_total`.
+async fn observed<T>(
+    kind: &'static str,
+    provider: &'static str,
+    op: &'static str,
+    call: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let start = std::time::Instant::now();
+    let out = call.await;
+    metrics::histogram!(
+        "resk_provider_request_duration_seconds",
+        "kind" => kind,
+        "provider" => provider,
+        "op" => op,
+    )
+    .record(start.elapsed().as_secs_f64());
+    let outcome = match &out {
+        Ok(_) => "ok",
+        Err(err) => err.kind().as_str(),
+    };
+    metrics::counter!(
+        "resk_provider_requests_total",
+        "kind" => kind,
+        "provider" => provider,
+        "op" => op,
+        "outcome" => outcome,
+    )
+    .increment(1);
+    out
+}

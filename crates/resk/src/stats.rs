@@ -1,0 +1,91 @@
+//! Metric handles with fixed labels, registered once when a [`Cache`](crate::Cache) is built so
+//! the hot path skips the registry lookup. With no `metrics` recorder installed they cost nothing.
+
+use metrics::{Counter, Histogram};
+
+use crate::Source;
+
+/// The store names with their own `source` label; others count as `other`.
+const STORES: [&str; 3] = ["memory", "sqlite", "redis"];
+
+pub(crate) struct Stats {
+    /// Exact hits by store, in [`STORES`] order.
+    store_hits: [Counter; STORES.len()],
+    semantic_hits: Counter,
+    other_hits: Counter,
+    pub(crate) misses: Counter,
+    pub(crate) writes: Counter,
+    pub(crate) key_seconds: Histogram,
+    pub(crate) cache_seconds: Histogram,
+    pub(crate) embed_seconds: Histogram,
+    pub(crate) vector_seconds: Histogram,
+    store_tokens_saved: [Counter; STORES.len()],
+    semantic_tokens_saved: Counter,
+    pub(crate) similarity: Histogram,
+    pub(crate) stale: Counter,
+}
+
+impl Stats {
+    pub(crate) fn new(backend: &'static str) -> Self {
+        Self {
+            store_hits: STORES.map(|source| {
+                metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => source)
+            }),
+            semantic_hits: metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => "semantic"),
+            other_hits: metrics::counter!("resk_cache_lookups_total", "result" => "hit", "source" => "other"),
+            misses: metrics::counter!("resk_cache_lookups_total", "result" => "miss", "source" => "none"),
+            writes: metrics::counter!("resk_cache_writes_total", "backend" => backend),
+            key_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "key"),
+            cache_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "cache"),
+            embed_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "embed"),
+            vector_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "vector"),
+            store_tokens_saved: STORES
+                .map(|source| metrics::counter!("resk_tokens_saved_total", "source" => source)),
+            semantic_tokens_saved: metrics::counter!("resk_tokens_saved_total", "source" => "semantic"),
+            similarity: metrics::histogram!("resk_semantic_similarity"),
+            stale: metrics::counter!("resk_stale_answers_total"),
+        }
+    }
+
+    /// Count a hit from `source` that saved an LLM call over `bytes` of query and answer.
+    pub(crate) fn hit(&self, source: Source, bytes: usize) {
+        let (hits, saved) = match source {
+            Source::Semantic => (&self.semantic_hits, Some(&self.semantic_tokens_saved)),
+            Source::Store(name) => match STORES.iter().position(|s| *s == name) {
+                Some(i) => (&self.store_hits[i], Some(&self.store_tokens_saved[i])),
+                None => (&self.other_hits, None),
+            },
+            Source::Computed => return,
+        };
+        hits.increment(1);
+        if let Some(saved) = saved {
+            saved.increment(estimated_tokens(bytes));
+        }
+    }
+}
+
+/// LLM tokens in `bytes` of text, estimated at 4 bytes a token (OpenAI's rule of thumb for
+/// English; an estimate for dashboards, not billing).
+fn estimated_tokens(bytes: usize) -> u64 {
+    u64::try_from(bytes.div_ceil(4)).unwrap_or(u64::MAX)
+}
+
+/// Count a failure of the semantic layer's `op`.
+pub(crate) fn semantic_error(op: &'static str, err: &resk_core::Error) {
+    metrics::counter!("resk_semantic_errors_total", "op" => op, "kind" => err.kind().as_str())
+        .increment(1);
+    tracing::warn!(op, error = %err, "semantic layer error");
+}
+
+/// Count a lookup answered without `layer` (it failed); returns `true` for the `degraded` flag.
+pub(crate) fn mark_degraded(layer: &'static str) -> bool {
+    metrics::counter!("resk_degraded_responses_total", "layer" => layer).increment(1);
+    true
+}
+
+/// Count (`resk_backend_errors_total{backend, op}`) and log a failure of the store `backend`'s
+/// `op`: for callers that use [`Cache::store`](crate::Cache::store) for records of their own.
+pub fn backend_error(backend: &'static str, op: &'static str, err: &resk_core::Error) {
+    metrics::counter!("resk_backend_errors_total", "backend" => backend, "op" => op).increment(1);
+    tracing::warn!(backend, op, error = %err, "cache backend error");
+}
