@@ -12,11 +12,7 @@ use aide::{
 };
 use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
 use metrics_exporter_prometheus::PrometheusHandle;
-use resk::{
-    layers::{Layer1, Layers},
-    semantic::Semantic,
-    variants::SharedCounter,
-};
+use resk::{semantic::Semantic, variants::SharedCounter};
 use resk_core::{
     CacheStore, Error, ErrorKind, KeyBuilder, LocalBus, Result, SharedBus, SharedCacheStore,
 };
@@ -26,7 +22,7 @@ use crate::{
         DeleteResponse, HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, WriteResponse,
     },
     auth::JwtVerifier,
-    config::{CacheBackend, Config},
+    config::Config,
     error::ErrorBody,
     gate::{self, Gate},
     ratelimit::{LocalRateLimiter, RateLimiter},
@@ -51,55 +47,6 @@ pub struct AppState {
     pub(crate) revoke_default_secs: u64,
     /// How long an `Idempotency-Key` is remembered.
     pub(crate) idempotency_ttl: Duration,
-}
-
-/// `store` with the layers `config` asks for (see [`resk::layers`]): breaker and bulkhead when
-/// `guarded`, layer 1 when configured (and `guarded`: a memory store needs none), encryption.
-#[allow(clippy::needless_pass_by_value)] // `bus` is cloned into layer 1 only when configured
-fn stack<S: CacheStore>(
-    config: &Config,
-    store: S,
-    guarded: bool,
-    bus: &SharedBus,
-) -> Result<SharedCacheStore> {
-    let mut layers = Layers::default();
-    layers.cipher = config.cipher.clone();
-    if guarded {
-        layers.resilience = Some(config.resilience);
-        if let Some(max_ttl) = config.l1_max_ttl {
-            layers.layer1 = Some(layer1(config, bus, max_ttl)?);
-        }
-    }
-    Ok(resk::layers::stack(store, layers))
-}
-
-#[cfg(feature = "cache-memory")]
-#[allow(clippy::unnecessary_wraps)]
-fn layer1(config: &Config, bus: &SharedBus, max_ttl: Duration) -> Result<Layer1> {
-    Ok(Layer1 {
-        store: Arc::new(memory_store(config)),
-        bus: bus.clone(),
-        max_ttl,
-    })
-}
-
-#[cfg(not(feature = "cache-memory"))]
-fn layer1(_: &Config, _: &SharedBus, _: Duration) -> Result<Layer1> {
-    Err(not_compiled(
-        "memory (layer 1; or set CACHE_L1=false)",
-        "cache-memory",
-    ))
-}
-
-/// The start-up error for a backend named in configuration but left out of this build.
-#[allow(dead_code)] // unused when every backend is compiled in
-fn not_compiled(backend: &str, feature: &str) -> Error {
-    Error::new(
-        ErrorKind::Config,
-        "config",
-        "cache",
-        format!("backend \"{backend}\" not compiled in; rebuild with --features {feature}"),
-    )
 }
 
 /// The cache and the bus the server runs on.
@@ -144,16 +91,6 @@ impl Backends {
     }
 }
 
-#[cfg(feature = "cache-memory")]
-fn memory_store(config: &Config) -> resk_cache_memory::MemoryStore {
-    use resk_cache_memory::{MemoryConfig, MemoryStore};
-    MemoryStore::new(
-        MemoryConfig::default()
-            .with_max_entries(config.memory.max_entries)
-            .with_max_bytes(config.memory.max_bytes),
-    )
-}
-
 /// Round-robin turns in Redis, shared by every instance on the same Redis and prefix.
 #[cfg(feature = "cache-redis")]
 #[derive(Debug)]
@@ -189,69 +126,20 @@ pub(crate) async fn build_backends_without_semantic(config: &Config) -> Result<B
 }
 
 async fn build_cache(config: &Config) -> Result<Backends> {
-    match config.backend {
-        CacheBackend::Memory => {
-            #[cfg(feature = "cache-memory")]
-            {
-                let bus: SharedBus = Arc::new(LocalBus::default());
-                Ok(Backends::on_bus(
-                    stack(config, memory_store(config), false, &bus)?,
-                    bus,
-                ))
-            }
-            #[cfg(not(feature = "cache-memory"))]
-            {
-                Err(not_compiled("memory", "cache-memory"))
-            }
-        }
-        CacheBackend::Sqlite => {
-            #[cfg(feature = "cache-sqlite")]
-            {
-                use resk_cache_sqlite::{Durability, SqliteConfig, SqliteStore};
-                let durability = match config.sqlite_sync {
-                    crate::config::SqliteSync::Full => Durability::Full,
-                    crate::config::SqliteSync::Normal => Durability::Normal,
-                };
-                let store = SqliteStore::connect(
-                    SqliteConfig::new(&config.sqlite_path).with_durability(durability),
-                )
-                .await?;
-                let bus: SharedBus = Arc::new(LocalBus::default());
-                Ok(Backends::on_bus(stack(config, store, true, &bus)?, bus))
-            }
-            #[cfg(not(feature = "cache-sqlite"))]
-            {
-                Err(not_compiled("sqlite", "cache-sqlite"))
-            }
-        }
-        CacheBackend::Redis => {
-            #[cfg(feature = "cache-redis")]
-            {
-                use crate::ratelimit::RedisRateLimiter;
-                use resk_cache_redis::{RedisBus, RedisConfig, RedisStore};
-                let redis = RedisConfig::new(&config.redis_url).with_prefix(&config.redis_prefix);
-                let store = RedisStore::connect(redis.clone()).await?;
-                let bus: SharedBus = Arc::new(RedisBus::connect(&redis).await?);
-                let turns: Arc<dyn SharedCounter> = Arc::new(RedisTurns(store.clone()));
-                let limiter: Arc<dyn RateLimiter> = Arc::new(RedisRateLimiter::new(
-                    store.clone(),
-                    config.keys.clone(),
-                    &config.rate_limit,
-                ));
-                Ok(Backends {
-                    cache: stack(config, store, true, &bus)?,
-                    bus,
-                    semantic: None,
-                    turns: Some(turns),
-                    limiter: Some(limiter),
-                })
-            }
-            #[cfg(not(feature = "cache-redis"))]
-            {
-                Err(not_compiled("redis", "cache-redis"))
-            }
-        }
+    let built = resk::env::build_store(&config.store, config.resilience).await?;
+    #[allow(unused_mut)] // unchanged without Redis
+    let mut backends = Backends::on_bus(built.cache, built.bus);
+    #[cfg(feature = "cache-redis")]
+    if let Some(store) = built.redis {
+        use crate::ratelimit::RedisRateLimiter;
+        backends.turns = Some(Arc::new(RedisTurns(store.clone())));
+        backends.limiter = Some(Arc::new(RedisRateLimiter::new(
+            store,
+            config.store.keys.clone(),
+            &config.rate_limit,
+        )));
     }
+    Ok(backends)
 }
 
 /// A built application: the router plus the pieces the serve loop maintains.
@@ -479,7 +367,7 @@ impl App {
             engine,
             cache,
             hub,
-            keys: config.keys.clone(),
+            keys: config.store.keys.clone(),
             metrics,
             openapi: Arc::new(api),
             revocations,
@@ -547,8 +435,8 @@ fn engine(
 ) -> Result<resk::Cache> {
     let mut builder = resk::Cache::builder()
         .assembled_store(cache.clone())
-        .keys(config.keys.clone())
-        .ttl(config.ttl)
+        .keys(config.store.keys.clone())
+        .ttl(config.store.ttl)
         .ttl_jitter_percent(config.ttl_jitter_percent)
         .stale_grace(Duration::from_secs(config.stale_ttl_secs))
         .max_query_chars(config.limits.max_query_chars)
@@ -608,7 +496,7 @@ pub async fn serve(config: Config) -> Result<()> {
              anyone can mint one. Never expose this server."
         );
     }
-    if config.cipher.is_none() {
+    if config.store.cipher.is_none() {
         tracing::warn!("CACHE_ENCRYPTION_KEY is not set: cached values are stored unencrypted");
     }
     if config.log_query_text {
@@ -634,7 +522,7 @@ pub async fn serve(config: Config) -> Result<()> {
             format!("no local address: {e}"),
         )
     })?;
-    tracing::info!(address = %local, backend = ?config.backend, "resk-server listening");
+    tracing::info!(address = %local, backend = ?config.store.backend, "resk-server listening");
 
     let grace = config.shutdown_grace;
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);

@@ -6,10 +6,11 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use hkdf::Hkdf;
-use resk_core::{Error, ErrorKind, KeyBuilder, Result, SharedCipher, TenantId, TtlPolicy};
-use resk_crypto::{AesGcmCipher, MasterKey};
-use sha2::Sha256;
+pub use resk::env::{
+    CacheBackend, EmbeddingProvider, HfStyle, MemoryLimits, OpenAiStyle, ResilienceArgs,
+    SemanticArgs, SqliteSync, StoreArgs, StoreConfig, VectorDbType, VectorMetric,
+};
+use resk_core::{Error, ErrorKind, Result, TenantId};
 use zeroize::Zeroizing;
 
 /// The well-known JWT secret of `--dev` mode. Public on purpose: dev mode is for a laptop, never a
@@ -53,275 +54,6 @@ pub enum Command {
     /// CACHE_ENCRYPTION_PREVIOUS_KEYS), so a retired key can then be removed. Takes the server's
     /// configuration; safe while servers run.
     Reencrypt(ServeArgs),
-}
-
-/// Which cache backend stores entries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-#[non_exhaustive]
-pub enum CacheBackend {
-    /// In-process memory (moka); nothing survives a restart.
-    Memory,
-    /// One SQLite file (`SQLITE_PATH`); survives restarts and crashes.
-    Sqlite,
-    /// Redis (`REDIS_URL`), shared by every instance pointing at it.
-    Redis,
-}
-
-/// How hard SQLite works to make each write durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SqliteSync {
-    /// fsync every commit: acknowledged writes survive power loss.
-    Full,
-    /// fsync at checkpoints: acknowledged writes survive a process crash, maybe not power loss.
-    Normal,
-}
-
-/// Which embedder turns queries into vectors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-#[non_exhaustive]
-pub enum EmbeddingProvider {
-    /// Built in, no download: hashed word and character n-grams. Lexical (typos, case, word order,
-    /// function words), not semantic.
-    Lexical,
-    /// A sentence-transformers model run in-process with candle (`EMBEDDING_MODEL_DIR`).
-    Local,
-    /// The OpenAI embeddings API or any OpenAI-compatible server (`OPENAI_BASE_URL`).
-    Openai,
-    /// Hugging Face Inference API or a text-embeddings-inference server (`HF_BASE_URL`).
-    Hf,
-}
-
-impl EmbeddingProvider {
-    /// The similarity threshold used when `SEMANTIC_THRESHOLD` is not set: a conservative value for
-    /// the provider's typical model (calibrate with `resk-server calibrate` for yours).
-    pub fn default_threshold(self) -> f32 {
-        match self {
-            EmbeddingProvider::Lexical => 0.75,
-            // all-MiniLM-L6-v2 scores negations and antonyms up to ~0.92 (docs/pairs.tsv): a high
-            // default keeps wrong answers out at the cost of some paraphrases.
-            EmbeddingProvider::Local => 0.90,
-            EmbeddingProvider::Openai | EmbeddingProvider::Hf => 0.90,
-        }
-    }
-}
-
-/// Where vectors of cached queries are searched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-#[non_exhaustive]
-pub enum VectorDbType {
-    /// The in-process HNSW index (resk-vector-embedded), persisted to `VECTOR_DIR` when set.
-    Embedded,
-    /// A Chroma server (`CHROMA_URL`), feature `vector-chroma`.
-    Chroma,
-    /// PostgreSQL with pgvector (`PGVECTOR_URL`), feature `vector-pgvector`.
-    Pgvector,
-    /// A Qdrant server's REST API (`QDRANT_URL`), feature `vector-qdrant`.
-    Qdrant,
-    /// Pinecone (`PINECONE_API_KEY`), feature `vector-pinecone`.
-    Pinecone,
-    /// A Weaviate server (`WEAVIATE_URL`), feature `vector-weaviate`.
-    Weaviate,
-    /// Milvus over gRPC (`MILVUS_URL`), feature `vector-milvus`.
-    Milvus,
-}
-
-/// How vectors are compared (the threshold is on this metric's similarity scale).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum VectorMetric {
-    /// Cosine similarity in `[-1, 1]` (the default; sentence-embedding models are tuned for it).
-    Cosine,
-    /// Euclidean distance `d`, as similarity `1 / (1 + d)`.
-    L2,
-    /// Dot product (equal to cosine for normalised vectors).
-    Dot,
-}
-
-impl From<VectorMetric> for resk_core::Metric {
-    fn from(m: VectorMetric) -> Self {
-        match m {
-            VectorMetric::Cosine => resk_core::Metric::Cosine,
-            VectorMetric::L2 => resk_core::Metric::L2,
-            VectorMetric::Dot => resk_core::Metric::Dot,
-        }
-    }
-}
-
-/// OpenAI authentication style.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum OpenAiStyle {
-    /// `Authorization: Bearer` and `{base}/embeddings` (OpenAI, vLLM, Ollama, TEI's OpenAI route).
-    Openai,
-    /// Azure OpenAI: `api-key` header, `{base}/openai/deployments/{EMBEDDING_MODEL}/embeddings?api-version=…`.
-    Azure,
-}
-
-/// Hugging Face request style.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum HfStyle {
-    /// Inference API: `POST {base}/models/{model}/pipeline/feature-extraction`.
-    Inference,
-    /// text-embeddings-inference: `POST {base}/embed`.
-    Tei,
-}
-
-/// Semantic-caching settings, shared by `serve`, `calibrate` and the ingest example.
-#[derive(Clone, Debug, Args)]
-pub struct SemanticArgs {
-    /// Answer paraphrases of cached queries (embed → vector search → threshold).
-    #[arg(long = "semantic", env = "SEMANTIC_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
-    pub enabled: bool,
-    /// Embedder.
-    #[arg(
-        long,
-        env = "EMBEDDING_PROVIDER",
-        value_enum,
-        default_value = "lexical"
-    )]
-    pub embedding_provider: EmbeddingProvider,
-    /// Model name (OpenAI/HF model or Azure deployment; for `local`, a label for the model directory).
-    #[arg(long, env = "EMBEDDING_MODEL")]
-    pub embedding_model: Option<String>,
-    /// Directory with model.safetensors, tokenizer.json and config.json (`local`).
-    #[arg(long, env = "EMBEDDING_MODEL_DIR")]
-    pub embedding_model_dir: Option<std::path::PathBuf>,
-    /// Output dimensions (OpenAI `dimensions`; checked against every vector).
-    #[arg(long, env = "EMBEDDING_DIMENSIONS")]
-    pub embedding_dimensions: Option<usize>,
-    /// Texts per provider call (capped by the provider's limit).
-    #[arg(long, env = "EMBEDDING_BATCH_SIZE", default_value_t = 64)]
-    pub embedding_batch_size: usize,
-    /// Provider calls in flight per batch job.
-    #[arg(long, env = "EMBEDDING_CONCURRENCY", default_value_t = 4)]
-    pub embedding_concurrency: usize,
-    /// Per-call timeout, seconds.
-    #[arg(long, env = "EMBEDDING_TIMEOUT_SECS", default_value_t = 30)]
-    pub embedding_timeout_secs: u64,
-    /// Retries of 429/5xx/timeouts (exponential backoff with jitter, honouring Retry-After).
-    #[arg(long, env = "EMBEDDING_MAX_RETRIES", default_value_t = 3)]
-    pub embedding_max_retries: u32,
-    /// Vectors kept by the embedding cache (0 disables it).
-    #[arg(long, env = "EMBEDDING_CACHE_SIZE", default_value_t = 10_000)]
-    pub embedding_cache_size: u64,
-    /// Embedding cache lifetime, seconds.
-    #[arg(long, env = "EMBEDDING_CACHE_TTL_SECS", default_value_t = 3600)]
-    pub embedding_cache_ttl_secs: u64,
-    /// OpenAI (or compatible) API key.
-    #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
-    pub openai_api_key: Option<String>,
-    /// OpenAI-compatible base URL.
-    #[arg(
-        long,
-        env = "OPENAI_BASE_URL",
-        default_value = "https://api.openai.com/v1"
-    )]
-    pub openai_base_url: String,
-    /// `openai` or `azure` request style.
-    #[arg(long, env = "OPENAI_API_STYLE", value_enum, default_value = "openai")]
-    pub openai_api_style: OpenAiStyle,
-    /// Azure `api-version`.
-    #[arg(long, env = "OPENAI_API_VERSION", default_value = "2024-02-01")]
-    pub openai_api_version: String,
-    /// Hugging Face token.
-    #[arg(long, env = "HF_API_TOKEN", hide_env_values = true)]
-    pub hf_api_token: Option<String>,
-    /// Hugging Face Inference base URL, or a TEI server's URL.
-    #[arg(
-        long,
-        env = "HF_BASE_URL",
-        default_value = "https://router.huggingface.co/hf-inference"
-    )]
-    pub hf_base_url: String,
-    /// `inference` (HF Inference API) or `tei` (text-embeddings-inference `/embed`).
-    #[arg(long, env = "HF_API_STYLE", value_enum, default_value = "inference")]
-    pub hf_api_style: HfStyle,
-    /// Similarity a match must reach (default per provider; see `EmbeddingProvider::default_threshold`).
-    #[arg(long, env = "SEMANTIC_THRESHOLD")]
-    pub semantic_threshold: Option<f32>,
-    /// Candidates examined per lookup.
-    #[arg(long, env = "SEMANTIC_TOP_K", default_value_t = 5)]
-    pub semantic_top_k: usize,
-    /// Remember for this many seconds that a query's semantic lookup found nothing, or that its
-    /// embedding / vector call failed, and answer the same query from that memory meanwhile (a miss,
-    /// or a degraded miss); 0: off. A semantic write to the tenant forgets its "no match" answers.
-    #[arg(long, env = "NEGATIVE_CACHE_TTL_SECS", default_value_t = 5)]
-    pub negative_cache_ttl_secs: u64,
-    /// Vector store.
-    #[arg(long, env = "VECTORDB_TYPE", value_enum, default_value = "embedded")]
-    pub vectordb_type: VectorDbType,
-    /// Directory of the embedded index; default: `<SQLITE_PATH>.vectors` with the SQLite backend,
-    /// memory only otherwise.
-    #[arg(long, env = "VECTOR_DIR")]
-    pub vector_dir: Option<std::path::PathBuf>,
-    /// Collection name; default `resk-<model>`.
-    #[arg(long, env = "VECTOR_COLLECTION")]
-    pub vector_collection: Option<String>,
-    /// fsync every vector write (embedded index).
-    #[arg(long, env = "VECTOR_SYNC", default_value_t = false, action = clap::ArgAction::Set)]
-    pub vector_sync: bool,
-    /// Similarity measure of the collection (fixed when the collection is created).
-    #[arg(long, env = "VECTOR_METRIC", value_enum, default_value = "cosine")]
-    pub vector_metric: VectorMetric,
-    /// Per-request timeout of an external vector database, in seconds.
-    #[arg(long, env = "VECTOR_TIMEOUT_SECS", default_value_t = 10)]
-    pub vector_timeout_secs: u64,
-    /// Retries of a transient external vector-database failure (timeouts, 429, 5xx).
-    #[arg(long, env = "VECTOR_MAX_RETRIES", default_value_t = 2)]
-    pub vector_max_retries: u32,
-    /// Chroma server URL.
-    #[arg(long, env = "CHROMA_URL", default_value = "http://127.0.0.1:8000")]
-    pub chroma_url: String,
-    /// Chroma tenant (must exist).
-    #[arg(long, env = "CHROMA_TENANT", default_value = "default_tenant")]
-    pub chroma_tenant: String,
-    /// Chroma database (must exist).
-    #[arg(long, env = "CHROMA_DATABASE", default_value = "default_database")]
-    pub chroma_database: String,
-    /// Chroma token, sent as `x-chroma-token`.
-    #[arg(long, env = "CHROMA_API_KEY", hide_env_values = true)]
-    pub chroma_api_key: Option<String>,
-    /// PostgreSQL URL for pgvector (`postgres://user:password@host:port/database`).
-    #[arg(long, env = "PGVECTOR_URL", hide_env_values = true)]
-    pub pgvector_url: Option<String>,
-    /// Qdrant REST URL.
-    #[arg(long, env = "QDRANT_URL", default_value = "http://127.0.0.1:6333")]
-    pub qdrant_url: String,
-    /// Qdrant API key, sent as `api-key`.
-    #[arg(long, env = "QDRANT_API_KEY", hide_env_values = true)]
-    pub qdrant_api_key: Option<String>,
-    /// Weaviate base URL (no `/v1`).
-    #[arg(long, env = "WEAVIATE_URL", default_value = "http://127.0.0.1:8080")]
-    pub weaviate_url: String,
-    /// Weaviate API key, sent as `Authorization: Bearer`.
-    #[arg(long, env = "WEAVIATE_API_KEY", hide_env_values = true)]
-    pub weaviate_api_key: Option<String>,
-    /// Pinecone API key.
-    #[arg(long, env = "PINECONE_API_KEY", hide_env_values = true)]
-    pub pinecone_api_key: Option<String>,
-    /// Pinecone control plane.
-    #[arg(
-        long,
-        env = "PINECONE_CONTROLLER_URL",
-        default_value = "https://api.pinecone.io"
-    )]
-    pub pinecone_controller_url: String,
-    /// Cloud of the serverless indexes resk creates.
-    #[arg(long, env = "PINECONE_CLOUD", default_value = "aws")]
-    pub pinecone_cloud: String,
-    /// Region of the serverless indexes resk creates.
-    #[arg(long, env = "PINECONE_REGION", default_value = "us-east-1")]
-    pub pinecone_region: String,
-    /// Reach index hosts over plain HTTP (Pinecone Local).
-    #[arg(long, env = "PINECONE_PLAIN_HTTP", default_value_t = false, action = clap::ArgAction::Set)]
-    pub pinecone_plain_http: bool,
-    /// Milvus gRPC endpoint.
-    #[arg(long, env = "MILVUS_URL", default_value = "http://127.0.0.1:19530")]
-    pub milvus_url: String,
-    /// Milvus token (`user:password`, or a Zilliz Cloud API key).
-    #[arg(long, env = "MILVUS_TOKEN", hide_env_values = true)]
-    pub milvus_token: Option<String>,
-    /// Milvus database (the server's default when unset).
-    #[arg(long, env = "MILVUS_DATABASE")]
-    pub milvus_database: Option<String>,
 }
 
 /// A price: a finite, non-negative number.
@@ -469,40 +201,9 @@ pub struct ServeArgs {
     /// JWT settings.
     #[command(flatten)]
     pub jwt: JwtArgs,
-    /// Cache backend.
-    #[arg(long, env = "CACHE_BACKEND", value_enum, default_value = "memory")]
-    pub cache_backend: CacheBackend,
-    /// Most entries in the memory cache.
-    #[arg(long, env = "CACHE_MAX_ENTRIES", default_value_t = 100_000)]
-    pub cache_max_entries: u64,
-    /// Most bytes in the memory cache.
-    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
-    pub cache_max_bytes: u64,
-    /// SQLite database file for CACHE_BACKEND=sqlite (created if missing).
-    #[arg(long, env = "SQLITE_PATH", default_value = "resk-cache.sqlite")]
-    pub sqlite_path: std::path::PathBuf,
-    /// SQLite commit durability.
-    #[arg(long, env = "SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
-    pub sqlite_synchronous: SqliteSync,
-    /// Redis URL for CACHE_BACKEND=redis (`redis://[user:password@]host:port/db`).
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/0",
-        hide_env_values = true
-    )]
-    pub redis_url: String,
-    /// Prefix of every Redis key resk writes; purges never touch keys outside it.
-    #[arg(long, env = "REDIS_KEY_PREFIX", default_value = "resk")]
-    pub redis_key_prefix: String,
-    /// Keep a layer-1 memory cache (bounded by CACHE_MAX_ENTRIES / CACHE_MAX_BYTES) in front of SQLite
-    /// or Redis. With Redis, other instances' writes, deletes and purges evict it over Redis pub/sub.
-    #[arg(long, env = "CACHE_L1", default_value_t = true, action = clap::ArgAction::Set)]
-    pub cache_l1: bool,
-    /// Longest time an entry stays in layer 1 whatever its TTL, in seconds: the staleness bound should
-    /// an invalidation message be lost.
-    #[arg(long, env = "CACHE_L1_MAX_TTL_SECS", default_value_t = 300)]
-    pub cache_l1_max_ttl_secs: u64,
+    /// Where entries live: backend, encryption, keys, TTLs.
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Largest WebSocket message accepted from a client, in bytes.
     #[arg(long, env = "WS_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub ws_max_message_bytes: usize,
@@ -518,23 +219,6 @@ pub struct ServeArgs {
     /// Most concurrent WebSocket connections per instance.
     #[arg(long, env = "WS_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub ws_max_connections: usize,
-    /// AES-256-GCM master key, base64 of 32 bytes (`resk-server keygen` makes one). Unset: values are
-    /// stored unencrypted.
-    #[arg(long, env = "CACHE_ENCRYPTION_KEY", hide_env_values = true)]
-    pub cache_encryption_key: Option<String>,
-    /// Earlier master keys, comma-separated base64, still accepted for reading (key rotation).
-    #[arg(long, env = "CACHE_ENCRYPTION_PREVIOUS_KEYS", hide_env_values = true)]
-    pub cache_encryption_previous_keys: Option<String>,
-    /// Secret for HMAC cache keys, at least 32 bytes. Unset: derived from JWT_SECRET (rotating the JWT
-    /// secret then also empties the cache).
-    #[arg(long, env = "CACHE_KEY_SECRET", hide_env_values = true)]
-    pub cache_key_secret: Option<String>,
-    /// TTL of entries written without one, in seconds.
-    #[arg(long, env = "CACHE_DEFAULT_TTL_SECS", default_value_t = 3600)]
-    pub cache_default_ttl_secs: u64,
-    /// Longest TTL a writer may ask for, in seconds.
-    #[arg(long, env = "CACHE_MAX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
-    pub cache_max_ttl_secs: u64,
     /// Shorten each written TTL by a random share of up to this many percent (0-50), so entries
     /// written together do not all expire together; 0: exact TTLs.
     #[arg(long, env = "CACHE_TTL_JITTER_PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=50))]
@@ -624,32 +308,6 @@ pub struct ServeArgs {
     pub resilience: ResilienceArgs,
 }
 
-/// Circuit breakers and bulkheads around the layer-2 cache, the embedder and the vector database.
-#[derive(Clone, Debug, Args)]
-pub struct ResilienceArgs {
-    /// Consecutive failures of a dependency (unavailable, backend error, rate limited) after which
-    /// its calls are refused at once for a moment instead of waiting for timeouts; 0: no breakers.
-    #[arg(long, env = "BREAKER_FAILURES", default_value_t = 5)]
-    pub breaker_failures: u32,
-    /// Longest a breaker stays open (it opens for 0.5 s, doubling with jitter up to this), in seconds.
-    #[arg(long, env = "BREAKER_OPEN_SECS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub breaker_open_secs: u64,
-    /// Most calls in flight to one dependency; more are refused at once (bulkhead).
-    #[arg(long, env = "BULKHEAD_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub bulkhead_max_in_flight: u64,
-}
-
-impl ResilienceArgs {
-    /// The settings these arguments describe.
-    pub fn config(&self) -> resk::resilience::ResilienceConfig {
-        resk::resilience::ResilienceConfig {
-            breaker_failures: self.breaker_failures,
-            breaker_max_open: Duration::from_secs(self.breaker_open_secs),
-            max_in_flight: usize::try_from(self.bulkhead_max_in_flight).unwrap_or(usize::MAX),
-        }
-    }
-}
-
 /// OpenTelemetry trace export (OTLP over HTTP with protobuf bodies).
 #[derive(Clone, Debug, Args)]
 pub struct OtelArgs {
@@ -680,38 +338,6 @@ pub struct TokenArgs {
     /// Lifetime in seconds (at most 86400).
     #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub ttl: u64,
-}
-
-impl SemanticArgs {
-    /// Check ranges; the error names the variable.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(t) = self.semantic_threshold
-            && !(t.is_finite() && (-1.0..=1.0).contains(&t))
-        {
-            return Err(config_err("SEMANTIC_THRESHOLD must be between -1 and 1"));
-        }
-        if !(1..=100).contains(&self.semantic_top_k) {
-            return Err(config_err("SEMANTIC_TOP_K must be 1-100"));
-        }
-        if self.embedding_batch_size == 0
-            || self.embedding_concurrency == 0
-            || self.embedding_timeout_secs == 0
-        {
-            return Err(config_err(
-                "EMBEDDING_BATCH_SIZE, EMBEDDING_CONCURRENCY and EMBEDDING_TIMEOUT_SECS must be at least 1",
-            ));
-        }
-        if self.embedding_dimensions == Some(0) {
-            return Err(config_err("EMBEDDING_DIMENSIONS must be at least 1"));
-        }
-        Ok(())
-    }
-
-    /// The threshold in force: `SEMANTIC_THRESHOLD` or the provider's default.
-    pub fn threshold(&self) -> f32 {
-        self.semantic_threshold
-            .unwrap_or_else(|| self.embedding_provider.default_threshold())
-    }
 }
 
 /// Options of `calibrate`.
@@ -996,15 +622,6 @@ pub struct WsLimits {
     pub max_connections: usize,
 }
 
-/// Memory backend settings.
-#[derive(Clone, Copy, Debug)]
-pub struct MemoryLimits {
-    /// Most entries.
-    pub max_entries: u64,
-    /// Most bytes.
-    pub max_bytes: u64,
-}
-
 /// Everything the server needs, validated.
 #[derive(Clone)]
 pub struct Config {
@@ -1014,28 +631,8 @@ pub struct Config {
     pub port: u16,
     /// JWT verification.
     pub jwt: JwtConfig,
-    /// Cache backend.
-    pub backend: CacheBackend,
-    /// Memory backend bounds (also layer 1's).
-    pub memory: MemoryLimits,
-    /// Layer-1 TTL cap, when a layer 1 is kept in front of SQLite or Redis.
-    pub l1_max_ttl: Option<Duration>,
     /// WebSocket limits.
     pub ws: WsLimits,
-    /// SQLite database file.
-    pub sqlite_path: std::path::PathBuf,
-    /// SQLite commit durability.
-    pub sqlite_sync: SqliteSync,
-    /// Redis URL.
-    pub redis_url: String,
-    /// Redis key prefix.
-    pub redis_prefix: String,
-    /// Encryption at rest, when configured.
-    pub cipher: Option<SharedCipher>,
-    /// Cache key derivation.
-    pub keys: KeyBuilder,
-    /// TTL policy.
-    pub ttl: TtlPolicy,
     /// How often the retention sweep runs; `None`: never.
     pub retention_sweep: Option<Duration>,
     /// Whether query logs carry the raw query text (debugging) rather than its keyed hash.
@@ -1068,6 +665,8 @@ pub struct Config {
     pub cors_origins: Vec<axum::http::HeaderValue>,
     /// Semantic caching (validated; `enabled = false` turns it off).
     pub semantic: SemanticArgs,
+    /// Where entries live: backend, layer 1, encryption, keys, TTLs.
+    pub store: StoreConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -1077,12 +676,8 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls.is_some())
             .field("port", &self.port)
             .field("jwt", &self.jwt)
-            .field("backend", &self.backend)
-            .field("memory", &self.memory)
-            .field("l1_max_ttl", &self.l1_max_ttl)
+            .field("store", &self.store)
             .field("ws", &self.ws)
-            .field("encryption", &self.cipher)
-            .field("ttl", &self.ttl)
             .field("retention_sweep", &self.retention_sweep)
             .field("log_query_text", &self.log_query_text)
             .field("idempotency_ttl", &self.idempotency_ttl)
@@ -1101,67 +696,12 @@ impl ServeArgs {
     /// Validate every option; the first problem is returned as a `Config` error naming the variable.
     pub fn resolve(&self) -> Result<Config> {
         let jwt = self.jwt.resolve()?;
-        let cipher = match &self.cache_encryption_key {
-            None => {
-                if self.cache_encryption_previous_keys.is_some() {
-                    return Err(config_err(
-                        "CACHE_ENCRYPTION_PREVIOUS_KEYS is set but CACHE_ENCRYPTION_KEY is not",
-                    ));
-                }
-                None
-            }
-            Some(current) => {
-                let current = MasterKey::from_base64(current)
-                    .map_err(|e| config_err(format!("CACHE_ENCRYPTION_KEY: {}", e.message())))?;
-                let previous = self
-                    .cache_encryption_previous_keys
-                    .iter()
-                    .flat_map(|s| s.split(','))
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|k| {
-                        MasterKey::from_base64(k).map_err(|e| {
-                            config_err(format!("CACHE_ENCRYPTION_PREVIOUS_KEYS: {}", e.message()))
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let cipher = AesGcmCipher::new(current).with_previous(previous)?;
-                Some(Arc::new(cipher) as SharedCipher)
-            }
+        let derived = match &jwt.secret {
+            Some(secret) => Some(("JWT_SECRET", resk::env::derive_key_secret(secret)?)),
+            None => None,
         };
-        let key_secret: Zeroizing<Vec<u8>> = match &self.cache_key_secret {
-            Some(s) if s.len() < KeyBuilder::MIN_SECRET_LEN => {
-                return Err(config_err("CACHE_KEY_SECRET must be at least 32 bytes"));
-            }
-            Some(s) => Zeroizing::new(s.clone().into_bytes()),
-            None => {
-                let Some(jwt_secret) = &jwt.secret else {
-                    return Err(config_err(
-                        "CACHE_KEY_SECRET (at least 32 bytes) is required when JWT_SECRET is unset",
-                    ));
-                };
-                let mut derived = Zeroizing::new(vec![0u8; 32]);
-                Hkdf::<Sha256>::new(Some(b"resk/cache-key-secret/v1"), jwt_secret)
-                    .expand(b"resk/cache-key-secret", &mut derived)
-                    .map_err(|_| config_err("could not derive the cache key secret"))?;
-                derived
-            }
-        };
-        let keys = KeyBuilder::new(&key_secret)?;
-        if self.cache_max_ttl_secs > TtlPolicy::LONGEST.as_secs() {
-            return Err(config_err(format!(
-                "CACHE_MAX_TTL_SECS must be at most {} (100 years)",
-                TtlPolicy::LONGEST.as_secs()
-            )));
-        }
-        let ttl = TtlPolicy::new(
-            Duration::from_secs(self.cache_default_ttl_secs),
-            Duration::from_secs(self.cache_max_ttl_secs),
-        )
-        .map_err(|_| {
-            config_err("CACHE_DEFAULT_TTL_SECS must be at least 1 and at most CACHE_MAX_TTL_SECS")
-        })?;
-        if self.cache_stale_ttl_secs > self.cache_max_ttl_secs {
+        let store = self.store.resolve(derived)?;
+        if self.cache_stale_ttl_secs > self.store.cache_max_ttl_secs {
             return Err(config_err(
                 "CACHE_STALE_TTL_SECS must be at most CACHE_MAX_TTL_SECS",
             ));
@@ -1177,16 +717,8 @@ impl ServeArgs {
         if self.max_body_bytes < 1024 {
             return Err(config_err("MAX_BODY_BYTES must be at least 1024"));
         }
-        if self.redis_key_prefix.is_empty() || self.redis_key_prefix.contains(char::is_whitespace) {
-            return Err(config_err(
-                "REDIS_KEY_PREFIX must be non-empty and without white space",
-            ));
-        }
         if self.max_query_chars == 0 {
             return Err(config_err("MAX_QUERY_CHARS must be at least 1"));
-        }
-        if self.cache_l1 && self.cache_l1_max_ttl_secs == 0 {
-            return Err(config_err("CACHE_L1_MAX_TTL_SECS must be at least 1"));
         }
         if self.ws_max_message_bytes < 256
             || self.ws_max_subscriptions == 0
@@ -1207,14 +739,6 @@ impl ServeArgs {
             host: self.host,
             port: self.port,
             jwt,
-            backend: self.cache_backend,
-            memory: MemoryLimits {
-                max_entries: self.cache_max_entries,
-                max_bytes: self.cache_max_bytes,
-            },
-            l1_max_ttl: self
-                .cache_l1
-                .then(|| Duration::from_secs(self.cache_l1_max_ttl_secs)),
             ws: WsLimits {
                 max_message_bytes: self.ws_max_message_bytes,
                 max_subscriptions: self.ws_max_subscriptions,
@@ -1222,13 +746,6 @@ impl ServeArgs {
                 ping_interval: Duration::from_secs(self.ws_ping_secs),
                 max_connections: self.ws_max_connections,
             },
-            sqlite_path: self.sqlite_path.clone(),
-            sqlite_sync: self.sqlite_synchronous,
-            redis_url: self.redis_url.clone(),
-            redis_prefix: self.redis_key_prefix.clone(),
-            cipher,
-            keys,
-            ttl,
             log_query_text: self.log_query_text,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             ttl_jitter_percent: self.cache_ttl_jitter_percent,
@@ -1269,15 +786,8 @@ impl ServeArgs {
                         })
                 })
                 .collect::<Result<_>>()?,
-            semantic: {
-                let mut semantic = self.semantic.clone();
-                if semantic.vector_dir.is_none() && self.cache_backend == CacheBackend::Sqlite {
-                    let mut dir = self.sqlite_path.clone().into_os_string();
-                    dir.push(".vectors");
-                    semantic.vector_dir = Some(dir.into());
-                }
-                semantic
-            },
+            semantic: self.semantic.for_store(&store),
+            store,
         })
     }
 }

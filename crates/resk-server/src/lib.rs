@@ -8,7 +8,6 @@ pub mod error;
 mod gate;
 pub mod idempotency;
 pub mod json;
-mod providers;
 pub mod ratelimit;
 pub mod rekey;
 pub mod revoke;

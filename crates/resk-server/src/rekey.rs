@@ -18,20 +18,20 @@ pub const EXIT_UNREADABLE: u8 = 3;
 pub async fn reencrypt(config: &Config) -> Result<ReencryptReport> {
     let config_err =
         |msg: &str| Error::new(ErrorKind::Config, "reencrypt", "start", msg.to_owned());
-    let Some(cipher) = config.cipher.clone() else {
+    let Some(cipher) = config.store.cipher.clone() else {
         return Err(config_err(
             "CACHE_ENCRYPTION_KEY is not set: there is no key to re-encrypt under",
         ));
     };
-    if config.backend == CacheBackend::Memory {
+    if config.store.backend == CacheBackend::Memory {
         return Err(config_err(
             "CACHE_BACKEND=memory keeps nothing outside the server process; re-encrypt SQLite or Redis",
         ));
     }
     // The raw store: ciphertext in and out, no layer 1 in between.
     let mut raw_config = config.clone();
-    raw_config.cipher = None;
-    raw_config.l1_max_ttl = None;
+    raw_config.store.cipher = None;
+    raw_config.store.l1_max_ttl = None;
     let store = crate::app::build_backends_without_semantic(&raw_config)
         .await?
         .cache;

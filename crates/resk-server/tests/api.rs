@@ -603,7 +603,7 @@ async fn encryption_at_rest_and_no_plaintext_downgrade() {
     )
     .await;
     // The raw store holds ciphertext only.
-    let k = app.config.keys.key(
+    let k = app.config.store.keys.key(
         &resk_core::TenantId::new("acme").unwrap(),
         &resk_core::KeyInput {
             query: "What is the launch code?",

@@ -266,7 +266,7 @@ async fn entries_past_the_maximum_retention_are_not_served_and_are_swept() {
         "1",
     ]);
     let acme = TenantId::new("acme").unwrap();
-    let key = app.config.keys.key(
+    let key = app.config.store.keys.key(
         &acme,
         &KeyInput {
             query: "an old question",

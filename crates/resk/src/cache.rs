@@ -430,6 +430,71 @@ impl Cache {
         raw: Box<RawValue>,
         options: &PutOptions,
     ) -> Result<Stored> {
+        let prepared = self.prepare(lookup, raw, options)?;
+        self.write(&prepared).await?;
+        let indexed = self
+            .index(&lookup.tenant, std::slice::from_ref(&prepared))
+            .await;
+        Ok(prepared.stored(indexed))
+    }
+
+    /// Store many answers at once (a corpus): all are validated first (the first bad one is the
+    /// error, and nothing is written), their queries are embedded in one batch and indexed, then
+    /// the entries are written. Vectors go first, so an interrupted run leaves entries missing,
+    /// never unindexed entries: running it again redoes what is missing.
+    pub async fn put_many<T: Serialize>(
+        &self,
+        items: &[(Lookup<'_>, T, PutOptions)],
+    ) -> Result<Vec<Stored>> {
+        let prepared = items
+            .iter()
+            .map(|(lookup, answer, options)| {
+                let raw = serde_json::value::to_raw_value(answer).map_err(|e| {
+                    invalid("response", format!("response is not serialisable: {e}"))
+                })?;
+                self.prepare(lookup, raw, options)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut indexed = vec![false; prepared.len()];
+        let mut tenants: Vec<&TenantId> = prepared.iter().map(|p| p.key.tenant()).collect();
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            let (positions, batch): (Vec<usize>, Vec<Prepared>) = prepared
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.key.tenant() == tenant)
+                .map(|(i, p)| (i, p.clone()))
+                .unzip();
+            let outcome = self.index(tenant, &batch).await;
+            if let Err(err) = &outcome {
+                // A batch that cannot be indexed is not written: rerun to resume.
+                return Err(Error::new(
+                    err.kind(),
+                    "resk",
+                    "index",
+                    format!("vectors not written, so neither were the entries: {err}"),
+                ));
+            }
+            for i in positions {
+                indexed[i] = prepared[i].scope.is_some();
+            }
+        }
+        let mut stored = Vec::with_capacity(prepared.len());
+        for (p, indexed) in prepared.into_iter().zip(indexed) {
+            self.write(&p).await?;
+            stored.push(p.stored(Ok(indexed)));
+        }
+        Ok(stored)
+    }
+
+    /// Validate a write and build its entry.
+    fn prepare(
+        &self,
+        lookup: &Lookup<'_>,
+        raw: Box<RawValue>,
+        options: &PutOptions,
+    ) -> Result<Prepared> {
         let inner = &*self.inner;
         let input = self.input(lookup)?;
         if raw.get() == "null" {
@@ -465,50 +530,69 @@ impl Cache {
         )?;
         entry.owner = input.owner.map(str::to_owned);
         entry.set_grace(grace)?;
-        let bytes = entry.to_bytes()?;
-        // The store keeps the entry through its grace period.
-        inner
+        let bytes = Bytes::from(entry.to_bytes()?);
+        let scope = inner
+            .semantic
+            .as_ref()
+            .filter(|_| lookup.semantic)
+            .map(|sem| sem.scope(&inner.keys, &lookup.tenant, &input));
+        Ok(Prepared {
+            key,
+            entry,
+            bytes,
+            ttl,
+            grace,
+            scope,
+            metadata: options.metadata.clone(),
+        })
+    }
+
+    /// Write a prepared entry (the store keeps it through its grace period).
+    async fn write(&self, p: &Prepared) -> Result<()> {
+        self.inner
             .store
-            .set(&key, Bytes::from(bytes), Some(ttl + grace))
+            .set(&p.key, p.bytes.clone(), Some(p.ttl + p.grace))
             .instrument(self.span("set"))
             .await
             .inspect_err(|e| self.backend_error("set", e))?;
-        inner.stats.writes.increment(1);
-        self.log_query("write", &lookup.query, "stored");
-        let mut semantic_indexed = false;
-        let mut semantic_error_text = None;
-        if let Some(sem) = inner.semantic.as_ref().filter(|_| lookup.semantic) {
-            let item = IndexItem {
-                key: key.clone(),
-                query: lookup.query.to_string(),
-                scope: sem.scope(&inner.keys, &lookup.tenant, &input),
-                expires_at: entry.servable_until(),
-                metadata: options.metadata.clone(),
-            };
-            match sem.index(&lookup.tenant, &[item]).await {
-                Ok(()) => {
-                    semantic_indexed = true;
-                    if let Some(negative) = sem.negative() {
-                        negative.tenant_changed(lookup.tenant.as_str());
-                    }
+        self.inner.stats.writes.increment(1);
+        self.log_query("write", &p.entry.query, "stored");
+        Ok(())
+    }
+
+    /// Index the queries of `prepared` (of `tenant`) that have a scope, in one embedding call:
+    /// whether any was indexed, or why they were not (logged and counted).
+    async fn index(&self, tenant: &TenantId, prepared: &[Prepared]) -> Result<bool> {
+        let Some(sem) = &self.inner.semantic else {
+            return Ok(false);
+        };
+        let items: Vec<IndexItem> = prepared
+            .iter()
+            .filter_map(|p| {
+                p.scope.as_ref().map(|scope| IndexItem {
+                    key: p.key.clone(),
+                    query: p.entry.query.clone(),
+                    scope: scope.clone(),
+                    expires_at: p.entry.servable_until(),
+                    metadata: p.metadata.clone(),
+                })
+            })
+            .collect();
+        if items.is_empty() {
+            return Ok(false);
+        }
+        match sem.index(tenant, &items).await {
+            Ok(()) => {
+                if let Some(negative) = sem.negative() {
+                    negative.tenant_changed(tenant.as_str());
                 }
-                Err(err) => {
-                    semantic_error("index", &err);
-                    semantic_error_text = Some(format!(
-                        "the entry is stored for exact lookups, but semantic indexing failed: {}",
-                        err.message()
-                    ));
-                }
+                Ok(true)
+            }
+            Err(err) => {
+                semantic_error("index", &err);
+                Err(err)
             }
         }
-        Ok(Stored {
-            key,
-            ttl,
-            expires_at: entry.expires_at,
-            stale_until: entry.stale_until,
-            semantic_indexed,
-            semantic_error: semantic_error_text,
-        })
     }
 
     /// The cached answer to `lookup`, or the answer `init` computes, stored with `options`.
@@ -765,6 +849,42 @@ impl WeakCache {
     /// The cache, unless every [`Cache`] handle was dropped.
     pub fn upgrade(&self) -> Option<Cache> {
         self.0.upgrade().map(|inner| Cache { inner })
+    }
+}
+
+/// A validated write.
+#[derive(Clone)]
+struct Prepared {
+    key: CacheKey,
+    entry: CacheEntry,
+    bytes: Bytes,
+    ttl: Duration,
+    grace: Duration,
+    /// The semantic scope, when the query is to be indexed.
+    scope: Option<String>,
+    metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Prepared {
+    fn stored(self, indexed: Result<bool>) -> Stored {
+        let (semantic_indexed, semantic_error) = match indexed {
+            Ok(indexed) => (indexed, None),
+            Err(err) => (
+                false,
+                Some(format!(
+                    "the entry is stored for exact lookups, but semantic indexing failed: {}",
+                    err.message()
+                )),
+            ),
+        };
+        Stored {
+            key: self.key,
+            ttl: self.ttl,
+            expires_at: self.entry.expires_at,
+            stale_until: self.entry.stale_until,
+            semantic_indexed,
+            semantic_error,
+        }
     }
 }
 

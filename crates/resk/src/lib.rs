@@ -3,6 +3,8 @@
 mod builder;
 mod cache;
 pub mod calibrate;
+#[cfg(feature = "env")]
+pub mod env;
 mod flight;
 pub mod layers;
 mod lookup;

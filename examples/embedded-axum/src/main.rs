@@ -1,4 +1,4 @@
-//! resk's library crates embedded in another axum service. See README.md.
+//! resk embedded in another axum service, through the `resk` facade. See README.md.
 
 use std::{
     net::SocketAddr,
@@ -11,19 +11,16 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
-use bytes::Bytes;
-use resk_cache_memory::{MemoryConfig, MemoryStore};
-use resk_core::{CacheEntry, CacheStore, KeyBuilder, KeyInput, Origin, TenantId};
-use resk_crypto::{AesGcmCipher, EncryptedStore, MasterKey};
+use resk::{
+    Cache, ErrorKind, Lookup, PutOptions, Semantic, SemanticConfig, Source, TenantId,
+    crypto::MasterKey, embed::lexical::LexicalEmbedder, store::memory::MemoryStore,
+    vector::embedded::EmbeddedVectorStore,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The cache: encrypted values over a bounded in-memory store.
-type Cache = EncryptedStore<MemoryStore>;
-
 struct AppState {
     cache: Cache,
-    keys: KeyBuilder,
     tenant: TenantId,
     llm_calls: AtomicU64,
 }
@@ -36,80 +33,74 @@ struct Ask {
 #[derive(Serialize, Deserialize)]
 struct Answer {
     answer: String,
-    cached: bool,
+    /// `computed` (the LLM was called), `memory` (an exact hit) or `semantic` (a paraphrase).
+    source: String,
+    /// The cached question that matched, for a semantic hit.
+    matched: Option<String>,
+    similarity: Option<f32>,
     llm_calls: u64,
 }
 
 const MODEL: &str = "example-model-v1";
 
 /// Stand-in for a slow, paid LLM call.
-async fn expensive_llm_call(state: &AppState, question: &str) -> String {
+async fn expensive_llm_call(state: &AppState, question: &str) -> resk::Result<String> {
     state.llm_calls.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(50)).await;
-    format!("An answer to: {}", question.trim())
+    Ok(format!("An answer to: {}", question.trim()))
 }
 
 async fn ask(
     State(state): State<Arc<AppState>>,
     Json(req): Json<Ask>,
 ) -> Result<Json<Answer>, (StatusCode, String)> {
-    if req.question.trim().is_empty() {
-        return Err((StatusCode::BAD_REQUEST, "question must not be empty".into()));
-    }
-    let key = state.keys.key(
-        &state.tenant,
-        &KeyInput {
-            query: &req.question,
-            model: Some(MODEL),
-            ..Default::default()
-        },
-    );
-    let internal = |e: resk_core::Error| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    if let Some(value) = state.cache.get(&key).await.map_err(internal)?
-        && let Ok(entry) = CacheEntry::from_bytes(&value.bytes)
-        && let Ok(answer) = serde_json::from_str::<String>(entry.response.get())
-    {
-        return Ok(Json(Answer {
-            answer,
-            cached: true,
-            llm_calls: state.llm_calls.load(Ordering::Relaxed),
-        }));
-    }
-    let answer = expensive_llm_call(&state, &req.question).await;
-    let ttl = Duration::from_secs(600);
-    let entry = CacheEntry::new(
-        state.tenant.clone(),
-        req.question,
-        CacheEntry::raw(&serde_json::Value::from(answer.as_str())).map_err(internal)?,
-        ttl,
-        Origin {
-            source: "library".into(),
-            subject: None,
-        },
-    )
-    .map_err(internal)?;
-    let bytes = entry.to_bytes().map_err(internal)?;
-    state
+    let lookup = Lookup::new(state.tenant.clone(), req.question.as_str()).model(MODEL);
+    // One call: an exact hit, else a cached paraphrase, else the LLM (once for any number of
+    // concurrent identical questions), its answer stored for the next asker.
+    let hit = state
         .cache
-        .set(&key, Bytes::from(bytes), Some(ttl))
+        .get_or_insert_with(
+            &lookup,
+            &PutOptions::new().ttl(Duration::from_secs(600)),
+            || expensive_llm_call(&state, &req.question),
+        )
         .await
-        .map_err(internal)?;
+        .map_err(|e| match e.kind() {
+            ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, e.message().to_owned()),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_owned()),
+        })?;
+    let answer = hit
+        .answer_as::<String>()
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.message().to_owned()))?;
     Ok(Json(Answer {
         answer,
-        cached: false,
+        source: hit.source.as_str().to_owned(),
+        matched: hit.matched_query.clone(),
+        similarity: hit.similarity,
         llm_calls: state.llm_calls.load(Ordering::Relaxed),
     }))
 }
 
-fn app() -> Result<Router, resk_core::Error> {
+async fn app() -> resk::Result<Router> {
+    // Semantic search with the built-in lexical embedder (no download) and an in-memory vector
+    // index; swap in `resk::embed::local` (MiniLM, feature `local`) for real paraphrase matching.
+    let mut settings = SemanticConfig::default();
+    settings.threshold = 0.75;
+    let semantic = Semantic::new(
+        Arc::new(LexicalEmbedder::new()),
+        Arc::new(EmbeddedVectorStore::in_memory()),
+        settings,
+    )
+    .await?;
     // In a real service both secrets come from the environment or a secret manager.
-    let cipher = AesGcmCipher::new(MasterKey::generate());
+    let cache = Cache::builder()
+        .store(MemoryStore::default())
+        .key_secret(b"example-service-secret-at-least-32-bytes")
+        .encryption_key(&MasterKey::generate_base64())
+        .semantic(semantic)
+        .build()?;
     let state = AppState {
-        cache: EncryptedStore::new(
-            MemoryStore::new(MemoryConfig::default().with_max_bytes(64 << 20)),
-            Arc::new(cipher),
-        ),
-        keys: KeyBuilder::new(b"example-service-secret-at-least-32-bytes")?,
+        cache,
         tenant: TenantId::new("example")?,
         llm_calls: AtomicU64::new(0),
     };
@@ -118,7 +109,7 @@ fn app() -> Result<Router, resk_core::Error> {
         .with_state(Arc::new(state)))
 }
 
-/// POST `body` to `/ask` over a plain HTTP/1.1 connection and parse the JSON answer.
+/// POST `question` to `/ask` over a plain HTTP/1.1 connection and parse the JSON answer.
 async fn post_ask(addr: SocketAddr, question: &str) -> Result<Answer, String> {
     let body = serde_json::json!({ "question": question }).to_string();
     let mut stream = tokio::net::TcpStream::connect(addr)
@@ -144,28 +135,46 @@ async fn post_ask(addr: SocketAddr, question: &str) -> Result<Answer, String> {
     serde_json::from_str(json).map_err(|e| e.to_string())
 }
 
-/// Serve on a free port, ask a question and a paraphrase of it, check the second is a cache hit.
+/// Serve on a free port and check, over HTTP: a question computes once; the same question in
+/// another case is an exact hit; a reworded question is a semantic hit; an unrelated one calls
+/// the LLM; 50 concurrent copies of a new question call it once.
 async fn self_test() -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let router = app().map_err(|e| e.to_string())?;
+    let router = app().await.map_err(|e| e.to_string())?;
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let first = post_ask(addr, "How do I reset my password?").await?;
-    let second = post_ask(addr, "  how do I RESET my   password?").await?;
-    let other = post_ask(addr, "How do I reset my username?").await?;
-    let ok = !first.cached
-        && second.cached
-        && second.answer == first.answer
-        && second.llm_calls == 1
-        && !other.cached
-        && other.llm_calls == 2;
+    let exact = post_ask(addr, "  how do I RESET my   password?").await?;
+    let reworded = post_ask(addr, "how can I reset my password").await?;
+    let other = post_ask(addr, "What are your opening hours?").await?;
+    let burst =
+        futures_util::future::join_all((0..50).map(|_| post_ask(addr, "Do you ship to Canada?")))
+            .await;
+    let burst_ok = burst.iter().all(Result::is_ok);
+    let calls = post_ask(addr, "Do you ship to Canada?").await?.llm_calls;
     eprintln!(
-        "self-test: first cached={} second cached={} other cached={} llm_calls={}",
-        first.cached, second.cached, other.cached, other.llm_calls
+        "self-test: first={} exact={} reworded={} (similarity {:?}, matched {:?}) other={} \
+         llm_calls after 50 concurrent identical questions: {calls}",
+        first.source,
+        exact.source,
+        reworded.source,
+        reworded.similarity,
+        reworded.matched,
+        other.source
     );
+    let ok = first.source == Source::Computed.as_str()
+        && exact.source == "memory"
+        && exact.answer == first.answer
+        && reworded.source == Source::Semantic.as_str()
+        && reworded.answer == first.answer
+        && reworded.matched.as_deref() == Some("How do I reset my password?")
+        && other.source == Source::Computed.as_str()
+        && other.llm_calls == 2
+        && burst_ok
+        && calls == 3;
     if ok {
         Ok(())
     } else {
@@ -187,7 +196,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let router = match app() {
+    let router = match app().await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{e}");

@@ -5,8 +5,10 @@
 //!   cargo run --release -p resk-ingest -- --input faq.jsonl --tenant acme
 //! ```
 //!
-//! It reads the same environment as `resk-server` (cache backend, secrets, embedder, vector store), so
-//! the entries it writes are the ones the server answers: same keys, same encryption, same vectors.
+//! It reads the same environment as `resk-server` (cache backend, secrets, embedder, vector store:
+//! the argument groups of [`resk::env`], which the server flattens too) and writes through the same
+//! engine ([`resk::Cache::put_many`]), so the entries it writes are the ones the server answers:
+//! same keys, same encryption, same vectors. It depends on `resk`, not on the server.
 //!
 //! * **Input:** JSONL, one `{"query", "response", "metadata"?, "language"?, "model"?, "params"?,
 //!   "ttl"?}` per line; or CSV with a header row naming at least `query` and `response` (optional
@@ -27,12 +29,14 @@ use std::{
     time::Instant,
 };
 
-use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
-use resk_core::{CacheEntry, CacheStore, KeyInput, Origin, TenantId};
-use resk_server::{Backends, Config, ServeArgs, semantic::IndexItem};
+use resk::{
+    Cache, CacheEntry, CacheStore, Lookup, PutOptions, TenantId,
+    env::{CacheBackend, ResilienceArgs, SemanticArgs, StoreArgs, StoreConfig},
+};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -53,9 +57,45 @@ struct Args {
     /// Subject recorded as the entries' writer.
     #[arg(long, default_value = "ingest")]
     subject: String,
-    /// Server settings (the same variables resk-server reads).
+    /// The server's JWT secret: the cache key secret is derived from it when `CACHE_KEY_SECRET`
+    /// is unset, as the server does.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Where entries live (the same variables resk-server reads).
     #[command(flatten)]
-    serve: ServeArgs,
+    store: StoreArgs,
+    /// Embedder and vector store (the same variables resk-server reads).
+    #[command(flatten)]
+    semantic: SemanticArgs,
+    /// Circuit breakers and bulkheads.
+    #[command(flatten)]
+    resilience: ResilienceArgs,
+}
+
+/// The validated settings.
+struct Config {
+    store: StoreConfig,
+    semantic: SemanticArgs,
+}
+
+impl Args {
+    fn resolve(&self) -> resk::Result<Config> {
+        let derived = match &self.jwt_secret {
+            Some(secret) => Some((
+                "JWT_SECRET",
+                resk::env::derive_key_secret(
+                    Zeroizing::new(secret.clone().into_bytes()).as_slice(),
+                )?,
+            )),
+            None => None,
+        };
+        self.semantic.validate()?;
+        let store = self.store.resolve(derived)?;
+        Ok(Config {
+            semantic: self.semantic.for_store(&store),
+            store,
+        })
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -127,7 +167,7 @@ struct Summary {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = match args.serve.resolve() {
+    let config = match args.resolve() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("resk-ingest: configuration error: {}", e.message());
@@ -253,8 +293,37 @@ fn check(row: &Row) -> Result<(), String> {
     resk::variants::validate(&raw).map_err(|e| e.message().to_owned())
 }
 
+/// The engine the server would run on these settings.
+async fn engine(args: &Args, config: &Config) -> resk::Result<Cache> {
+    let resilience = args.resilience.config();
+    let built = resk::env::build_store(&config.store, resilience).await?;
+    let mut builder = Cache::builder()
+        .assembled_store(built.cache)
+        .keys(config.store.keys.clone())
+        .ttl(config.store.ttl);
+    if config.semantic.enabled {
+        builder = builder.semantic(resk::env::build_semantic(&config.semantic, resilience).await?);
+    }
+    builder.build()
+}
+
+/// The question a row answers.
+fn lookup<'a>(tenant: &TenantId, subject: &'a str, row: &'a Row) -> Lookup<'a> {
+    let mut lookup = Lookup::new(tenant.clone(), row.query.as_str()).subject(subject);
+    if let Some(language) = &row.language {
+        lookup = lookup.language(language.as_str());
+    }
+    if let Some(model) = &row.model {
+        lookup = lookup.model(model.as_str());
+    }
+    if let Some(params) = &row.params {
+        lookup = lookup.params_ref(params);
+    }
+    lookup
+}
+
 async fn run(args: &Args, config: &Config) -> Result<Summary, String> {
-    if config.backend == resk_server::config::CacheBackend::Memory {
+    if config.store.backend == CacheBackend::Memory {
         return Err(
             "CACHE_BACKEND=memory would lose everything when ingest exits; use sqlite or redis"
                 .into(),
@@ -264,11 +333,7 @@ async fn run(args: &Args, config: &Config) -> Result<Summary, String> {
     let format = format_of(args)?;
     let total = count_lines(&args.input)?;
     let mut rows = read_rows(&args.input, format)?;
-    let Backends {
-        cache, semantic, ..
-    } = resk_server::build_backends(config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let cache = engine(args, config).await.map_err(|e| e.to_string())?;
     let started = Instant::now();
     let bar = ProgressBar::new(total);
     bar.set_style(
@@ -295,68 +360,42 @@ async fn run(args: &Args, config: &Config) -> Result<Summary, String> {
                     continue;
                 }
             };
-            let ttl = match config.ttl.resolve(row.ttl) {
-                Ok(ttl) => ttl,
+            if let Err(e) = cache.ttl_policy().resolve(row.ttl) {
+                summary.bad.push((*line, format!("ttl: {}", e.message())));
+                continue;
+            }
+            // Ingested answers are shared by the tenant.
+            let ask = lookup(&tenant, &args.subject, row);
+            let key = match cache.key(&ask) {
+                Ok(key) => key,
                 Err(e) => {
-                    summary.bad.push((*line, format!("ttl: {}", e.message())));
+                    summary.bad.push((*line, e.message().to_owned()));
                     continue;
                 }
             };
-            let input = KeyInput {
-                query: &row.query,
-                language: row.language.as_deref(),
-                model: row.model.as_deref(),
-                params: row.params.as_ref(),
-                // Ingested answers are shared by the tenant.
-                owner: None,
-            };
-            let key = config.keys.key(&tenant, &input);
-            if cache.get(&key).await.map_err(|e| e.to_string())?.is_some() {
+            if cache
+                .store()
+                .get(&key)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
                 summary.skipped += 1;
                 continue;
             }
-            let raw = CacheEntry::raw(&row.response).map_err(|e| e.to_string())?;
-            let entry = CacheEntry::new(
-                tenant.clone(),
-                row.query.clone(),
-                raw,
-                ttl,
-                Origin {
-                    source: "ingest".into(),
-                    subject: Some(args.subject.clone()),
-                },
-            )
-            .map_err(|e| e.to_string())?;
-            let scope = semantic
-                .as_ref()
-                .map(|s| s.scope(&config.keys, &tenant, &input));
-            pending.push((key, entry, ttl, scope, row.metadata.clone()));
+            let mut options = PutOptions::new()
+                .origin("ingest")
+                .metadata(row.metadata.clone().unwrap_or_default());
+            if let Some(ttl) = row.ttl {
+                options = options.ttl(std::time::Duration::from_secs(ttl));
+            }
+            pending.push((ask, &row.response, options));
         }
-        if let Some(sem) = &semantic {
-            let items: Vec<IndexItem> = pending
-                .iter()
-                .filter_map(|(key, entry, _, scope, metadata)| {
-                    scope.as_ref().map(|scope| IndexItem {
-                        key: key.clone(),
-                        query: entry.query.clone(),
-                        scope: scope.clone(),
-                        expires_at: entry.expires_at,
-                        metadata: metadata.clone().unwrap_or_default(),
-                    })
-                })
-                .collect();
-            sem.index(&tenant, &items)
-                .await
-                .map_err(|e| format!("vector upsert failed (rerun to resume): {e}"))?;
-        }
-        for (key, entry, ttl, _, _) in pending {
-            let bytes = entry.to_bytes().map_err(|e| e.to_string())?;
-            cache
-                .set(&key, Bytes::from(bytes), Some(ttl))
-                .await
-                .map_err(|e| format!("cache write failed (rerun to resume): {e}"))?;
-            summary.ingested += 1;
-        }
+        let stored = cache
+            .put_many(&pending)
+            .await
+            .map_err(|e| format!("{e} (rerun to resume)"))?;
+        summary.ingested += stored.len() as u64;
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();

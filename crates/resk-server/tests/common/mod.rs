@@ -46,7 +46,7 @@ pub struct TestApp {
 pub fn app(extra: &[&str]) -> TestApp {
     let config = config(extra);
     let store = MemoryStore::default();
-    let shared: SharedCacheStore = match &config.cipher {
+    let shared: SharedCacheStore = match &config.store.cipher {
         Some(c) => Arc::new(resk_crypto::EncryptedStore::new(store.clone(), c.clone())),
         None => Arc::new(store.clone()),
     };

@@ -3,7 +3,7 @@
 use resk_core::{Error, ErrorKind, Result, SharedEmbedder, SharedVectorStore};
 use resk_embed::{EmbeddingCacheConfig, PipelineConfig};
 
-use crate::config::SemanticArgs;
+use super::SemanticArgs;
 
 /// The start-up error for a provider left out of this build.
 #[allow(dead_code)] // unused when every provider is compiled in
@@ -13,7 +13,8 @@ fn not_compiled(provider: &str, feature: &str) -> Error {
         "config",
         "embedder",
         format!(
-            "EMBEDDING_PROVIDER={provider} is not compiled in; rebuild with --features {feature}"
+            "EMBEDDING_PROVIDER={provider} is not compiled in; rebuild with resk's `{feature}` \
+             feature (resk-server: --features embed-{feature})"
         ),
     )
 }
@@ -25,13 +26,16 @@ fn vector_not_compiled(kind: &str, feature: &str) -> Error {
         ErrorKind::Config,
         "config",
         "vectors",
-        format!("VECTORDB_TYPE={kind} is not compiled in; rebuild with --features {feature}"),
+        format!(
+            "VECTORDB_TYPE={kind} is not compiled in; rebuild with resk's `{feature}` feature \
+             (resk-server: --features vector-{feature})"
+        ),
     )
 }
 
 /// `VECTORDB_TYPE=chroma`.
-pub(crate) fn chroma(args: &SemanticArgs) -> Result<SharedVectorStore> {
-    #[cfg(feature = "vector-chroma")]
+pub(super) fn chroma(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "chroma")]
     {
         use resk_vector_chroma::{ChromaConfig, ChromaVectorStore};
         let mut config = ChromaConfig::new(args.chroma_url.clone());
@@ -42,16 +46,16 @@ pub(crate) fn chroma(args: &SemanticArgs) -> Result<SharedVectorStore> {
         config.retry.max_retries = args.vector_max_retries;
         Ok(std::sync::Arc::new(ChromaVectorStore::new(config)?))
     }
-    #[cfg(not(feature = "vector-chroma"))]
+    #[cfg(not(feature = "chroma"))]
     {
         let _ = args;
-        Err(vector_not_compiled("chroma", "vector-chroma"))
+        Err(vector_not_compiled("chroma", "chroma"))
     }
 }
 
 /// `VECTORDB_TYPE=qdrant`.
-pub(crate) fn qdrant(args: &SemanticArgs) -> Result<SharedVectorStore> {
-    #[cfg(feature = "vector-qdrant")]
+pub(super) fn qdrant(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "qdrant")]
     {
         use resk_vector_qdrant::{QdrantConfig, QdrantVectorStore};
         let mut config = QdrantConfig::new(args.qdrant_url.clone());
@@ -60,16 +64,16 @@ pub(crate) fn qdrant(args: &SemanticArgs) -> Result<SharedVectorStore> {
         config.retry.max_retries = args.vector_max_retries;
         Ok(std::sync::Arc::new(QdrantVectorStore::new(config)?))
     }
-    #[cfg(not(feature = "vector-qdrant"))]
+    #[cfg(not(feature = "qdrant"))]
     {
         let _ = args;
-        Err(vector_not_compiled("qdrant", "vector-qdrant"))
+        Err(vector_not_compiled("qdrant", "qdrant"))
     }
 }
 
 /// `VECTORDB_TYPE=weaviate`.
-pub(crate) fn weaviate(args: &SemanticArgs) -> Result<SharedVectorStore> {
-    #[cfg(feature = "vector-weaviate")]
+pub(super) fn weaviate(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "weaviate")]
     {
         use resk_vector_weaviate::{WeaviateConfig, WeaviateVectorStore};
         let mut config = WeaviateConfig::new(args.weaviate_url.clone());
@@ -78,16 +82,16 @@ pub(crate) fn weaviate(args: &SemanticArgs) -> Result<SharedVectorStore> {
         config.retry.max_retries = args.vector_max_retries;
         Ok(std::sync::Arc::new(WeaviateVectorStore::new(config)?))
     }
-    #[cfg(not(feature = "vector-weaviate"))]
+    #[cfg(not(feature = "weaviate"))]
     {
         let _ = args;
-        Err(vector_not_compiled("weaviate", "vector-weaviate"))
+        Err(vector_not_compiled("weaviate", "weaviate"))
     }
 }
 
 /// `VECTORDB_TYPE=pinecone`.
-pub(crate) fn pinecone(args: &SemanticArgs) -> Result<SharedVectorStore> {
-    #[cfg(feature = "vector-pinecone")]
+pub(super) fn pinecone(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "pinecone")]
     {
         use resk_vector_pinecone::{PineconeConfig, PineconeVectorStore};
         let key = args.pinecone_api_key.clone().ok_or_else(|| {
@@ -107,16 +111,16 @@ pub(crate) fn pinecone(args: &SemanticArgs) -> Result<SharedVectorStore> {
         config.retry.max_retries = args.vector_max_retries;
         Ok(std::sync::Arc::new(PineconeVectorStore::new(config)?))
     }
-    #[cfg(not(feature = "vector-pinecone"))]
+    #[cfg(not(feature = "pinecone"))]
     {
         let _ = args;
-        Err(vector_not_compiled("pinecone", "vector-pinecone"))
+        Err(vector_not_compiled("pinecone", "pinecone"))
     }
 }
 
 /// `VECTORDB_TYPE=milvus`.
-pub(crate) async fn milvus(args: &SemanticArgs) -> Result<SharedVectorStore> {
-    #[cfg(feature = "vector-milvus")]
+pub(super) async fn milvus(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "milvus")]
     {
         use resk_vector_milvus::{MilvusConfig, MilvusVectorStore};
         let mut config = MilvusConfig::new(args.milvus_url.clone());
@@ -127,16 +131,16 @@ pub(crate) async fn milvus(args: &SemanticArgs) -> Result<SharedVectorStore> {
             MilvusVectorStore::connect(config).await?,
         ))
     }
-    #[cfg(not(feature = "vector-milvus"))]
+    #[cfg(not(feature = "milvus"))]
     {
         let _ = args;
-        Err(vector_not_compiled("milvus", "vector-milvus"))
+        Err(vector_not_compiled("milvus", "milvus"))
     }
 }
 
 /// `VECTORDB_TYPE=pgvector`.
-pub(crate) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
-    #[cfg(feature = "vector-pgvector")]
+pub(super) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "pgvector")]
     {
         use resk_vector_pgvector::{PgVectorConfig, PgVectorStore};
         let url = args.pgvector_url.clone().ok_or_else(|| {
@@ -151,10 +155,10 @@ pub(crate) async fn pgvector(args: &SemanticArgs) -> Result<SharedVectorStore> {
         config.timeout = std::time::Duration::from_secs(args.vector_timeout_secs.max(1));
         Ok(std::sync::Arc::new(PgVectorStore::connect(config).await?))
     }
-    #[cfg(not(feature = "vector-pgvector"))]
+    #[cfg(not(feature = "pgvector"))]
     {
         let _ = args;
-        Err(vector_not_compiled("pgvector", "vector-pgvector"))
+        Err(vector_not_compiled("pgvector", "pgvector"))
     }
 }
 
@@ -164,12 +168,12 @@ fn config(message: impl Into<String>) -> Error {
 }
 
 /// `EMBEDDING_PROVIDER=local`.
-pub(crate) async fn local(
+pub(super) async fn local(
     args: &SemanticArgs,
     pipeline: PipelineConfig,
     cache: Option<EmbeddingCacheConfig>,
 ) -> Result<SharedEmbedder> {
-    #[cfg(feature = "embed-local")]
+    #[cfg(feature = "local")]
     {
         use resk_embed_local::LocalEmbedder;
         let dir = args.embedding_model_dir.clone().ok_or_else(|| {
@@ -183,22 +187,22 @@ pub(crate) async fn local(
             tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir, label.as_deref()))
                 .await
                 .map_err(|e| config(e.to_string()))??;
-        Ok(crate::semantic::finish(embedder, pipeline, cache))
+        Ok(super::finish(embedder, pipeline, cache))
     }
-    #[cfg(not(feature = "embed-local"))]
+    #[cfg(not(feature = "local"))]
     {
         let _ = (args, pipeline, cache);
-        Err(not_compiled("local", "embed-local"))
+        Err(not_compiled("local", "local"))
     }
 }
 
 /// `EMBEDDING_PROVIDER=openai`.
-pub(crate) fn openai(
+pub(super) fn openai(
     args: &SemanticArgs,
     pipeline: PipelineConfig,
     cache: Option<EmbeddingCacheConfig>,
 ) -> Result<SharedEmbedder> {
-    #[cfg(feature = "embed-openai")]
+    #[cfg(feature = "openai")]
     {
         use resk_embed_openai::{Auth, OpenAiConfig, OpenAiEmbedder};
         let key = args
@@ -211,8 +215,8 @@ pub(crate) fn openai(
             .clone()
             .unwrap_or_else(|| "text-embedding-3-small".to_owned());
         let auth = match args.openai_api_style {
-            crate::config::OpenAiStyle::Openai => Auth::Bearer(key),
-            crate::config::OpenAiStyle::Azure => Auth::Azure {
+            super::OpenAiStyle::Openai => Auth::Bearer(key),
+            super::OpenAiStyle::Azure => Auth::Azure {
                 api_key: key,
                 api_version: args.openai_api_version.clone(),
             },
@@ -224,22 +228,22 @@ pub(crate) fn openai(
             dimensions: args.embedding_dimensions,
             timeout: std::time::Duration::from_secs(args.embedding_timeout_secs),
         })?;
-        Ok(crate::semantic::finish(embedder, pipeline, cache))
+        Ok(super::finish(embedder, pipeline, cache))
     }
-    #[cfg(not(feature = "embed-openai"))]
+    #[cfg(not(feature = "openai"))]
     {
         let _ = (args, pipeline, cache);
-        Err(not_compiled("openai", "embed-openai"))
+        Err(not_compiled("openai", "openai"))
     }
 }
 
 /// `EMBEDDING_PROVIDER=hf`.
-pub(crate) fn hf(
+pub(super) fn hf(
     args: &SemanticArgs,
     pipeline: PipelineConfig,
     cache: Option<EmbeddingCacheConfig>,
 ) -> Result<SharedEmbedder> {
-    #[cfg(feature = "embed-hf")]
+    #[cfg(feature = "hf")]
     {
         use resk_embed_hf::{HfConfig, HfEmbedder, HfStyle};
         let model = args
@@ -252,8 +256,8 @@ pub(crate) fn hf(
             )
         })?;
         let style = match args.hf_api_style {
-            crate::config::HfStyle::Inference => HfStyle::Inference,
-            crate::config::HfStyle::Tei => HfStyle::Tei,
+            super::HfStyle::Inference => HfStyle::Inference,
+            super::HfStyle::Tei => HfStyle::Tei,
         };
         let embedder = HfEmbedder::new(HfConfig {
             base_url: args.hf_base_url.clone(),
@@ -263,11 +267,53 @@ pub(crate) fn hf(
             style,
             timeout: std::time::Duration::from_secs(args.embedding_timeout_secs),
         })?;
-        Ok(crate::semantic::finish(embedder, pipeline, cache))
+        Ok(super::finish(embedder, pipeline, cache))
     }
-    #[cfg(not(feature = "embed-hf"))]
+    #[cfg(not(feature = "hf"))]
     {
         let _ = (args, pipeline, cache);
-        Err(not_compiled("hf", "embed-hf"))
+        Err(not_compiled("hf", "hf"))
+    }
+}
+
+/// `EMBEDDING_PROVIDER=lexical`.
+pub(super) fn lexical(
+    pipeline: PipelineConfig,
+    cache: Option<EmbeddingCacheConfig>,
+) -> Result<SharedEmbedder> {
+    #[cfg(feature = "lexical")]
+    {
+        Ok(super::finish(
+            resk_embed_lexical::LexicalEmbedder::new(),
+            pipeline,
+            cache,
+        ))
+    }
+    #[cfg(not(feature = "lexical"))]
+    {
+        let _ = (pipeline, cache);
+        Err(not_compiled("lexical", "lexical"))
+    }
+}
+
+/// `VECTORDB_TYPE=embedded`.
+pub(super) async fn embedded(args: &SemanticArgs) -> Result<SharedVectorStore> {
+    #[cfg(feature = "embedded")]
+    {
+        use resk_vector_embedded::{EmbeddedConfig, EmbeddedVectorStore};
+        let config = EmbeddedConfig {
+            dir: args.vector_dir.clone(),
+            sync: args.vector_sync,
+            ..EmbeddedConfig::default()
+        };
+        let store = tokio::task::spawn_blocking(move || EmbeddedVectorStore::open(config))
+            .await
+            .map_err(|e| Error::new(ErrorKind::Backend, "embedded", "open", e.to_string()))??;
+        Ok(std::sync::Arc::new(store))
+    }
+    #[cfg(not(feature = "embedded"))]
+    {
+        let _ = args;
+        Err(vector_not_compiled("embedded", "embedded"))
     }
 }
