@@ -6,7 +6,7 @@ use bytes::Bytes;
 use moka::{Expiry, policy::EvictionPolicy, sync::Cache};
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result, ScanCursor, ScanPage,
+    Result, ScanCursor, ScanPage, SetOptions,
 };
 
 /// The scheme name of this backend.
@@ -186,10 +186,11 @@ impl CacheStore for MemoryStore {
         Ok((!value.is_expired()).then_some(value))
     }
 
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
+        let now = SystemTime::now();
         let entry = Entry {
-            expires_at: ttl.map(|t| SystemTime::now() + t),
-            ttl,
+            expires_at: options.ttl.map(|t| now + t),
+            ttl: options.ttl,
             bytes: value,
         };
         if weight_of(key, &entry) > self.max_bytes {
@@ -203,8 +204,21 @@ impl CacheStore for MemoryStore {
                 ),
             ));
         }
+        if options.if_absent {
+            // moka's entry API runs this under the key's lock: of concurrent writers one inserts
+            // (or replaces an entry already expired), the others find its entry.
+            let written = self
+                .cache
+                .entry_by_ref(key)
+                .or_insert_with_if(
+                    || entry,
+                    |existing| existing.expires_at.is_some_and(|at| at <= now),
+                )
+                .is_fresh();
+            return Ok(written);
+        }
         self.cache.insert(key.clone(), entry);
-        Ok(())
+        Ok(true)
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<bool> {
@@ -281,7 +295,11 @@ mod tests {
         );
         for i in 0..500 {
             store
-                .set(&key(&format!("k{i}")), Bytes::from_static(b"v"), None)
+                .set(
+                    &key(&format!("k{i}")),
+                    Bytes::from_static(b"v"),
+                    resk_core::SetOptions::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -303,7 +321,11 @@ mod tests {
         let value = Bytes::from(vec![7u8; 100 * 1024]);
         for i in 0..50 {
             store
-                .set(&key(&format!("k{i}")), value.clone(), None)
+                .set(
+                    &key(&format!("k{i}")),
+                    value.clone(),
+                    resk_core::SetOptions::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -324,7 +346,11 @@ mod tests {
     async fn value_larger_than_capacity_is_refused() {
         let store = MemoryStore::new(MemoryConfig::default().with_max_bytes(1024));
         let err = store
-            .set(&key("big"), Bytes::from(vec![0u8; 4096]), None)
+            .set(
+                &key("big"),
+                Bytes::from(vec![0u8; 4096]),
+                resk_core::SetOptions::default(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -335,7 +361,11 @@ mod tests {
     async fn lru_policy_works() {
         let store = MemoryStore::new(MemoryConfig::default().with_eviction(Eviction::Lru));
         store
-            .set(&key("a"), Bytes::from_static(b"1"), None)
+            .set(
+                &key("a"),
+                Bytes::from_static(b"1"),
+                resk_core::SetOptions::default(),
+            )
             .await
             .unwrap();
         assert_eq!(

@@ -19,7 +19,7 @@ use fred::{
 use futures_util::StreamExt;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result, ScanCursor, ScanPage, TenantId,
+    Result, ScanCursor, ScanPage, SetOptions, TenantId,
 };
 
 /// The scheme name of this backend.
@@ -296,21 +296,25 @@ impl CacheStore for RedisStore {
         Ok(stored.and_then(|stored| live(key, stored)))
     }
 
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
+        let ttl = options.ttl;
         let expiry = ttl.map(|t| Expiration::PX(t.as_millis().clamp(1, i64::MAX as u128) as i64));
         let expires_at = ttl.map(|t| SystemTime::now() + t);
-        let _: () = self
+        // `SET … NX`: Redis writes only a key that does not exist (an expired key no longer does),
+        // atomically, and answers nil when it did not.
+        let condition = options.if_absent.then_some(fred::types::SetOptions::NX);
+        let reply: Option<String> = self
             .pool
             .set(
                 self.redis_key(key),
                 CachedValue::frame(&value, expires_at),
                 expiry,
-                None,
+                condition,
                 false,
             )
             .await
             .map_err(|e| convert("set", e))?;
-        Ok(())
+        Ok(!options.if_absent || reply.is_some())
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<bool> {

@@ -12,7 +12,7 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Capabilities, Error, ErrorKind, PurgeScope,
-    Result, ScanCursor, ScanPage, TenantId,
+    Result, ScanCursor, ScanPage, SetOptions, TenantId,
 };
 use sqlx::{
     Row,
@@ -329,20 +329,31 @@ impl CacheStore for SqliteStore {
         }))
     }
 
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
-        sqlx::query(
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
+        let now = SystemTime::now();
+        let expires_at = options.ttl.map(|t| to_ms(now + t));
+        // One statement either way, so `if_absent` is atomic: the upsert only replaces a row that
+        // has expired (an expired row counts as absent).
+        let sql = if options.if_absent {
             "INSERT INTO entries (tenant, name, value, expires_at) VALUES (?, ?, ?, ?)
              ON CONFLICT (tenant, name) DO UPDATE
-             SET value = excluded.value, expires_at = excluded.expires_at",
-        )
-        .bind(key.tenant().as_str())
-        .bind(key.name())
-        .bind(value.as_ref())
-        .bind(ttl.map(|t| to_ms(SystemTime::now() + t)))
-        .execute(&self.pool)
-        .await
-        .map_err(query_err("set"))?;
-        Ok(())
+             SET value = excluded.value, expires_at = excluded.expires_at
+             WHERE entries.expires_at IS NOT NULL AND entries.expires_at <= ?"
+        } else {
+            "INSERT INTO entries (tenant, name, value, expires_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (tenant, name) DO UPDATE
+             SET value = excluded.value, expires_at = excluded.expires_at"
+        };
+        let mut query = sqlx::query(sql)
+            .bind(key.tenant().as_str())
+            .bind(key.name())
+            .bind(value.as_ref())
+            .bind(expires_at);
+        if options.if_absent {
+            query = query.bind(to_ms(now));
+        }
+        let done = query.execute(&self.pool).await.map_err(query_err("set"))?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<bool> {

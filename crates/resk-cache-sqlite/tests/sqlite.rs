@@ -25,12 +25,16 @@ async fn entries_survive_reopening_and_migrations_are_idempotent() {
         .set(
             &key("a"),
             Bytes::from_static(b"kept"),
-            Some(Duration::from_secs(600)),
+            resk_core::SetOptions::ttl(Duration::from_secs(600)),
         )
         .await
         .unwrap();
     store
-        .set(&key("b"), Bytes::from_static(b"forever"), None)
+        .set(
+            &key("b"),
+            Bytes::from_static(b"forever"),
+            resk_core::SetOptions::default(),
+        )
         .await
         .unwrap();
     store.close().await;
@@ -59,7 +63,7 @@ async fn sweeper_deletes_expired_rows() {
         .set(
             &key("short"),
             Bytes::from_static(b"x"),
-            Some(Duration::from_millis(50)),
+            resk_core::SetOptions::ttl(Duration::from_millis(50)),
         )
         .await
         .unwrap();
@@ -67,7 +71,7 @@ async fn sweeper_deletes_expired_rows() {
         .set(
             &key("long"),
             Bytes::from_static(b"y"),
-            Some(Duration::from_secs(60)),
+            resk_core::SetOptions::ttl(Duration::from_secs(60)),
         )
         .await
         .unwrap();
@@ -79,7 +83,7 @@ async fn sweeper_deletes_expired_rows() {
         .set(
             &key("again"),
             Bytes::from_static(b"z"),
-            Some(Duration::from_millis(1)),
+            resk_core::SetOptions::ttl(Duration::from_millis(1)),
         )
         .await
         .unwrap();

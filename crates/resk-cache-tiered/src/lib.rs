@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     BackendInfo, Bus, BusEvent, CacheKey, CacheStore, CachedValue, Capabilities, PurgeScope,
-    Result, ScanCursor, ScanPage, SharedBus, TenantId,
+    Result, ScanCursor, ScanPage, SetOptions, SharedBus, TenantId,
 };
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
@@ -230,7 +230,11 @@ impl<L1: CacheStore, L2: CacheStore> TieredStore<L1, L2> {
         let framed = CachedValue::frame(&value.bytes, value.expires_at);
         if shared
             .l1
-            .set(key, framed, Some(self.l1_ttl(remaining)))
+            .set(
+                key,
+                framed,
+                resk_core::SetOptions::ttl(self.l1_ttl(remaining)),
+            )
             .await
             .is_err()
         {
@@ -317,12 +321,18 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
         Ok(value)
     }
 
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
+        let ttl = options.ttl;
         let framed = CachedValue::frame(&value, ttl.map(|t| std::time::SystemTime::now() + t));
-        self.l2
-            .set(key, value, ttl)
+        // Layer 2 decides (`if_absent` is its atomic write); layer 1 follows what it decided.
+        let written = self
+            .l2
+            .set(key, value, options)
             .instrument(tracing::info_span!("cache.l2", op = "set"))
             .await?;
+        if !written {
+            return Ok(false);
+        }
         let msg = Invalidation {
             from: self.id,
             tenant: Some(key.tenant().as_str().to_owned()),
@@ -333,7 +343,7 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
         if self
             .shared
             .l1
-            .set(key, framed, Some(self.l1_ttl(ttl)))
+            .set(key, framed, Some(self.l1_ttl(ttl)).into())
             .await
             .is_err()
         {
@@ -341,7 +351,7 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
             let _ = self.shared.l1.delete(key).await;
         }
         self.announce(&msg).await;
-        Ok(())
+        Ok(true)
     }
 
     async fn delete(&self, key: &CacheKey) -> Result<bool> {

@@ -66,7 +66,7 @@ async fn reads_fill_layer_one_with_the_remaining_ttl() {
     a.set(
         &k,
         Bytes::from_static(b"answer"),
-        Some(Duration::from_secs(60)),
+        resk_core::SetOptions::ttl(Duration::from_secs(60)),
     )
     .await
     .unwrap();
@@ -110,9 +110,13 @@ async fn a_write_delete_or_purge_on_one_instance_evicts_the_other() {
     let ttl = Some(Duration::from_secs(60));
 
     // Overwrite: B must not keep serving the old value from its layer 1.
-    a.set(&k, Bytes::from_static(b"v1"), ttl).await.unwrap();
+    a.set(&k, Bytes::from_static(b"v1"), ttl.into())
+        .await
+        .unwrap();
     assert_eq!(&b.get(&k).await.unwrap().unwrap().bytes[..], b"v1");
-    a.set(&k, Bytes::from_static(b"v2"), ttl).await.unwrap();
+    a.set(&k, Bytes::from_static(b"v2"), ttl.into())
+        .await
+        .unwrap();
     let t_set = until_evicted(&b, &k).await;
     assert_eq!(&b.get(&k).await.unwrap().unwrap().bytes[..], b"v2");
 
@@ -123,8 +127,12 @@ async fn a_write_delete_or_purge_on_one_instance_evicts_the_other() {
 
     // Purge of one tenant: B's copy of that tenant goes, its copy of another tenant stays.
     let other = key("globex", "q");
-    a.set(&k, Bytes::from_static(b"v3"), ttl).await.unwrap();
-    a.set(&other, Bytes::from_static(b"g"), ttl).await.unwrap();
+    a.set(&k, Bytes::from_static(b"v3"), ttl.into())
+        .await
+        .unwrap();
+    a.set(&other, Bytes::from_static(b"g"), ttl.into())
+        .await
+        .unwrap();
     b.get(&k).await.unwrap().unwrap();
     b.get(&other).await.unwrap().unwrap();
     assert_eq!(
@@ -152,7 +160,11 @@ async fn own_invalidations_do_not_evict_own_fresh_writes() {
     );
     let k = key("acme", "q");
     store
-        .set(&k, Bytes::from_static(b"v"), Some(Duration::from_secs(60)))
+        .set(
+            &k,
+            Bytes::from_static(b"v"),
+            resk_core::SetOptions::ttl(Duration::from_secs(60)),
+        )
         .await
         .unwrap();
     // Give the listener time to see (and skip) its own message.
@@ -170,7 +182,14 @@ async fn a_bus_gap_clears_layer_one() {
         TieredConfig::default(),
     );
     let k = key("acme", "q");
-    store.set(&k, Bytes::from_static(b"v"), None).await.unwrap();
+    store
+        .set(
+            &k,
+            Bytes::from_static(b"v"),
+            resk_core::SetOptions::default(),
+        )
+        .await
+        .unwrap();
     bus.deliver(resk_core::BusEvent::Gap);
     let start = Instant::now();
     while store.l1().get(&k).await.unwrap().is_some() {
@@ -198,7 +217,7 @@ async fn layer_one_ttl_is_capped() {
         .set(
             &k,
             Bytes::from_static(b"v"),
-            Some(Duration::from_secs(3600)),
+            resk_core::SetOptions::ttl(Duration::from_secs(3600)),
         )
         .await
         .unwrap();

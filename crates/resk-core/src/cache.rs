@@ -232,6 +232,10 @@ pub struct BackendInfo {
 /// * `get` after `set` returns the bytes written, byte for byte (`set_then_get`, `large_value`,
 ///   `unicode_names`); a missing key is `Ok(None)` (`missing_is_none`).
 /// * A second `set` of the same key replaces the value and its TTL (`overwrite_replaces`).
+/// * `set` with [`SetOptions::if_absent`] writes only when no live entry has the key, atomically:
+///   of concurrent such writers of one key exactly one writes and gets `true`, and the value read
+///   afterwards is that writer's (`if_absent_one_winner`); an expired entry counts as absent
+///   (`if_absent_over_expired`).
 /// * An entry is never returned after its TTL has elapsed (`ttl_expires`); `ttl: None` means no expiry.
 /// * `delete` removes one entry and reports whether it existed (`delete_removes`).
 /// * `purge(All)` removes every entry; `purge(Tenant(t))` removes exactly `t`'s entries; both return
@@ -248,13 +252,15 @@ pub trait CacheStore: Send + Sync + Debug + 'static {
     /// Read one entry.
     fn get(&self, key: &CacheKey) -> impl Future<Output = Result<Option<CachedValue>>> + Send;
 
-    /// Write one entry, replacing any previous value. `ttl: None` keeps it until evicted or deleted.
+    /// Write one entry as `options` say: by default replacing any previous value, kept for
+    /// `options.ttl` (`None`: until evicted or deleted). Returns whether the value was written:
+    /// always `true` unless [`SetOptions::if_absent`] found a live entry.
     fn set(
         &self,
         key: &CacheKey,
         value: Bytes,
-        ttl: Option<Duration>,
-    ) -> impl Future<Output = Result<()>> + Send;
+        options: SetOptions,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Remove one entry; `true` if it existed.
     fn delete(&self, key: &CacheKey) -> impl Future<Output = Result<bool>> + Send;
@@ -288,6 +294,44 @@ pub trait CacheStore: Send + Sync + Debug + 'static {
         cursor: Option<&ScanCursor>,
         limit: usize,
     ) -> impl Future<Output = Result<ScanPage>> + Send;
+}
+
+/// How [`CacheStore::set`] writes (object_store's `PutOptions` shape: grows without breaking
+/// callers). `Some(ttl).into()` and `None.into()` make the plain write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SetOptions {
+    /// Time to live; `None`: until evicted or deleted.
+    pub ttl: Option<Duration>,
+    /// Write only if no live entry has the key (atomically: `SET NX`, `INSERT … ON CONFLICT`,
+    /// moka's entry API).
+    pub if_absent: bool,
+}
+
+impl SetOptions {
+    /// A plain write that expires after `ttl`.
+    pub fn ttl(ttl: Duration) -> Self {
+        Self {
+            ttl: Some(ttl),
+            if_absent: false,
+        }
+    }
+
+    /// The same write, only if no live entry has the key.
+    #[must_use]
+    pub fn if_absent(mut self) -> Self {
+        self.if_absent = true;
+        self
+    }
+}
+
+impl From<Option<Duration>> for SetOptions {
+    fn from(ttl: Option<Duration>) -> Self {
+        Self {
+            ttl,
+            if_absent: false,
+        }
+    }
 }
 
 /// Where a [`CacheStore::scan`] walk goes on. Made by the store that returned it and opaque to
@@ -388,8 +432,8 @@ pub trait CacheStoreDyn: Send + Sync + Debug + 'static {
         &'a self,
         key: &'a CacheKey,
         value: Bytes,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<()>>;
+        options: SetOptions,
+    ) -> BoxFuture<'a, Result<bool>>;
     fn delete_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<bool>>;
     fn purge_dyn<'a>(&'a self, scope: &'a PurgeScope) -> BoxFuture<'a, Result<u64>>;
     fn ping_dyn(&self) -> BoxFuture<'_, Result<()>>;
@@ -412,9 +456,9 @@ impl<T: CacheStore + ?Sized> CacheStoreDyn for T {
         &'a self,
         key: &'a CacheKey,
         value: Bytes,
-        ttl: Option<Duration>,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(self.set(key, value, ttl))
+        options: SetOptions,
+    ) -> BoxFuture<'a, Result<bool>> {
+        Box::pin(self.set(key, value, options))
     }
     fn delete_dyn<'a>(&'a self, key: &'a CacheKey) -> BoxFuture<'a, Result<bool>> {
         Box::pin(self.delete(key))
@@ -442,8 +486,8 @@ impl<T: CacheStoreDyn + ?Sized> CacheStore for Arc<T> {
     async fn get(&self, key: &CacheKey) -> Result<Option<CachedValue>> {
         (**self).get_dyn(key).await
     }
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
-        (**self).set_dyn(key, value, ttl).await
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
+        (**self).set_dyn(key, value, options).await
     }
     async fn delete(&self, key: &CacheKey) -> Result<bool> {
         (**self).delete_dyn(key).await

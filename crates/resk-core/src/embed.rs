@@ -37,6 +37,22 @@ impl EmbedderInfo {
         }
     }
 
+    /// The checks every provider makes at the top of `embed`: at most [`Self::max_batch`] texts,
+    /// none of them blank (an embedding of nothing means nothing, and providers refuse it in
+    /// their own words). Both are [`ErrorKind::InvalidInput`] errors.
+    pub fn check_texts(&self, texts: &[String]) -> Result<()> {
+        self.check_batch(texts.len())?;
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                self.provider,
+                "embed",
+                format!("text {i} is blank; every text to embed must have content"),
+            ));
+        }
+        Ok(())
+    }
+
     /// An [`ErrorKind::InvalidInput`] error when `texts` exceeds [`Self::max_batch`]: the check every
     /// provider makes at the top of `embed`.
     pub fn check_batch(&self, texts: usize) -> Result<()> {
@@ -59,7 +75,10 @@ impl EmbedderInfo {
 /// * Every vector has exactly `info().dims` values; a provider answer of another size is an error of
 ///   kind [`crate::ErrorKind::DimensionMismatch`], never a silently truncated vector.
 /// * At most `info().max_batch` texts per call; more is an [`crate::ErrorKind::InvalidInput`] error
-///   (batching across calls is a layer's job, not each provider's).
+///   (batching across calls is a layer's job, not each provider's). A blank text is one too; an
+///   empty batch is an empty answer, without a provider call.
+/// * Each vector depends on its text only: the same text gives the same vector, alone or in any
+///   batch, in any position.
 /// * Transient provider failures surface as [`crate::ErrorKind::Unavailable`] or
 ///   [`crate::ErrorKind::RateLimited`], so retry layers can tell them apart from bad input.
 /// * API keys never appear in errors or logs.

@@ -13,7 +13,7 @@ pub mod vector;
 pub use bus::{Bus, BusDyn, BusEvent, BusMessage, BusReceiver, LocalBus, SharedBus};
 pub use cache::{
     BackendInfo, CacheKey, CacheStore, CacheStoreDyn, CachedValue, Capabilities, PurgeScope,
-    ScanCursor, ScanPage, SharedCacheStore,
+    ScanCursor, ScanPage, SetOptions, SharedCacheStore,
 };
 pub use cipher::{Cipher, SharedCipher};
 pub use embed::{Embedder, EmbedderDyn, EmbedderInfo, Embedding, SharedEmbedder};

@@ -32,12 +32,18 @@ async fn main() {
     ));
     let key = CacheKey::new(TenantId::new("acme").unwrap(), "0".repeat(64)).unwrap();
     let plain = MemoryStore::default();
-    plain.set(&key, value.clone(), None).await.unwrap();
+    plain
+        .set(&key, value.clone(), resk_core::SetOptions::default())
+        .await
+        .unwrap();
     let encrypted = EncryptedStore::new(
         MemoryStore::default(),
         Arc::new(AesGcmCipher::new(MasterKey::generate())),
     );
-    encrypted.set(&key, value, None).await.unwrap();
+    encrypted
+        .set(&key, value, resk_core::SetOptions::default())
+        .await
+        .unwrap();
     let (mut p, mut e) = (Vec::new(), Vec::new());
     for _ in 0..5 {
         p.push(ns_per_get(&plain, &key).await);

@@ -1,11 +1,9 @@
 //! A layer that encrypts values on their way into any cache store.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, PurgeScope, Result, ScanCursor, ScanPage,
-    SharedCipher,
+    SetOptions, SharedCipher,
 };
 
 /// Wraps a [`CacheStore`] so it only ever sees ciphertext.
@@ -97,12 +95,12 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
         Ok(self.open(key, value))
     }
 
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
         let sealed = timed("seal", || {
             self.cipher
                 .seal(key.tenant(), &key.associated_data(), &value)
         })?;
-        self.inner.set(key, Bytes::from(sealed), ttl).await
+        self.inner.set(key, Bytes::from(sealed), options).await
     }
 
     fn delete(&self, key: &CacheKey) -> impl Future<Output = Result<bool>> + Send {

@@ -26,7 +26,11 @@ async fn inner_store_holds_ciphertext_only() {
     let store = encrypted();
     let k = key("acme", "q");
     store
-        .set(&k, Bytes::from_static(b"the secret answer"), None)
+        .set(
+            &k,
+            Bytes::from_static(b"the secret answer"),
+            resk_core::SetOptions::default(),
+        )
         .await
         .unwrap();
     let raw = store.inner().get(&k).await.unwrap().unwrap().bytes;
@@ -43,7 +47,11 @@ async fn plaintext_in_the_store_is_never_returned() {
     let k = key("acme", "q");
     store
         .inner()
-        .set(&k, Bytes::from_static(b"{\"planted\":\"plaintext\"}"), None)
+        .set(
+            &k,
+            Bytes::from_static(b"{\"planted\":\"plaintext\"}"),
+            resk_core::SetOptions::default(),
+        )
         .await
         .unwrap();
     assert!(
@@ -58,16 +66,24 @@ async fn ciphertext_moved_to_another_key_or_tenant_is_a_miss() {
     let (victim, attacker_key, other_tenant) =
         (key("acme", "q1"), key("acme", "q2"), key("evil", "q1"));
     store
-        .set(&victim, Bytes::from_static(b"answer"), None)
+        .set(
+            &victim,
+            Bytes::from_static(b"answer"),
+            resk_core::SetOptions::default(),
+        )
         .await
         .unwrap();
     let raw = store.inner().get(&victim).await.unwrap().unwrap().bytes;
     store
         .inner()
-        .set(&attacker_key, raw.clone(), None)
+        .set(&attacker_key, raw.clone(), resk_core::SetOptions::default())
         .await
         .unwrap();
-    store.inner().set(&other_tenant, raw, None).await.unwrap();
+    store
+        .inner()
+        .set(&other_tenant, raw, resk_core::SetOptions::default())
+        .await
+        .unwrap();
     assert!(store.get(&attacker_key).await.unwrap().is_none());
     assert!(store.get(&other_tenant).await.unwrap().is_none());
 }

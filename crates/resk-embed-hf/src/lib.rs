@@ -123,7 +123,7 @@ impl Embedder for HfEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.info.check_batch(texts.len())?;
+        self.info.check_texts(texts)?;
         let tei = self.style == HfStyle::Tei;
         let body = Request {
             inputs: texts,

@@ -113,7 +113,7 @@ impl Embedder for LexicalEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Embedding>> {
-        self.info.check_batch(texts.len())?;
+        self.info.check_texts(texts)?;
         Ok(texts.iter().map(|t| Self::embed_one(t)).collect())
     }
 }

@@ -205,7 +205,7 @@ impl LocalEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.info.check_batch(texts.len())?;
+        self.info.check_texts(texts)?;
         self.inner.forward(texts)
     }
 }

@@ -164,7 +164,7 @@ impl Embedder for OpenAiEmbedder {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.info.check_batch(texts.len())?;
+        self.info.check_texts(texts)?;
         let body = Request {
             model: &self.model,
             input: texts,

@@ -2,52 +2,21 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aide::{
-    axum::{
-        ApiRouter,
-        routing::{get_with, post_with},
-    },
-    openapi::{OpenApi, SecurityScheme},
-    transform::TransformOperation,
-};
-use axum::{Json, Router, extract::DefaultBodyLimit, middleware, routing::get};
-use metrics_exporter_prometheus::PrometheusHandle;
+use aide::openapi::{OpenApi, SecurityScheme};
+use axum::{Router, extract::DefaultBodyLimit, middleware};
 use resk::{semantic::Semantic, variants::SharedCounter};
-use resk_core::{
-    CacheStore, Error, ErrorKind, KeyBuilder, LocalBus, Result, SharedBus, SharedCacheStore,
-};
+use resk_core::{CacheStore, Error, ErrorKind, LocalBus, Result, SharedBus, SharedCacheStore};
 
 use crate::{
-    api::{
-        DeleteResponse, HealthResponse, PurgeResponse, QueryResponse, ReadyResponse, WriteResponse,
-    },
     auth::JwtVerifier,
     config::Config,
-    error::ErrorBody,
     gate::{self, Gate},
+    hub::Hub,
     ratelimit::{LocalRateLimiter, RateLimiter},
-    routes, telemetry,
-    ws::Hub,
+    routes,
+    state::AppState,
+    telemetry,
 };
-
-/// What every handler shares. Built once at start-up from a [`Config`].
-pub struct AppState {
-    /// The engine every handler calls.
-    pub(crate) engine: resk::Cache,
-    /// The engine's store stack, for the server's own records (revocations, idempotency keys).
-    pub(crate) cache: SharedCacheStore,
-    pub(crate) hub: Hub,
-    pub(crate) keys: KeyBuilder,
-    pub(crate) metrics: PrometheusHandle,
-    pub(crate) openapi: Arc<OpenApi>,
-    pub(crate) revocations: Arc<crate::revoke::Revocations>,
-    /// The gate's verifier (shared verified-token cache), for tokens named in a revocation.
-    pub(crate) verifier: JwtVerifier,
-    /// Longest a revocation is kept: no token outlives it.
-    pub(crate) revoke_default_secs: u64,
-    /// How long an `Idempotency-Key` is remembered.
-    pub(crate) idempotency_ttl: Duration,
-}
 
 /// The cache and the bus the server runs on.
 #[derive(Clone, Debug)]
@@ -158,19 +127,6 @@ impl std::fmt::Debug for App {
     }
 }
 
-fn secured<'a>(op: TransformOperation<'a>, scope: &'static str) -> TransformOperation<'a> {
-    op.security_requirement_scopes("bearer", [scope])
-        .response::<400, Json<ErrorBody>>()
-        .response::<401, Json<ErrorBody>>()
-        .response::<403, Json<ErrorBody>>()
-        .response::<429, Json<ErrorBody>>()
-}
-
-fn with_body(op: TransformOperation<'_>) -> TransformOperation<'_> {
-    op.response::<413, Json<ErrorBody>>()
-        .response::<415, Json<ErrorBody>>()
-}
-
 impl App {
     /// Build the application from `config`, with the configured backends.
     pub async fn build(config: &Config) -> Result<Self> {
@@ -218,129 +174,8 @@ impl App {
             rate_limit_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "rate_limit"),
         });
 
-        let protected = ApiRouter::new()
-            .api_route(
-                "/api/cache",
-                post_with(routes::write_entry, |op| {
-                    with_body(secured(op, "cache:write"))
-                        .summary("Store an answer")
-                        .description("Stores `response` under the canonical key of `query` in the caller's tenant. \
-                             With an `Idempotency-Key` header a retry gets the first answer again (header \
-                             `Idempotent-Replayed: true`) instead of writing again; the same key with another \
-                             body is a 409.")
-                        .response::<201, Json<WriteResponse>>()
-                        .response::<409, Json<ErrorBody>>()
-                        .response::<503, Json<ErrorBody>>()
-                })
-                .delete_with(routes::purge, |op| {
-                    secured(op, "cache:admin")
-                        .summary("Purge the caller's tenant")
-                        .response::<200, Json<PurgeResponse>>()
-                }),
-            )
-            .api_route(
-                "/api/auth/revoke",
-                post_with(routes::revoke, |op| {
-                    with_body(secured(op, "cache:read"))
-                        .summary("Revoke a token")
-                        .description(
-                            "Without `jti` or `token`: revokes the caller's own token (logout; any scope). \
-                             With `jti`: revokes that token of the caller's tenant (needs `cache:admin`); \
-                             a `jti` not seen in a token of the caller's tenant is a 404. With `token`: \
-                             revokes that token, used or not (its own subject, or `cache:admin` of its \
-                             tenant; another tenant's token is a 404). The revocation lasts until the \
-                             token expires; every instance refuses the token, and closes its WebSockets, \
-                             within 5 s, at once on this one.",
-                        )
-                        .response::<200, Json<crate::api::RevokeResponse>>()
-                        .response::<404, Json<ErrorBody>>()
-                        .response::<503, Json<ErrorBody>>()
-                }),
-            )
-            .api_route(
-                "/api/privacy/export",
-                post_with(routes::privacy_export, |op| {
-                    with_body(secured(op, "cache:read"))
-                        .summary("Export a subject's entries")
-                        .description(
-                            "Every entry the subject wrote, or that is private to it, in the caller's tenant \
-                             (GDPR access and portability). Without `subject`: the caller's own entries; \
-                             another subject needs `cache:admin`. Each call reads a bounded stretch of the \
-                             tenant: send the answer's `next` back as `cursor` until it is null.",
-                        )
-                        .response::<200, Json<crate::api::ExportResponse>>()
-                        .response::<404, Json<ErrorBody>>()
-                        .response::<503, Json<ErrorBody>>()
-                }),
-            )
-            .api_route(
-                "/api/privacy/erase",
-                post_with(routes::privacy_erase, |op| {
-                    with_body(secured(op, "cache:write"))
-                        .summary("Erase a subject's entries")
-                        .description(
-                            "Deletes every entry the subject wrote, or that is private to it, in the caller's                              tenant, with their vectors (GDPR erasure). Without `subject`: the caller's own                              entries (`cache:write`); another subject needs `cache:admin`.",
-                        )
-                        .response::<200, Json<crate::api::EraseResponse>>()
-                        .response::<503, Json<ErrorBody>>()
-                }),
-            )
-            .api_route(
-                "/api/cache/{key}",
-                aide::axum::routing::delete_with(routes::delete_entry, |op| {
-                    secured(op, "cache:write")
-                        .summary("Delete one entry")
-                        .description("Removes the entry of the caller's tenant under `key` (as returned by a write).")
-                        .response::<200, Json<DeleteResponse>>()
-                        .response::<503, Json<ErrorBody>>()
-                }),
-            )
-            .api_route(
-                crate::ws::ROUTE,
-                get_with(crate::ws::upgrade, |op| {
-                    secured(op, "cache:read")
-                        .response::<426, Json<ErrorBody>>()
-                        .summary("WebSocket pub/sub")
-                        .description(
-                            "Upgrades to a WebSocket (subprotocol `resk.v1`). Browsers pass the token as a \
-                             `bearer.<jwt>` subprotocol. Messages: subscribe, unsubscribe, publish, ping; \
-                             the server publishes cache events on the `cache` channel.",
-                        )
-                        // aide declares the 101 itself for the `WebSocketUpgrade` extractor.
-                        .response::<503, Json<ErrorBody>>()
-                }),
-            )
-            .api_route(
-                "/api/cache/query",
-                post_with(routes::query_entry, |op| {
-                    with_body(secured(op, "cache:read"))
-                        .summary("Look an answer up")
-                        .description("A miss is a 200 with `hit: false`, not an error.")
-                        .response::<200, Json<QueryResponse<'static>>>()
-                }),
-            );
-
-        let public = ApiRouter::new()
-            .api_route(
-                "/health",
-                get_with(routes::health, |op| {
-                    op.summary("Liveness")
-                        .response::<200, Json<HealthResponse>>()
-                }),
-            )
-            .api_route(
-                "/ready",
-                get_with(routes::ready, |op| {
-                    op.summary("Readiness: backends reachable")
-                        .response::<200, Json<ReadyResponse>>()
-                        .response::<503, Json<ErrorBody>>()
-                }),
-            )
-            .route("/api/openapi.json", get(routes::openapi))
-            .route("/api/metrics", get(routes::metrics));
-
         let mut api = OpenApi::default();
-        let router = public.merge(protected).finish_api_with(&mut api, |t| {
+        let router = crate::table::router().finish_api_with(&mut api, |t| {
             t.title("resk")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description("A secure cache for LLM chatbot answers.")

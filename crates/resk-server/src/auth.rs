@@ -19,6 +19,7 @@ use std::{
     sync::Arc,
     time::{Duration, Instant},
 };
+use zeroize::Zeroizing;
 
 use aide::{OperationInput, generate::GenContext, openapi::Operation};
 use axum::{extract::FromRequestParts, http::request::Parts};
@@ -26,10 +27,70 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use resk_core::TenantId;
 use serde_json::{Map, Value};
 
-use crate::{
-    config::{JwksConfig, JwtConfig, PublicKeyConfig},
-    error::ApiError,
-};
+use crate::error::ApiError;
+
+/// A public key tokens may be signed with, and its one algorithm.
+#[derive(Clone, Debug)]
+pub struct PublicKeyConfig {
+    /// `kid` the key answers to (`None`: tokens without a `kid`, or any `kid` when it is the only key).
+    pub kid: Option<String>,
+    /// The key's one algorithm.
+    pub algorithm: jsonwebtoken::Algorithm,
+    /// The PEM text (checked at start-up).
+    pub pem: Vec<u8>,
+}
+
+/// Where to fetch an identity provider's keys.
+#[derive(Clone, Debug)]
+pub struct JwksConfig {
+    /// The JWKS URL.
+    pub url: String,
+    /// Shortest time between two fetches.
+    pub min_refresh: Duration,
+    /// Longest a fetched set is used.
+    pub max_age: Duration,
+}
+
+/// Resolved JWT verification settings.
+#[derive(Clone)]
+pub struct JwtConfig {
+    /// HMAC secret (`None` when only public keys verify tokens).
+    pub secret: Option<Arc<Zeroizing<Vec<u8>>>>,
+    /// The algorithm of `secret`.
+    pub hmac_algorithm: jsonwebtoken::Algorithm,
+    /// Public keys from PEM files.
+    pub public_keys: Vec<PublicKeyConfig>,
+    /// An identity provider's JWKS.
+    pub jwks: Option<JwksConfig>,
+    /// Longest accepted token lifetime.
+    pub max_lifetime: Option<Duration>,
+    /// Required audience.
+    pub audience: Option<String>,
+    /// Required issuer.
+    pub issuer: Option<String>,
+    /// Tenant claim name.
+    pub tenant_claim: String,
+    /// Leeway for time claims.
+    pub leeway: Duration,
+    /// Whether the well-known development secret is in use.
+    pub dev_secret: bool,
+}
+
+impl std::fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("hmac_algorithm", &self.hmac_algorithm)
+            .field("public_keys", &self.public_keys.len())
+            .field("jwks", &self.jwks)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("tenant_claim", &self.tenant_claim)
+            .field("leeway", &self.leeway)
+            .field("dev_secret", &self.dev_secret)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A permission carried in the token's `scope` claim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,6 +5,12 @@
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
+pub use crate::{
+    auth::{JwksConfig, JwtConfig, PublicKeyConfig},
+    hub::WsLimits,
+    ratelimit::RateLimitConfig,
+    telemetry::{LogFormat, OtelArgs},
+};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 pub use resk::env::{
     CacheBackend, EmbeddingProvider, HfStyle, MemoryLimits, OpenAiStyle, ResilienceArgs,
@@ -62,15 +68,6 @@ fn price(value: &str) -> Result<f64, String> {
         Ok(p) if p.is_finite() && p >= 0.0 => Ok(p),
         _ => Err(format!("{value:?} is not a price (a number >= 0)")),
     }
-}
-
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line (default; for log shippers).
-    Json,
-    /// Human-readable lines.
-    Pretty,
 }
 
 /// JWT settings shared by `serve` and `token`.
@@ -308,18 +305,6 @@ pub struct ServeArgs {
     pub resilience: ResilienceArgs,
 }
 
-/// OpenTelemetry trace export (OTLP over HTTP with protobuf bodies).
-#[derive(Clone, Debug, Args)]
-pub struct OtelArgs {
-    /// OTLP/HTTP collector base URL, e.g. `http://127.0.0.1:4318`; spans go to `<url>/v1/traces`.
-    /// Unset: no traces are exported (incoming `traceparent` headers are then ignored).
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
-    pub otel_endpoint: Option<String>,
-    /// `service.name` of the exported spans.
-    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "resk-server")]
-    pub otel_service_name: String,
-}
-
 /// Options of `token`.
 #[derive(Clone, Debug, Args)]
 pub struct TokenArgs {
@@ -352,69 +337,6 @@ pub struct CalibrateArgs {
     /// The embedder to calibrate (the same variables the server reads).
     #[command(flatten)]
     pub semantic: SemanticArgs,
-}
-
-/// A public key tokens may be signed with, and its one algorithm.
-#[derive(Clone, Debug)]
-pub struct PublicKeyConfig {
-    /// `kid` the key answers to (`None`: tokens without a `kid`, or any `kid` when it is the only key).
-    pub kid: Option<String>,
-    /// The key's one algorithm.
-    pub algorithm: jsonwebtoken::Algorithm,
-    /// The PEM text (checked at start-up).
-    pub pem: Vec<u8>,
-}
-
-/// Where to fetch an identity provider's keys.
-#[derive(Clone, Debug)]
-pub struct JwksConfig {
-    /// The JWKS URL.
-    pub url: String,
-    /// Shortest time between two fetches.
-    pub min_refresh: Duration,
-    /// Longest a fetched set is used.
-    pub max_age: Duration,
-}
-
-/// Resolved JWT verification settings.
-#[derive(Clone)]
-pub struct JwtConfig {
-    /// HMAC secret (`None` when only public keys verify tokens).
-    pub secret: Option<Arc<Zeroizing<Vec<u8>>>>,
-    /// The algorithm of `secret`.
-    pub hmac_algorithm: jsonwebtoken::Algorithm,
-    /// Public keys from PEM files.
-    pub public_keys: Vec<PublicKeyConfig>,
-    /// An identity provider's JWKS.
-    pub jwks: Option<JwksConfig>,
-    /// Longest accepted token lifetime.
-    pub max_lifetime: Option<Duration>,
-    /// Required audience.
-    pub audience: Option<String>,
-    /// Required issuer.
-    pub issuer: Option<String>,
-    /// Tenant claim name.
-    pub tenant_claim: String,
-    /// Leeway for time claims.
-    pub leeway: Duration,
-    /// Whether the well-known development secret is in use.
-    pub dev_secret: bool,
-}
-
-impl std::fmt::Debug for JwtConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwtConfig")
-            .field("hmac_algorithm", &self.hmac_algorithm)
-            .field("public_keys", &self.public_keys.len())
-            .field("jwks", &self.jwks)
-            .field("max_lifetime", &self.max_lifetime)
-            .field("audience", &self.audience)
-            .field("issuer", &self.issuer)
-            .field("tenant_claim", &self.tenant_claim)
-            .field("leeway", &self.leeway)
-            .field("dev_secret", &self.dev_secret)
-            .finish_non_exhaustive()
-    }
 }
 
 fn config_err(message: impl Into<String>) -> Error {
@@ -531,60 +453,6 @@ pub struct Limits {
     pub request_timeout: Duration,
 }
 
-/// Rate-limit settings.
-#[derive(Clone, Debug)]
-pub struct RateLimitConfig {
-    /// Window length.
-    pub window: Duration,
-    /// Requests per window and subject (or client address, for requests without a valid token).
-    pub max: u32,
-    /// Requests per window and tenant, all its subjects together; `None`: no tenant quota.
-    pub tenant_max: Option<u32>,
-    /// Tenant quotas overriding `tenant_max` for the tenants named.
-    pub tenant_quotas: std::collections::HashMap<TenantId, u32>,
-    /// Most keys the in-process limiter tracks at once.
-    pub max_keys: u64,
-}
-
-impl RateLimitConfig {
-    /// `max` requests per `window` per subject, no tenant quota, 100 000 keys at most.
-    pub fn new(window: Duration, max: u32) -> Self {
-        Self {
-            window,
-            max,
-            tenant_max: None,
-            tenant_quotas: std::collections::HashMap::new(),
-            max_keys: 100_000,
-        }
-    }
-
-    /// The quota of one subject (or address).
-    pub fn subject_rate(&self) -> crate::ratelimit::Rate {
-        crate::ratelimit::Rate {
-            max: self.max,
-            window: self.window,
-        }
-    }
-
-    /// The quota of `tenant` as a whole, if it has one.
-    pub fn tenant_rate(&self, tenant: &TenantId) -> Option<crate::ratelimit::Rate> {
-        let max = self
-            .tenant_quotas
-            .get(tenant)
-            .copied()
-            .or(self.tenant_max)?;
-        Some(crate::ratelimit::Rate {
-            max,
-            window: self.window,
-        })
-    }
-
-    /// How long a key must be idle before its quota has surely refilled.
-    pub fn longest_window(&self) -> Duration {
-        self.window
-    }
-}
-
 /// `tenant=max,tenant=max` into a map; every tenant valid, every max at least 1.
 fn parse_tenant_quotas(spec: &str) -> Result<std::collections::HashMap<TenantId, u32>> {
     let mut out = std::collections::HashMap::new();
@@ -605,21 +473,6 @@ fn parse_tenant_quotas(spec: &str) -> Result<std::collections::HashMap<TenantId,
         }
     }
     Ok(out)
-}
-
-/// WebSocket limits.
-#[derive(Clone, Copy, Debug)]
-pub struct WsLimits {
-    /// Largest client message, bytes.
-    pub max_message_bytes: usize,
-    /// Most subscriptions per connection.
-    pub max_subscriptions: usize,
-    /// Per-client send queue length.
-    pub send_queue: usize,
-    /// Ping interval.
-    pub ping_interval: Duration,
-    /// Most concurrent connections.
-    pub max_connections: usize,
 }
 
 /// Everything the server needs, validated.

@@ -2,7 +2,7 @@
 //!
 //! It runs in the one outer middleware ([`pipeline`]) rather than as a separate layer, because each
 //! axum `from_fn` layer costs a boxed future and a service clone on every request. It fails closed:
-//! every route needs a token unless it is listed in [`PUBLIC_ROUTES`], and handlers take their
+//! every route needs a token unless the route table ([`crate::table`]) marks it public, and handlers take their
 //! [`crate::auth::Principal`] from what the gate stored, so a handler reached without the gate answers
 //! 401.
 
@@ -32,10 +32,6 @@ use crate::{
     telemetry,
 };
 
-/// Routes served without a token.
-pub(crate) const PUBLIC_ROUTES: &[&str] =
-    &["/health", "/ready", "/api/openapi.json", "/api/metrics"];
-
 /// What the gate needs.
 #[derive(Debug)]
 pub(crate) struct Gate {
@@ -46,7 +42,7 @@ pub(crate) struct Gate {
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) revocations: std::sync::Arc<crate::revoke::Revocations>,
     pub(crate) limiter: Arc<dyn RateLimiter>,
-    pub(crate) rates: crate::config::RateLimitConfig,
+    pub(crate) rates: crate::ratelimit::RateLimitConfig,
     pub(crate) timeout: Duration,
     /// `resk_layer_duration_seconds{layer="auth"}`, registered once (the recorder must exist first).
     pub(crate) auth_seconds: metrics::Histogram,
@@ -58,7 +54,7 @@ pub(crate) struct Gate {
 /// under `/api` (so probing unknown API paths reveals nothing without a token).
 fn needs_token(matched: Option<&str>, path: &str) -> bool {
     match matched {
-        Some(route) => !PUBLIC_ROUTES.contains(&route),
+        Some(route) => crate::table::find(route).is_none_or(|r| !r.public),
         None => path == "/api" || path.starts_with("/api/"),
     }
 }
@@ -137,7 +133,7 @@ fn bearer<'r>(req: &'r Request, matched: Option<&str>) -> Option<&'r str> {
             .then(|| token.trim())
             .filter(|t| !t.is_empty());
     }
-    if matched != Some(crate::ws::ROUTE) {
+    if matched != Some(crate::table::WS) {
         return None;
     }
     req.headers()
@@ -467,11 +463,12 @@ mod tests {
 
     #[test]
     fn every_route_needs_a_token_unless_public() {
-        for route in crate::telemetry::ROUTES {
+        for route in crate::table::ROUTES {
             assert_eq!(
-                needs_token(Some(route), route),
-                !PUBLIC_ROUTES.contains(route),
-                "{route}"
+                needs_token(Some(route.path), route.path),
+                !route.public,
+                "{}",
+                route.path
             );
         }
         assert!(needs_token(

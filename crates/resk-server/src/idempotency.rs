@@ -5,8 +5,14 @@
 //! other's results. The record (a digest of the body, the status and the answer) is kept in the
 //! cache backend itself under the reserved tenant, encrypted like any entry, so every instance on a
 //! shared Redis sees it and a SQLite deployment keeps it across restarts. The record name is a keyed
-//! digest of tenant, subject and key. Two requests with one key arriving at the same moment may
-//! both run (a write is idempotent in effect: same key, same value); they are not serialised.
+//! digest of tenant, subject and key.
+//!
+//! The first request with a key claims it before it runs, with an atomic write-if-absent of a
+//! "pending" record (`CacheStore::set` with `if_absent`: `SET NX` on Redis, `INSERT … ON CONFLICT`
+//! on SQLite, moka's entry API in memory), so of two requests with one key arriving together
+//! exactly one runs; the other gets 409 `idempotency_key_in_progress` (retry it: it then gets the
+//! first one's answer). A claim whose request fails is released, so a retry runs; one whose
+//! server died lapses after [`PENDING_TTL`].
 
 use std::time::Duration;
 
@@ -21,7 +27,7 @@ use axum::{
     http::{StatusCode, request::Parts},
 };
 use bytes::Bytes;
-use resk_core::{CacheKey, CacheStore, Result, SharedCacheStore, TenantId};
+use resk_core::{CacheKey, CacheStore, Result, SetOptions, SharedCacheStore, TenantId};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -77,12 +83,16 @@ impl OperationInput for IdempotencyKey {
     }
 }
 
+/// How long a claim of a request still running is kept: longer than any request may take, short
+/// enough that a key whose server died during the request is usable again soon after.
+pub const PENDING_TTL: Duration = Duration::from_secs(120);
+
 /// What is remembered of a request.
 #[derive(Serialize, Deserialize)]
 struct Record {
     /// SHA-256 of the request body, hex.
     fingerprint: String,
-    /// The status answered.
+    /// The status answered; 0 while the request runs.
     status: u16,
     /// The answer, raw JSON.
     body: Box<serde_json::value::RawValue>,
@@ -95,11 +105,11 @@ pub(crate) struct Slot {
     fingerprint: String,
 }
 
-/// The outcome of looking a slot up.
+/// The outcome of claiming a slot.
 pub(crate) enum Seen {
-    /// Never seen (or expired): run the request.
+    /// Never seen (or expired): the slot is this request's now; run it.
     New,
-    /// Seen with the same body: answer this again.
+    /// Seen with the same body and answered: answer this again.
     Replay(StatusCode, Bytes),
 }
 
@@ -120,40 +130,68 @@ impl Slot {
         })
     }
 
-    /// Whether this request was seen; 409 if the key was used with another body.
-    pub(crate) async fn check(
+    /// Claim the slot for this request, or say how it was answered before: 409
+    /// `idempotency_key_reused` if the key came with another body, 409
+    /// `idempotency_key_in_progress` while the first request with it still runs.
+    pub(crate) async fn claim(
         &self,
         cache: &SharedCacheStore,
     ) -> std::result::Result<Seen, ApiError> {
-        let Some(stored) = cache.get(&self.key).await? else {
-            return Ok(Seen::New);
-        };
-        let Ok(record) = serde_json::from_slice::<Record>(&stored.bytes) else {
-            // Unreadable (another version's format): treat as unseen.
-            return Ok(Seen::New);
-        };
-        if record.fingerprint != self.fingerprint {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request body",
+        // A claim that lapses between our failed write and our read: try again (twice at most).
+        for _ in 0..3 {
+            let pending = self.encode(0, &serde_json::Value::Null)?;
+            let options = SetOptions::ttl(PENDING_TTL).if_absent();
+            if cache.set(&self.key, pending, options).await? {
+                return Ok(Seen::New);
+            }
+            let Some(stored) = cache.get(&self.key).await? else {
+                continue;
+            };
+            let Ok(record) = serde_json::from_slice::<Record>(&stored.bytes) else {
+                // Unreadable (another version's format): take the slot over.
+                cache
+                    .set(
+                        &self.key,
+                        self.encode(0, &serde_json::Value::Null)?,
+                        SetOptions::ttl(PENDING_TTL),
+                    )
+                    .await?;
+                return Ok(Seen::New);
+            };
+            if record.fingerprint != self.fingerprint {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was used with a different request body",
+                ));
+            }
+            if record.status == 0 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_key_in_progress",
+                    "a request with this Idempotency-Key is still running; retry shortly to get \
+                     its answer",
+                ));
+            }
+            let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
+            return Ok(Seen::Replay(
+                status,
+                Bytes::from(record.body.get().to_owned()),
             ));
         }
-        let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
-        Ok(Seen::Replay(
-            status,
-            Bytes::from(record.body.get().to_owned()),
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_progress",
+            "a request with this Idempotency-Key is still running; retry shortly to get its answer",
         ))
     }
 
-    /// Remember that this request was answered `status` with `body`, for `ttl`.
-    pub(crate) async fn record<T: Serialize>(
-        &self,
-        cache: &SharedCacheStore,
-        status: StatusCode,
-        body: &T,
-        ttl: Duration,
-    ) -> Result<()> {
+    /// Give the slot up (the request failed): a retry with the key runs again.
+    pub(crate) async fn release(&self, cache: &SharedCacheStore) -> Result<()> {
+        cache.delete(&self.key).await.map(|_| ())
+    }
+
+    fn encode<T: Serialize>(&self, status: u16, body: &T) -> Result<Bytes> {
         let encoding = |e: serde_json::Error| {
             resk_core::Error::new(
                 resk_core::ErrorKind::Backend,
@@ -165,10 +203,24 @@ impl Slot {
         let body = serde_json::value::to_raw_value(body).map_err(encoding)?;
         let record = Record {
             fingerprint: self.fingerprint.clone(),
-            status: status.as_u16(),
+            status,
             body,
         };
-        let bytes = serde_json::to_vec(&record).map_err(encoding)?;
-        cache.set(&self.key, Bytes::from(bytes), Some(ttl)).await
+        Ok(Bytes::from(serde_json::to_vec(&record).map_err(encoding)?))
+    }
+
+    /// Remember that this request was answered `status` with `body`, for `ttl`.
+    pub(crate) async fn record<T: Serialize>(
+        &self,
+        cache: &SharedCacheStore,
+        status: StatusCode,
+        body: &T,
+        ttl: Duration,
+    ) -> Result<()> {
+        let bytes = self.encode(status.as_u16(), body)?;
+        cache
+            .set(&self.key, bytes, SetOptions::ttl(ttl))
+            .await
+            .map(|_| ())
     }
 }

@@ -29,9 +29,61 @@ use governor::{
     nanos::Nanos,
     state::StateStore,
 };
-use resk_core::BoxFuture;
+use resk_core::{BoxFuture, TenantId};
 
-use crate::config::RateLimitConfig;
+/// Rate-limit settings.
+#[derive(Clone, Debug)]
+pub struct RateLimitConfig {
+    /// Window length.
+    pub window: Duration,
+    /// Requests per window and subject (or client address, for requests without a valid token).
+    pub max: u32,
+    /// Requests per window and tenant, all its subjects together; `None`: no tenant quota.
+    pub tenant_max: Option<u32>,
+    /// Tenant quotas overriding `tenant_max` for the tenants named.
+    pub tenant_quotas: std::collections::HashMap<TenantId, u32>,
+    /// Most keys the in-process limiter tracks at once.
+    pub max_keys: u64,
+}
+
+impl RateLimitConfig {
+    /// `max` requests per `window` per subject, no tenant quota, 100 000 keys at most.
+    pub fn new(window: Duration, max: u32) -> Self {
+        Self {
+            window,
+            max,
+            tenant_max: None,
+            tenant_quotas: std::collections::HashMap::new(),
+            max_keys: 100_000,
+        }
+    }
+
+    /// The quota of one subject (or address).
+    pub fn subject_rate(&self) -> crate::ratelimit::Rate {
+        crate::ratelimit::Rate {
+            max: self.max,
+            window: self.window,
+        }
+    }
+
+    /// The quota of `tenant` as a whole, if it has one.
+    pub fn tenant_rate(&self, tenant: &TenantId) -> Option<crate::ratelimit::Rate> {
+        let max = self
+            .tenant_quotas
+            .get(tenant)
+            .copied()
+            .or(self.tenant_max)?;
+        Some(crate::ratelimit::Rate {
+            max,
+            window: self.window,
+        })
+    }
+
+    /// How long a key must be idle before its quota has surely refilled.
+    pub fn longest_window(&self) -> Duration {
+        self.window
+    }
+}
 
 /// A quota: `max` requests per `window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

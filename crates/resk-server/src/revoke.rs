@@ -176,7 +176,11 @@ impl Revocations {
         let written = match self.key("seen", ident) {
             Ok(key) => {
                 self.store
-                    .set_dyn(&key, Bytes::from_static(b"1"), Some(self.ttl_until(until)))
+                    .set_dyn(
+                        &key,
+                        Bytes::from_static(b"1"),
+                        Some(self.ttl_until(until)).into(),
+                    )
                     .await
             }
             Err(e) => Err(e),
@@ -198,7 +202,11 @@ impl Revocations {
         let ident = ident(tenant, jti);
         let key = self.key("revoked", &ident)?;
         self.store
-            .set_dyn(&key, Bytes::from_static(b"1"), Some(self.ttl_until(until)))
+            .set_dyn(
+                &key,
+                Bytes::from_static(b"1"),
+                Some(self.ttl_until(until)).into(),
+            )
             .await?;
         self.revoked.insert(ident.clone(), ());
         self.clear.invalidate(&ident);

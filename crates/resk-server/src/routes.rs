@@ -19,11 +19,11 @@ use crate::{
         ReadyResponse, RevokeRequest, RevokeResponse, Source, SubjectRequest, Visibility,
         WriteRequest, WriteResponse,
     },
-    app::AppState,
     auth::{Principal, Scope},
     error::ApiError,
     idempotency::{IdempotencyKey, Seen, Slot},
     json::{ApiJson, ApiJsonDigest},
+    state::AppState,
 };
 
 fn backend_error(app: &AppState, op: &'static str, err: &resk_core::Error) {
@@ -99,7 +99,7 @@ pub(crate) async fn write_entry(
         None => None,
     };
     if let Some(slot) = &slot
-        && let Seen::Replay(status, body) = slot.check(&app.cache).await.inspect_err(|e| {
+        && let Seen::Replay(status, body) = slot.claim(&app.cache).await.inspect_err(|e| {
             metrics::counter!("resk_idempotency_checks_total", "result" => e.code()).increment(1)
         })?
     {
@@ -113,7 +113,18 @@ pub(crate) async fn write_entry(
         headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(response);
     }
-    let body = store_entry(&app, &principal, &req).await?;
+    let body = match store_entry(&app, &principal, &req).await {
+        Ok(body) => body,
+        Err(err) => {
+            // Not answered: give the key up, so a retry runs rather than waits for it to lapse.
+            if let Some(slot) = &slot
+                && let Err(e) = slot.release(&app.cache).await
+            {
+                backend_error(&app, "idempotency", &e);
+            }
+            return Err(err);
+        }
+    };
     if let Some(slot) = &slot {
         // The entry is written: a failure to remember the answer costs a retry a second write of the
         // same value, not the write itself.

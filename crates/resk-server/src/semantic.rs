@@ -6,7 +6,7 @@ use resk::resilience::ResilienceConfig;
 pub use resk::semantic::{IndexItem, Semantic, SemanticConfig};
 use resk_core::{Result, SharedEmbedder, SharedVectorStore};
 
-use crate::config::SemanticArgs;
+use resk::env::SemanticArgs;
 
 /// The semantic layer from settings: the configured embedder and vector store, the collection
 /// created or checked.

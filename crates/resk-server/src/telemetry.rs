@@ -7,12 +7,32 @@ use axum::{
     http::{HeaderName, HeaderValue, Method, StatusCode},
     response::Response,
 };
+use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{LogFormat, OtelArgs};
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (default; for log shippers).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// OpenTelemetry trace export (OTLP over HTTP with protobuf bodies).
+#[derive(Clone, Debug, Args)]
+pub struct OtelArgs {
+    /// OTLP/HTTP collector base URL, e.g. `http://127.0.0.1:4318`; spans go to `<url>/v1/traces`.
+    /// Unset: no traces are exported (incoming `traceparent` headers are then ignored).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otel_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "resk-server")]
+    pub otel_service_name: String,
+}
 
 /// The correlation header, echoed when valid and generated otherwise.
 pub static CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -380,25 +400,9 @@ fn adopt_trace_context(span: &tracing::Span, headers: &axum::http::HeaderMap) {
     }
 }
 
-/// Every route template the router serves; metrics label requests with one of these or `unmatched`,
-/// so label values stay bounded whatever paths clients send.
-pub(crate) const ROUTES: &[&str] = &[
-    "/health",
-    "/ready",
-    "/api/cache",
-    "/api/cache/query",
-    "/api/cache/{key}",
-    "/api/auth/revoke",
-    "/api/privacy/export",
-    "/api/privacy/erase",
-    "/api/ws",
-    "/api/openapi.json",
-    "/api/metrics",
-];
-
 fn route_label(path: Option<&MatchedPath>) -> &'static str {
-    path.and_then(|p| ROUTES.iter().find(|r| **r == p.as_str()).copied())
-        .unwrap_or("unmatched")
+    path.and_then(|p| crate::table::find(p.as_str()))
+        .map_or("unmatched", |r| r.path)
 }
 
 fn method_label(method: &Method) -> &'static str {

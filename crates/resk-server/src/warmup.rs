@@ -18,7 +18,7 @@ use std::{path::Path, sync::Arc};
 
 use resk_core::{Error, ErrorKind, Result, TenantId};
 
-use crate::{api::WriteRequest, app::AppState, auth::Principal, routes::store_entry};
+use crate::{api::WriteRequest, auth::Principal, routes::store_entry, state::AppState};
 
 /// What a warm-up did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

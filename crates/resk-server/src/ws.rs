@@ -50,26 +50,22 @@ use axum::{
 };
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use resk_core::{Bus, BusEvent, SharedBus, TenantId};
+use resk_core::{Bus, BusEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::{
-    app::AppState,
     auth::{Principal, Scope},
-    config::WsLimits,
     error::ApiError,
+    hub::{CACHE_CHANNEL, Hub, topic},
+    state::AppState,
 };
 
-/// The route.
-pub(crate) const ROUTE: &str = "/api/ws";
 /// The subprotocol the server speaks (and selects, so browsers accept the handshake).
 pub(crate) const PROTOCOL: &str = "resk.v1";
 /// Prefix of the subprotocol that carries a bearer token.
 pub(crate) const TOKEN_PROTOCOL_PREFIX: &str = "bearer.";
-/// The channel the server publishes cache events on.
-pub(crate) const CACHE_CHANNEL: &str = "cache";
 const MAX_CHANNEL_LEN: usize = 64;
 
 /// Close codes (4000–4999 are for applications).
@@ -79,81 +75,6 @@ const CLOSE_PING_TIMEOUT: u16 = 4000;
 const CLOSE_TOKEN_INVALID: u16 = 4001;
 /// How often a connection asks the revocation list about its token.
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
-
-/// Connection limits and the bus every connection listens to.
-#[derive(Debug)]
-pub(crate) struct Hub {
-    bus: SharedBus,
-    limits: WsLimits,
-    slots: Arc<Semaphore>,
-    dropped: metrics::Counter,
-    lagged: metrics::Counter,
-    received: metrics::Counter,
-    sent: metrics::Counter,
-    connections: metrics::Gauge,
-}
-
-fn topic(tenant: &TenantId, channel: &str) -> String {
-    format!("ws/{tenant}/{channel}")
-}
-
-/// What travels on the bus for a channel message: the frame every subscriber receives, rendered once.
-#[derive(Serialize)]
-struct Delivery<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    channel: &'a str,
-    data: &'a Value,
-}
-
-impl Hub {
-    pub(crate) fn new(bus: SharedBus, limits: WsLimits) -> Self {
-        Self {
-            bus,
-            slots: Arc::new(Semaphore::new(limits.max_connections)),
-            limits,
-            dropped: metrics::counter!("resk_ws_dropped_messages_total"),
-            lagged: metrics::counter!("resk_ws_lagged_total"),
-            received: metrics::counter!("resk_ws_messages_total", "direction" => "in"),
-            sent: metrics::counter!("resk_ws_messages_total", "direction" => "out"),
-            connections: metrics::gauge!("resk_ws_connections"),
-        }
-    }
-
-    /// Publish `data` on `channel` of `tenant`, to every subscriber on every instance.
-    async fn publish(
-        &self,
-        tenant: &TenantId,
-        channel: &str,
-        data: &Value,
-    ) -> resk_core::Result<()> {
-        let frame = serde_json::to_vec(&Delivery {
-            kind: "message",
-            channel,
-            data,
-        })
-        .map_err(|e| {
-            resk_core::Error::new(
-                resk_core::ErrorKind::InvalidInput,
-                "ws",
-                "publish",
-                e.to_string(),
-            )
-        })?;
-        self.bus
-            .publish(&topic(tenant, channel), Bytes::from(frame))
-            .await
-    }
-
-    /// Publish a cache event for `tenant` on its `cache` channel. Best effort: a failure is logged
-    /// and counted, never the caller's error (the cache operation itself succeeded).
-    pub(crate) async fn cache_event(&self, tenant: &TenantId, event: Value) {
-        if let Err(err) = self.publish(tenant, CACHE_CHANNEL, &event).await {
-            metrics::counter!("resk_ws_event_publish_failures_total").increment(1);
-            tracing::warn!(error = %err, "cache event not published to other instances");
-        }
-    }
-}
 
 /// `GET /api/ws`.
 pub(crate) async fn upgrade(
@@ -577,7 +498,7 @@ mod tests {
 
     #[test]
     fn topics_are_scoped_by_tenant() {
-        let acme = TenantId::new("acme").unwrap();
+        let acme = resk_core::TenantId::new("acme").unwrap();
         assert_eq!(topic(&acme, "news"), "ws/acme/news");
         assert!(topic(&acme, "news").starts_with(&topic(&acme, "")));
     }

@@ -235,8 +235,8 @@ async fn mixed_load_survives_redis_and_vector_db_restarts() {
     let at = |share: f64| start + Duration::from_secs_f64(secs * share);
     let since = |t: Instant| t.duration_since(start).as_secs_f64();
     tokio::time::sleep_until(at(0.2).into()).await;
-    let _ = redis.0.kill();
-    let _ = redis.0.wait();
+    let _ = redis.0.0.kill();
+    let _ = redis.0.0.wait();
     let redis_down = since(Instant::now());
     // The server sees it: readiness fails (queries may only wait, if Redis returns quickly).
     let ready_url = server.url("/ready");

@@ -4,6 +4,8 @@
 //! WebSocket, privacy export and erasure, revocation, 429, 401 — and its `/api/metrics` scraped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// Its own test binary: it reads the process-wide metrics recorder, which tests of other areas
+// would also count into.
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

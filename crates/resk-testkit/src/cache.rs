@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use resk_core::{CacheKey, CacheStore, PurgeScope, ScanCursor, TenantId};
+use resk_core::{CacheKey, CacheStore, PurgeScope, ScanCursor, SetOptions, TenantId};
 
 use crate::unique_id;
 
@@ -28,7 +28,7 @@ pub async fn set_then_get<S: CacheStore>(store: &S) {
         .set(
             &k,
             Bytes::from_static(b"hello"),
-            Some(Duration::from_secs(60)),
+            SetOptions::ttl(Duration::from_secs(60)),
         )
         .await
         .unwrap();
@@ -47,7 +47,7 @@ pub async fn set_then_get<S: CacheStore>(store: &S) {
     );
     let k2 = key(&t, "forever");
     store
-        .set(&k2, Bytes::from_static(b"x"), None)
+        .set(&k2, Bytes::from_static(b"x"), SetOptions::default())
         .await
         .unwrap();
     assert_eq!(store.get(&k2).await.unwrap().unwrap().expires_at, None);
@@ -73,7 +73,7 @@ pub async fn overwrite_replaces<S: CacheStore>(store: &S) {
         .set(
             &k,
             Bytes::from_static(b"first"),
-            Some(Duration::from_secs(5)),
+            SetOptions::ttl(Duration::from_secs(5)),
         )
         .await
         .unwrap();
@@ -81,7 +81,7 @@ pub async fn overwrite_replaces<S: CacheStore>(store: &S) {
         .set(
             &k,
             Bytes::from_static(b"second"),
-            Some(Duration::from_secs(600)),
+            SetOptions::ttl(Duration::from_secs(600)),
         )
         .await
         .unwrap();
@@ -97,8 +97,14 @@ pub async fn overwrite_replaces<S: CacheStore>(store: &S) {
 pub async fn delete_removes<S: CacheStore>(store: &S) {
     let t = tenant();
     let (a, b) = (key(&t, "a"), key(&t, "b"));
-    store.set(&a, Bytes::from_static(b"1"), None).await.unwrap();
-    store.set(&b, Bytes::from_static(b"2"), None).await.unwrap();
+    store
+        .set(&a, Bytes::from_static(b"1"), SetOptions::default())
+        .await
+        .unwrap();
+    store
+        .set(&b, Bytes::from_static(b"2"), SetOptions::default())
+        .await
+        .unwrap();
     assert!(store.delete(&a).await.unwrap());
     assert!(
         !store.delete(&a).await.unwrap(),
@@ -121,7 +127,7 @@ pub async fn ttl_expires<S: CacheStore>(store: &S) {
         .set(
             &short,
             Bytes::from_static(b"s"),
-            Some(Duration::from_secs(1)),
+            SetOptions::ttl(Duration::from_secs(1)),
         )
         .await
         .unwrap();
@@ -129,7 +135,7 @@ pub async fn ttl_expires<S: CacheStore>(store: &S) {
         .set(
             &long,
             Bytes::from_static(b"l"),
-            Some(Duration::from_secs(3600)),
+            SetOptions::ttl(Duration::from_secs(3600)),
         )
         .await
         .unwrap();
@@ -147,7 +153,11 @@ pub async fn purge_all<S: CacheStore>(store: &S) {
     let (t1, t2) = (tenant(), tenant());
     for (t, name) in [(&t1, "a"), (&t1, "b"), (&t2, "a"), (&t2, "c")] {
         store
-            .set(&key(t, name), Bytes::from_static(b"v"), None)
+            .set(
+                &key(t, name),
+                Bytes::from_static(b"v"),
+                SetOptions::default(),
+            )
             .await
             .unwrap();
     }
@@ -163,11 +173,19 @@ pub async fn purge_tenant_only<S: CacheStore>(store: &S) {
     let (t1, t2) = (tenant(), tenant());
     for i in 0..25 {
         store
-            .set(&key(&t1, &format!("k{i}")), Bytes::from_static(b"1"), None)
+            .set(
+                &key(&t1, &format!("k{i}")),
+                Bytes::from_static(b"1"),
+                SetOptions::default(),
+            )
             .await
             .unwrap();
         store
-            .set(&key(&t2, &format!("k{i}")), Bytes::from_static(b"2"), None)
+            .set(
+                &key(&t2, &format!("k{i}")),
+                Bytes::from_static(b"2"),
+                SetOptions::default(),
+            )
             .await
             .unwrap();
     }
@@ -227,7 +245,7 @@ pub async fn scan_pages<S: CacheStore>(store: &S) {
             .set(
                 &k,
                 Bytes::from(format!("v-k{i:02}")),
-                Some(Duration::from_secs(600)),
+                SetOptions::ttl(Duration::from_secs(600)),
             )
             .await
             .unwrap();
@@ -236,7 +254,7 @@ pub async fn scan_pages<S: CacheStore>(store: &S) {
     for i in 0..4 {
         let k = key(&t2, &format!("k{i:02}"));
         store
-            .set(&k, Bytes::from(format!("v-k{i:02}")), None)
+            .set(&k, Bytes::from(format!("v-k{i:02}")), SetOptions::default())
             .await
             .unwrap();
     }
@@ -245,7 +263,7 @@ pub async fn scan_pages<S: CacheStore>(store: &S) {
         .set(
             &gone,
             Bytes::from_static(b"v-k05-expired"),
-            Some(Duration::from_millis(50)),
+            SetOptions::ttl(Duration::from_millis(50)),
         )
         .await
         .unwrap();
@@ -286,7 +304,11 @@ pub async fn tenants_are_isolated<S: CacheStore>(store: &S) {
     let (t1, t2) = (tenant(), tenant());
     let (k1, k2) = (key(&t1, "same-name"), key(&t2, "same-name"));
     store
-        .set(&k1, Bytes::from_static(b"tenant one"), None)
+        .set(
+            &k1,
+            Bytes::from_static(b"tenant one"),
+            SetOptions::default(),
+        )
         .await
         .unwrap();
     assert!(
@@ -294,7 +316,11 @@ pub async fn tenants_are_isolated<S: CacheStore>(store: &S) {
         "a tenant read another tenant's entry"
     );
     store
-        .set(&k2, Bytes::from_static(b"tenant two"), None)
+        .set(
+            &k2,
+            Bytes::from_static(b"tenant two"),
+            SetOptions::default(),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -319,7 +345,7 @@ pub async fn large_value<S: CacheStore>(store: &S) {
         .set(
             &k,
             Bytes::from(value.clone()),
-            Some(Duration::from_secs(60)),
+            SetOptions::ttl(Duration::from_secs(60)),
         )
         .await
         .unwrap();
@@ -340,7 +366,11 @@ pub async fn unicode_names<S: CacheStore>(store: &S) {
     ];
     for (i, name) in names.iter().enumerate() {
         store
-            .set(&key(&t, name), Bytes::from(format!("v{i}")), None)
+            .set(
+                &key(&t, name),
+                Bytes::from(format!("v{i}")),
+                SetOptions::default(),
+            )
             .await
             .unwrap();
     }
@@ -370,12 +400,15 @@ pub async fn binary_values<S: CacheStore>(store: &S) {
     let k = key(&t, "binary");
     let value: Vec<u8> = (0..=255u8).chain([0, 0xff, 0xfe, 0xc3, 0x28]).collect();
     store
-        .set(&k, Bytes::from(value.clone()), None)
+        .set(&k, Bytes::from(value.clone()), SetOptions::default())
         .await
         .unwrap();
     assert_eq!(read(store, &k).await.as_deref(), Some(value.as_slice()));
     let empty = key(&t, "empty");
-    store.set(&empty, Bytes::new(), None).await.unwrap();
+    store
+        .set(&empty, Bytes::new(), SetOptions::default())
+        .await
+        .unwrap();
     assert_eq!(
         read(store, &empty).await,
         Some(Bytes::new()),
@@ -396,11 +429,15 @@ pub async fn concurrent_writers<S: CacheStore>(store: &S) {
             for i in 0..per_writer {
                 let own = key(&t, &format!("w{w}-{i}"));
                 store
-                    .set(&own, Bytes::from(format!("{w}:{i}")), None)
+                    .set(&own, Bytes::from(format!("{w}:{i}")), SetOptions::default())
                     .await
                     .unwrap();
                 store
-                    .set(&shared, Bytes::from(format!("writer {w}")), None)
+                    .set(
+                        &shared,
+                        Bytes::from(format!("writer {w}")),
+                        SetOptions::default(),
+                    )
                     .await
                     .unwrap();
             }
@@ -443,4 +480,82 @@ async fn futures_join_all<F: std::future::Future<Output = ()>>(futs: impl Iterat
         }
     })
     .await;
+}
+
+/// `set` with `if_absent`: of concurrent writers of one key exactly one writes, and the value read
+/// afterwards is the winner's; a later `if_absent` write of a live key changes nothing, and a plain
+/// `set` still replaces it.
+pub async fn if_absent_one_winner<S: CacheStore>(store: &S) {
+    let t = tenant();
+    let k = key(&t, "claimed");
+    let options = SetOptions::ttl(Duration::from_secs(60)).if_absent();
+    let writers = 16;
+    let won = std::sync::Mutex::new(Vec::new());
+    let won_ref = &won;
+    futures_join_all((0..writers).map(|w| {
+        let k = k.clone();
+        async move {
+            let written = store
+                .set(&k, Bytes::from(format!("writer {w}")), options)
+                .await
+                .unwrap();
+            if written {
+                won_ref.lock().unwrap().push(w);
+            }
+        }
+    }))
+    .await;
+    let winners = won.into_inner().unwrap();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one if_absent writer wins: {winners:?}"
+    );
+    assert_eq!(
+        read(store, &k).await,
+        Some(Bytes::from(format!("writer {}", winners[0])))
+    );
+    assert!(
+        !store
+            .set(&k, Bytes::from_static(b"late"), options)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set(&k, Bytes::from_static(b"plain"), SetOptions::default())
+            .await
+            .unwrap()
+    );
+    assert_eq!(read(store, &k).await, Some(Bytes::from_static(b"plain")));
+    store.purge(&PurgeScope::Tenant(t)).await.unwrap();
+}
+
+/// `set` with `if_absent` over an expired entry writes: an expired entry counts as absent.
+pub async fn if_absent_over_expired<S: CacheStore>(store: &S) {
+    let t = tenant();
+    let k = key(&t, "lapsed");
+    store
+        .set(
+            &k,
+            Bytes::from_static(b"old"),
+            SetOptions::ttl(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let written = store
+        .set(
+            &k,
+            Bytes::from_static(b"new"),
+            SetOptions::ttl(Duration::from_secs(60)).if_absent(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        written,
+        "an expired entry must not block an if_absent write"
+    );
+    assert_eq!(read(store, &k).await, Some(Bytes::from_static(b"new")));
+    store.purge(&PurgeScope::Tenant(t)).await.unwrap();
 }

@@ -127,3 +127,18 @@ impl Fake {
         self.inner.requests.lock().unwrap().clone()
     }
 }
+
+/// A vector of `dims` values that depends on `text` only (a hash of it per dimension): what a fake
+/// embedding API answers, so the embedder suite's order and determinism scenarios hold through it.
+pub fn text_vector(text: &str, dims: usize) -> Vec<f32> {
+    (0..dims)
+        .map(|d| {
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ (d as u64);
+            for b in text.as_bytes() {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+            ((h >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect()
+}

@@ -2,7 +2,9 @@
 // A test kit: failing loudly is its job.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod bus;
 pub mod cache;
+pub mod embed;
 pub mod http;
 pub mod vector;
 
@@ -104,6 +106,8 @@ macro_rules! cache_suite_if {
             unicode_names,
             binary_values,
             concurrent_writers,
+            if_absent_one_winner,
+            if_absent_over_expired,
         );
     };
 }
@@ -184,7 +188,39 @@ macro_rules! __vector_suite {
     };
 }
 
+/// Expands one `#[tokio::test]` per embedder scenario, on the embedder and as a `SharedEmbedder`.
+///
+/// `$make` evaluates to a future of `Option<embedder>` (the raw embedder, not behind a
+/// pipeline); `None` prints `SKIP <scenario>: …`.
+#[macro_export]
+macro_rules! embedder_suite_if {
+    ($make:expr) => {
+        $crate::__suite!(embed, SharedEmbedder; $make;
+            dims_match_info,
+            batch_order_preserved,
+            deterministic,
+            bad_input_refused,
+            unicode,
+        );
+    };
+}
+
+/// Expands one `#[tokio::test]` per bus scenario, on the bus and as a `SharedBus`.
+///
+/// `$make` evaluates to a future of `Option<bus>`; `None` prints `SKIP <scenario>: …`.
+#[macro_export]
+macro_rules! bus_suite_if {
+    ($make:expr) => {
+        $crate::__suite!(bus, SharedBus; $make;
+            every_subscriber_receives,
+            order_per_publisher,
+            late_subscriber_sees_only_later,
+            payloads_unchanged,
+        );
+    };
+}
+
 #[doc(hidden)]
 pub mod __private {
-    pub use resk_core::{SharedCacheStore, SharedVectorStore};
+    pub use resk_core::{SharedBus, SharedCacheStore, SharedEmbedder, SharedVectorStore};
 }

@@ -551,7 +551,11 @@ impl Cache {
     async fn write(&self, p: &Prepared) -> Result<()> {
         self.inner
             .store
-            .set(&p.key, p.bytes.clone(), Some(p.ttl + p.grace))
+            .set(
+                &p.key,
+                p.bytes.clone(),
+                resk_core::SetOptions::ttl(p.ttl + p.grace),
+            )
             .instrument(self.span("set"))
             .await
             .inspect_err(|e| self.backend_error("set", e))?;

@@ -55,7 +55,7 @@ pub async fn reencrypt(store: &SharedCacheStore, cipher: &SharedCipher) -> Resul
             let sealed = cipher.seal(key.tenant(), &aad, &plaintext)?;
             match store.get(&key).await? {
                 Some(now) if now.bytes == value.bytes => {
-                    store.set(&key, sealed.into(), ttl).await?;
+                    store.set(&key, sealed.into(), ttl.into()).await?;
                     report.rewritten += 1;
                 }
                 _ => report.changed_meanwhile += 1,

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use failsafe::{Instrument, StateMachine, failure_policy::ConsecutiveFailures};
 use resk_core::{
     BackendInfo, CacheKey, CacheStore, CachedValue, Error, ErrorKind, PurgeScope, Result,
-    ScanCursor, ScanPage,
+    ScanCursor, ScanPage, SetOptions,
 };
 use tokio::sync::Semaphore;
 
@@ -272,9 +272,9 @@ impl<S: CacheStore> CacheStore for GuardedStore<S> {
         self.guard.call("get", self.inner.get(key)).await
     }
 
-    async fn set(&self, key: &CacheKey, value: Bytes, ttl: Option<Duration>) -> Result<()> {
+    async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
         self.guard
-            .call("set", self.inner.set(key, value, ttl))
+            .call("set", self.inner.set(key, value, options))
             .await
     }
 

@@ -483,3 +483,17 @@ mod stack {
 
     resk_testkit::cache_suite!(async { stack() });
 }
+
+/// The store contract behind the circuit breaker and bulkhead alone.
+mod guarded {
+    use resk::{resilience::GuardedStore, store::memory::MemoryStore};
+
+    resk_testkit::cache_suite!(async {
+        GuardedStore::new(MemoryStore::default(), Default::default())
+    });
+}
+
+/// The bus contract on the in-process bus.
+mod local_bus {
+    resk_testkit::bus_suite_if!(async { Some(resk::core::LocalBus::default()) });
+}

@@ -97,7 +97,7 @@ async fn main() -> Result<(), Error> {
                     .set(
                         &key,
                         Bytes::from(entry.to_bytes()?),
-                        Some(std::time::Duration::from_secs(3600)),
+                        resk_core::SetOptions::ttl(std::time::Duration::from_secs(3600)),
                     )
                     .await
             }

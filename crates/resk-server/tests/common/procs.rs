@@ -3,7 +3,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -114,13 +114,7 @@ impl Drop for Server {
 }
 
 pub fn mint(env: &[(&str, &str)], args: &[&str]) -> String {
-    let out = command(env).arg("token").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "token failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    resk_procs::mint_token(std::path::Path::new(BIN), env, args).unwrap()
 }
 
 pub fn client() -> reqwest::Client {
@@ -135,54 +129,28 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A private redis-server on `port`, killed on drop.
-pub struct RedisProc(pub std::process::Child);
+pub struct RedisProc(pub resk_procs::Proc);
 
 impl RedisProc {
     pub fn start(port: u16) -> RedisProc {
-        Self::spawn(port, &["--port", &port.to_string()])
+        Self::spawn(port, &[])
     }
 
     /// redis-server with `args`, waiting until `port` accepts connections.
     pub fn spawn(port: u16, args: &[&str]) -> RedisProc {
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for_port(port, Duration::from_secs(10), "redis-server");
-        RedisProc(child)
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        RedisProc(resk_procs::redis_server(port, args).unwrap())
     }
 }
 
 pub fn have_redis() -> bool {
-    Command::new("redis-server")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
+    resk_procs::have("redis-server", "--version")
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    resk_procs::free_port().unwrap()
 }
 
 /// Wait until `port` on loopback accepts connections; panics naming `what` after `limit`.
 pub fn wait_for_port(port: u16, limit: Duration, what: &str) {
-    let deadline = Instant::now() + limit;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    resk_procs::wait_for_port(port, limit, what).unwrap();
 }

@@ -2,12 +2,10 @@
 //! stops the start-up before anything is stored.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::{TestApp, config, token_for};
 use axum::http::StatusCode;
-use common::{TestApp, config, token_for};
 use resk_cache_memory::MemoryStore;
 use resk_core::{ErrorKind, SharedCacheStore};
 use resk_server::{App, Backends};

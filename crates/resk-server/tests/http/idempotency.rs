@@ -2,15 +2,13 @@
 //! a reused key with another body is a 409 that writes nothing, keys are per caller and expire.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::{
     body::Body,
     http::{Request, StatusCode},
 };
-use common::*;
 use serde_json::{Value, json};
 
 async fn write_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> Reply {
@@ -133,4 +131,68 @@ async fn bad_keys_are_refused_and_write_nothing() {
     let spec = app.call("GET", "/api/openapi.json", None, None).await.body;
     let params = spec["paths"]["/api/cache"]["post"]["parameters"].to_string();
     assert!(params.contains("Idempotency-Key"), "{params}");
+}
+
+/// Requests with one key arriving together: exactly one runs (the key is claimed with an atomic
+/// write-if-absent); the others are told it is in progress (409) or, once it is done, get its
+/// answer. Before the claim, every one of them ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_requests_with_one_key_run_once() {
+    let app = std::sync::Arc::new(app(&[]));
+    let alice = token_for("alice", "acme", "cache:read cache:write");
+    let body = json!({"query": "only once", "response": "the answer"});
+    let replies = futures_util::future::join_all((0..24).map(|_| {
+        let app = app.clone();
+        let alice = alice.clone();
+        let body = body.clone();
+        tokio::spawn(async move { write_with_key(&app, &alice, "burst-1", &body).await })
+    }))
+    .await;
+    let replies: Vec<Reply> = replies.into_iter().map(Result::unwrap).collect();
+    let ran = replies
+        .iter()
+        .filter(|r| {
+            r.status == StatusCode::CREATED && !r.headers.contains_key("idempotent-replayed")
+        })
+        .count();
+    assert_eq!(
+        ran,
+        1,
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in &replies {
+        match r.status {
+            StatusCode::CREATED => {}
+            StatusCode::CONFLICT => {
+                assert_eq!(
+                    r.body["error"]["code"], "idempotency_key_in_progress",
+                    "{}",
+                    r.text
+                )
+            }
+            other => panic!("unexpected {other}: {}", r.text),
+        }
+    }
+    // Once done, a retry replays.
+    let retry = write_with_key(&app, &alice, "burst-1", &body).await;
+    assert_eq!(retry.status, StatusCode::CREATED);
+    assert_eq!(retry.headers["idempotent-replayed"], "true");
+}
+
+/// A request that fails gives its key up: the retry runs instead of waiting for the claim to lapse.
+#[tokio::test]
+async fn a_failed_request_releases_its_key() {
+    let app = app(&[]);
+    let alice = token_for("alice", "acme", "cache:read cache:write");
+    let bad = json!({"query": "q", "response": "a", "ttl": 999_999_999});
+    let first = write_with_key(&app, &alice, "fails-1", &bad).await;
+    assert_eq!(first.status, StatusCode::BAD_REQUEST, "{}", first.text);
+    let again = write_with_key(&app, &alice, "fails-1", &bad).await;
+    assert_eq!(
+        again.status,
+        StatusCode::BAD_REQUEST,
+        "not 409 in progress: {}",
+        again.text
+    );
 }

@@ -2,11 +2,9 @@
 //! `WWW-Authenticate` challenge; valid tokens without the scope are a 403.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use crate::common::*;
 use axum::http::StatusCode;
 use base64::Engine;
-use common::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 

@@ -1,11 +1,9 @@
 //! `GET /api/ws` against a server on a loopback port, with a real WebSocket client.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::{net::SocketAddr, time::Duration};
 
-use common::{
+use crate::common::{
     admin, app, now, sign, token_for,
     ws::{Ws, ask, connect, next, request, send, subscribe},
 };
@@ -252,10 +250,10 @@ async fn connections_end_when_the_token_is_revoked() {
     use resk_core::{LocalBus, SharedBus, SharedCacheStore};
     let store = resk_cache_memory::MemoryStore::default();
     let instance = || {
-        let config = common::config(&[]);
+        let config = crate::common::config(&[]);
         let shared: SharedCacheStore = std::sync::Arc::new(store.clone());
         let bus: SharedBus = std::sync::Arc::new(LocalBus::default());
-        common::TestApp {
+        crate::common::TestApp {
             router: resk_server::App::with_backends(
                 &config,
                 resk_server::Backends {
@@ -274,8 +272,8 @@ async fn connections_end_when_the_token_is_revoked() {
     };
     let (a, b) = (instance(), instance());
     let (addr_a, addr_b) = (a.listen().await, b.listen().await);
-    let token = common::token_with_jti("alice", "acme", "cache:read", "ws-revoked");
-    let other = common::token_with_jti("bob", "acme", "cache:read", "ws-kept");
+    let token = crate::common::token_with_jti("alice", "acme", "cache:read", "ws-revoked");
+    let other = crate::common::token_with_jti("bob", "acme", "cache:read", "ws-kept");
     let mut on_a = connect(addr_a, &token).await;
     let mut on_b = connect(addr_b, &token).await;
     let mut bystander = connect(addr_a, &other).await;
@@ -290,9 +288,9 @@ async fn connections_end_when_the_token_is_revoked() {
         .call("POST", "/api/auth/revoke", Some(&token), Some(&json!({})))
         .await;
     assert_eq!(r.status, axum::http::StatusCode::OK, "{}", r.text);
-    let closed = common::ws::close_frame(&mut on_a, Duration::from_secs(2)).await;
+    let closed = crate::common::ws::close_frame(&mut on_a, Duration::from_secs(2)).await;
     assert_eq!(closed, (4001, "token revoked".to_owned()));
-    let closed = common::ws::close_frame(&mut on_b, Duration::from_secs(7)).await;
+    let closed = crate::common::ws::close_frame(&mut on_b, Duration::from_secs(7)).await;
     assert_eq!(closed, (4001, "token revoked".to_owned()));
     assert!(started.elapsed() < Duration::from_secs(7));
     assert_eq!(

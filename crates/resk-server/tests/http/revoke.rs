@@ -2,12 +2,10 @@
 //! revocations shared by instances through the cache backend and the bus.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use resk_cache_memory::MemoryStore;
 use resk_core::{LocalBus, SharedBus, SharedCacheStore};
 use resk_server::{App, Backends};

@@ -1,8 +1,6 @@
 //! The real `resk-server` binary, driven over HTTP on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -10,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{
+use crate::common::{
     procs::{ENC_KEY, RedisProc, SECRET, Server, client, command, free_port, have_redis, mint},
     ws,
 };

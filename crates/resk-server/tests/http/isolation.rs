@@ -4,12 +4,10 @@
 //! events or messages, and private entries never reach another user of the same tenant.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 
+use crate::common::{TestApp, semantic_app, token_for, ws};
 use axum::http::StatusCode;
-use common::{TestApp, semantic_app, token_for, ws};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -1,10 +1,8 @@
 //! The HTTP contract, in process: happy paths, tenant isolation, scopes, limits, metrics, OpenAPI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -293,7 +291,7 @@ async fn rate_limit_per_subject_with_ip_fallback() {
 
     // Requests without a valid token are limited by client address (a fresh app: the first use of
     // alice's and bob's tokens above was charged to the address too, before their signature check).
-    let app = common::app(&["--rate-limit-max", "3", "--rate-limit-window-ms", "60000"]);
+    let app = crate::common::app(&["--rate-limit-max", "3", "--rate-limit-window-ms", "60000"]);
     for _ in 0..3 {
         assert_eq!(
             app.query("garbage", json!({"query": "q"})).await.status,
@@ -370,7 +368,7 @@ fn bad_tenant_quotas_are_refused() {
         let err = <resk_server::Cli as clap::Parser>::try_parse_from([
             "resk-server",
             "--jwt-secret",
-            common::SECRET,
+            crate::common::SECRET,
             "--rate-limit-tenant-quotas",
             spec,
         ])
@@ -508,7 +506,7 @@ async fn cors_allows_only_configured_origins() {
             .contains("ratelimit-remaining")
     );
 
-    let closed = common::app(&[]);
+    let closed = crate::common::app(&[]);
     let r = closed.send(preflight("https://app.example")).await;
     assert!(r.headers.get("access-control-allow-origin").is_none());
 
@@ -639,9 +637,14 @@ async fn encryption_at_rest_and_no_plaintext_downgrade() {
         },
     )
     .unwrap();
-    resk_core::CacheStore::set(&app.store, &k, entry.to_bytes().unwrap().into(), None)
-        .await
-        .unwrap();
+    resk_core::CacheStore::set(
+        &app.store,
+        &k,
+        entry.to_bytes().unwrap().into(),
+        resk_core::SetOptions::default(),
+    )
+    .await
+    .unwrap();
     let q = app
         .query(&t, json!({"query": "What is the launch code?"}))
         .await;
@@ -770,7 +773,7 @@ async fn ttl_jitter_spreads_expiries_below_the_requested_ttl() {
         ttls.insert(ttl);
     }
     assert!(ttls.len() > 5, "not spread: {ttls:?}");
-    let exact = common::app(&[]);
+    let exact = crate::common::app(&[]);
     let w = exact
         .write(
             &admin(),
@@ -781,7 +784,7 @@ async fn ttl_jitter_spreads_expiries_below_the_requested_ttl() {
     let refused = <resk_server::Cli as clap::Parser>::try_parse_from([
         "resk-server",
         "--jwt-secret",
-        common::SECRET,
+        crate::common::SECRET,
         "--cache-ttl-jitter-percent",
         "60",
     ]);

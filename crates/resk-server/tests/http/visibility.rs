@@ -2,10 +2,8 @@
 //! find semantically, or overwrite them, and the writer's private and shared entries never mix.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use crate::common::{TestApp, semantic_app, token_for};
 use axum::http::StatusCode;
-use common::{TestApp, semantic_app, token_for};
 use serde_json::{Value, json};
 
 async fn write(app: &TestApp, token: &str, body: Value) -> Value {

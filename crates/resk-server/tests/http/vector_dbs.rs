@@ -4,9 +4,7 @@
 //! when the vector database is down or misconfigured.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use common::{admin, query_ok as query, semantic_app, write_ok as write};
+use crate::common::{admin, query_ok as query, semantic_app, write_ok as write};
 use resk_core::ErrorKind;
 use serde_json::json;
 
@@ -135,7 +133,7 @@ async fn a_vector_database_that_is_down_degrades_and_loses_no_exact_write() {
 /// Configuration mistakes stop the start-up with a clear error.
 #[tokio::test]
 async fn misconfiguration_fails_at_start_up() {
-    let config = common::config(&["--vectordb-type", "pgvector"]);
+    let config = crate::common::config(&["--vectordb-type", "pgvector"]);
     let err = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap_err();
@@ -156,13 +154,13 @@ async fn misconfiguration_fails_at_start_up() {
         "--vector-collection",
         collection.as_str(),
     ];
-    let config = common::config(&base);
+    let config = crate::common::config(&base);
     resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap();
     let mut other = base.to_vec();
     other.extend(["--vector-metric", "l2"]);
-    let config = common::config(&other);
+    let config = crate::common::config(&other);
     let err = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap_err();
@@ -170,7 +168,7 @@ async fn misconfiguration_fails_at_start_up() {
     // An unknown Chroma database is a clear error on first use.
     let mut bad_db = base.to_vec();
     bad_db.extend(["--chroma-database", "no_such_database"]);
-    let config = common::config(&bad_db);
+    let config = crate::common::config(&bad_db);
     let err = resk_server::semantic::build(&config.semantic, Default::default())
         .await
         .unwrap_err();

@@ -2,12 +2,10 @@
 //! tenant and with the right scope; maximum retention on read and by the sweep.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::time::Duration;
 
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use resk_core::{CacheEntry, CacheStore, KeyInput, Origin, TenantId, VectorStore};
 use serde_json::{Value, json};
 
@@ -289,7 +287,7 @@ async fn entries_past_the_maximum_retention_are_not_served_and_are_swept() {
         .set(
             &key,
             entry.to_bytes().unwrap().into(),
-            Some(Duration::from_secs(86_400)),
+            resk_core::SetOptions::ttl(Duration::from_secs(86_400)),
         )
         .await
         .unwrap();

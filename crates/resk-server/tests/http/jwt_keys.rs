@@ -3,8 +3,6 @@
 //! maximum token lifetime. Key pairs are test-only fixtures (`tests/fixtures/jwt/README.md`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::{
     sync::{
         Arc, Mutex,
@@ -13,8 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::common::*;
 use axum::{Json, Router, extract::State, http::StatusCode, routing::get};
-use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 

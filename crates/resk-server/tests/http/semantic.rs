@@ -3,11 +3,9 @@
 //! variants, request options and bad input.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::sync::Arc;
 
-use common::{
+use crate::common::{
     admin, query_ok as query, semantic_app, semantic_app_with, token_for, write_ok as write,
 };
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
@@ -256,7 +254,7 @@ impl Embedder for Down {
 
 #[tokio::test]
 async fn a_failing_embedder_degrades_lookups_and_keeps_exact_writes() {
-    let config = common::config(&[]);
+    let config = crate::common::config(&[]);
     let semantic = resk_server::semantic::from_parts(
         Arc::new(Down(EmbedderInfo::new("down", "m", 8, 16))),
         Arc::new(resk_vector_embedded::EmbeddedVectorStore::in_memory()),
@@ -380,7 +378,7 @@ async fn with_the_local_model_paraphrases_hit_and_near_misses_miss() {
 /// on write and on an exact miss with the configured key, model and dimensions.
 #[tokio::test]
 async fn the_openai_provider_is_wired_through_the_server() {
-    let fake = common::openai_fake().await;
+    let fake = crate::common::openai_fake().await;
     let url = format!("{}/v1", fake.url());
     let app = semantic_app(&[
         "--embedding-provider",
@@ -421,9 +419,9 @@ async fn the_openai_provider_is_wired_through_the_server() {
 /// the provider's fake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_misses_cost_one_embedding_call() {
-    let fake = common::openai_fake().await;
+    let fake = crate::common::openai_fake().await;
     let url = format!("{}/v1", fake.url());
-    let app = Arc::new(semantic_app(&common::openai_args(&url, &[])).await);
+    let app = Arc::new(semantic_app(&crate::common::openai_args(&url, &[])).await);
     let token = admin();
     let queries = (0..100).map(|_| {
         let (app, token) = (app.clone(), token.clone());
@@ -450,7 +448,7 @@ async fn a_failed_lookup_is_remembered_briefly() {
         })
         .await;
         let url = format!("{}/v1", fake.url());
-        let app = semantic_app(&common::openai_args(
+        let app = semantic_app(&crate::common::openai_args(
             &url,
             &[
                 "--negative-cache-ttl-secs",
@@ -549,7 +547,7 @@ impl resk_core::VectorStore for SlowCounted {
 /// (negative caching off, so the coalescing alone is measured).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_identical_misses_cost_one_vector_search() {
-    let config = common::config(&["--negative-cache-ttl-secs", "0"]);
+    let config = crate::common::config(&["--negative-cache-ttl-secs", "0"]);
     let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let semantic = resk_server::semantic::from_parts(
         resk_server::semantic::build_embedder(&config.semantic)

@@ -1,10 +1,8 @@
 //! Every client mistake gets a structured 4xx, never a panic or 5xx, and writes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use serde_json::json;
 
 async fn expect(app: &TestApp, reply: Reply, status: StatusCode, code: &str) {
@@ -180,7 +178,7 @@ async fn empty_and_over_long_queries() {
         .await;
     assert_eq!(at_limit.status, StatusCode::CREATED, "{}", at_limit.text);
 
-    let small = common::app(&["--max-query-chars", "10"]);
+    let small = crate::common::app(&["--max-query-chars", "10"]);
     let r = small
         .write(&t, json!({"query": "eleven char", "response": 1}))
         .await;
@@ -215,7 +213,8 @@ async fn the_longest_ttl_is_served_and_one_more_is_refused() {
 #[test]
 fn a_maximum_ttl_past_100_years_stops_the_start() {
     for max in [u64::MAX, resk_core::TtlPolicy::LONGEST.as_secs() + 1] {
-        let err = common::config_result(&["--cache-max-ttl-secs", &max.to_string()]).unwrap_err();
+        let err =
+            crate::common::config_result(&["--cache-max-ttl-secs", &max.to_string()]).unwrap_err();
         assert!(
             err.contains("CACHE_MAX_TTL_SECS must be at most 3153600000"),
             "{err}"
@@ -299,7 +298,7 @@ async fn body_over_the_limit_is_413() {
         .await;
     expect(&app, r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
 
-    let small = common::app(&["--max-body-bytes", "2048"]);
+    let small = crate::common::app(&["--max-body-bytes", "2048"]);
     let r = small
         .write(&t, json!({"query": "q", "response": "y".repeat(3000)}))
         .await;

@@ -1,0 +1,190 @@
+//! `bench semantic`: semantic hits vs exact hits.
+
+use crate::prelude::*;
+
+/// The semantic-caching figures: the embedded index at 100 000 × 384 against brute force, the local
+/// embedder single vs batched, and a semantic hit end to end next to an exact hit on the same server.
+pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
+    let out = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "resk-vector-embedded",
+            "--example",
+            "index_bench",
+            "--",
+            "100000",
+            "384",
+            "1000",
+        ])
+        .output()
+        .map_err(|e| format!("cannot run index_bench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "index_bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    println!();
+    println!(
+        "## Embedded vector index (USearch HNSW, M=16, ef_construction=128, default ef=128): 100 000 x 384, cosine, 1 000 queries, k=10, one query at a time"
+    );
+    println!();
+    println!(
+        "| data | ef | insert vectors/s | HNSW p50 ms | HNSW p99 ms | brute force p50 ms (baseline) | brute force p99 ms | recall@10 vs brute force | p99 <= 2 ms | recall >= 0.95 |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |");
+    for line in text.lines().filter(|l| l.starts_with("index_bench")) {
+        let f = fields(line);
+        let data = line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("data="))
+            .unwrap_or("?");
+        let (Some(ef), Some(ins), Some(p50), Some(p99), Some(e50), Some(e99), Some(recall)) = (
+            f("ef"),
+            f("insert_per_s"),
+            f("hnsw_p50_ms"),
+            f("hnsw_p99_ms"),
+            f("exact_p50_ms"),
+            f("exact_p99_ms"),
+            f("recall_at_10"),
+        ) else {
+            return Err(format!("index_bench printed nothing usable: {line}"));
+        };
+        println!(
+            "| {data} | {ef:.0} | {ins:.0} | {p50:.3} | {p99:.3} | {e50:.3} | {e99:.3} | {recall:.4} | {} | {} |",
+            verdict(p99 <= 2.0),
+            verdict(recall >= 0.95)
+        );
+    }
+
+    let Some(model) = test_model()? else {
+        println!();
+        println!("(local-model figures skipped: the test model could not be fetched)");
+        return Ok(());
+    };
+    let out = cargo()
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "resk-embed-local",
+            "--example",
+            "embed_bench",
+            "--",
+        ])
+        .arg(&model)
+        .args(["256", "32"])
+        .output()
+        .map_err(|e| format!("cannot run embed_bench: {e}"))?;
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let f = fields(&line);
+    let (Some(single), Some(batched), Some(ratio)) =
+        (f("single_per_s"), f("batched_per_s"), f("ratio"))
+    else {
+        return Err(format!(
+            "embed_bench printed nothing usable: {line} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    };
+    println!();
+    println!("## Local embedder (all-MiniLM-L6-v2, candle, CPU): 256 sentences of 6-13 words");
+    println!();
+    println!("| mode | sentences/s |");
+    println!("| --- | ---: |");
+    println!("| one per call (baseline) | {single:.1} |");
+    println!("| pipeline: length-sorted batches of 32, 2 in flight | {batched:.1} |");
+    println!(
+        "| batched / single | {ratio:.2}x (target >= 2x: {}) |",
+        verdict(ratio >= 2.0)
+    );
+
+    // A semantic hit end to end: JWT, exact miss, embedding, vector search, entry read, answer.
+    let resk = release_resk()?;
+    let dir = fixture_dir("bench-sem")?;
+    let model_dir = model.to_string_lossy().into_owned();
+    let servers = [
+        (
+            "local model, embedding cache off",
+            vec![
+                ("EMBEDDING_PROVIDER", "local"),
+                ("EMBEDDING_MODEL_DIR", model_dir.as_str()),
+                ("EMBEDDING_CACHE_SIZE", "0"),
+            ],
+        ),
+        (
+            "local model, embedding cache on",
+            vec![
+                ("EMBEDDING_PROVIDER", "local"),
+                ("EMBEDDING_MODEL_DIR", model_dir.as_str()),
+            ],
+        ),
+        (
+            "lexical, embedding cache off",
+            vec![("EMBEDDING_CACHE_SIZE", "0")],
+        ),
+    ];
+    let paraphrase = r#"{"query":"how can I reset my password"}"#;
+    let conns = 4;
+    println!();
+    println!(
+        "## Semantic hit end to end, POST /api/cache/query: wrk -t1 -c{conns}, median of {rounds} x {secs} s"
+    );
+    println!();
+    println!("| server | request | requests/s | p50 ms | p99 ms | errors |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for (name, env) in &servers {
+        let seeded = seed_resk(&resk, true, env)?;
+        let (_, probe) = http(
+            seeded.port,
+            "POST",
+            "/api/cache/query",
+            &seeded.token,
+            paraphrase,
+        )?;
+        if !probe.contains("\"source\":\"semantic\"") {
+            return Err(format!(
+                "{name}: the paraphrase is not a semantic hit: {probe}"
+            ));
+        }
+        let load = Load {
+            threads: 1,
+            secs,
+            conns,
+            dir: &dir,
+        };
+        let (mut exact, mut semantic) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            exact.push(wrk(
+                seeded.server.0.id(),
+                seeded.port,
+                &seeded.token,
+                QUERY_BODY,
+                &load,
+            )?);
+            semantic.push(wrk(
+                seeded.server.0.id(),
+                seeded.port,
+                &seeded.token,
+                paraphrase,
+                &load,
+            )?);
+        }
+        for (what, runs) in [
+            ("exact hit (baseline)", &exact),
+            ("semantic hit", &semantic),
+        ] {
+            let r = summarise(runs);
+            println!(
+                "| {name} | {what} | {:.0} | {:.3} | {:.3} | {} |",
+                r.rps, r.p50_ms, r.p99_ms, r.errors
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! `lint`: formatting, clippy, cargo-deny, docs, packaging, the monitoring rules.
+
+use crate::prelude::*;
+
+/// `promtool check rules` and `promtool test rules` on `docs/monitoring/alerts.yml`. promtool comes
+/// from Debian's `prometheus` package: installed under `CI=true` when missing (a failure if it cannot
+/// be), otherwise skipped visibly.
+pub(crate) fn monitoring_rules() -> Result {
+    if !have("promtool", "--version") {
+        if in_ci() {
+            eprintln!("xtask: installing promtool (Debian package prometheus; CI=true, not found)");
+            apt_install(&["prometheus"])?;
+        } else {
+            println!("SKIP promtool: not installed (`apt-get install prometheus`)");
+            return Ok(());
+        }
+    }
+    let dir = root().join("docs/monitoring");
+    run(Command::new("promtool")
+        .args(["check", "rules", "alerts.yml"])
+        .current_dir(&dir))?;
+    run(Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&dir))
+}
+
+pub(crate) fn lint() -> Result {
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    // The fuzz targets are a workspace of their own.
+    run(cargo().args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))?;
+    module_cycles()?;
+    monitoring_rules()?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    package()?;
+    if !have("cargo-deny", "--version") {
+        if in_ci() {
+            eprintln!("xtask: installing cargo-deny (CI=true, not found)");
+            run(cargo().args(["install", "cargo-deny", "--locked"]))?;
+        } else {
+            println!("SKIP cargo-deny: not installed (`cargo install cargo-deny --locked`)");
+            return Ok(());
+        }
+    }
+    run(cargo().args([
+        "deny",
+        "--all-features",
+        "check",
+        "bans",
+        "licenses",
+        "sources",
+    ]))?;
+    // The RustSec database is cloned from GitHub; where GitHub is unreachable (this project's build
+    // machines reach only package registries) the check is skipped visibly, and the GitHub workflow
+    // runs it with network access.
+    let advisories = cargo()
+        .args(["deny", "--all-features", "check", "advisories"])
+        .output()
+        .map_err(|e| format!("cannot run cargo deny: {e}"))?;
+    let stderr = String::from_utf8_lossy(&advisories.stderr);
+    if advisories.status.success() {
+        eprintln!("xtask: cargo deny advisories ok");
+    } else if stderr.contains("failed to fetch advisory database") {
+        println!(
+            "SKIP cargo-deny advisories: the RustSec database (GitHub) is unreachable from here"
+        );
+    } else {
+        eprintln!("{stderr}");
+        return Err("cargo deny check advisories failed".into());
+    }
+    Ok(())
+}
+
+/// Every publishable crate packages cleanly, in dependency order (`cargo package --workspace`
+/// resolves the workspace's own crates from the packages it just made): manifests complete, every
+/// file a crate includes (its README, `include_str!` sources) inside the package, and each package
+/// built from its own sources. Crates marked `publish = false` (tests, examples, xtask) are left out.
+pub(crate) fn package() -> Result {
+    let mut cmd = cargo();
+    cmd.args(["package", "--workspace", "--locked", "--allow-dirty"]);
+    for name in unpublished()? {
+        cmd.args(["--exclude", &name]);
+    }
+    run(&mut cmd)
+}
+
+/// The names of the workspace members whose manifest says `publish = false`.
+pub(crate) fn unpublished() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for group in ["crates", "examples"] {
+        let dir = root().join(group);
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let manifest = entry.path().join("Cargo.toml");
+            let Ok(text) = std::fs::read_to_string(&manifest) else {
+                continue;
+            };
+            if !text.lines().any(|l| l.trim() == "publish = false") {
+                continue;
+            }
+            let name = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("name = "))
+                .map(|n| n.trim_matches('"').to_owned())
+                .ok_or(format!("{}: no package name", manifest.display()))?;
+            names.push(name);
+        }
+    }
+    names.push("xtask".into());
+    Ok(names)
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench
+// ---------------------------------------------------------------------------------------------
