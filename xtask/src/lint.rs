@@ -83,12 +83,52 @@ pub(crate) fn lint() -> Result {
 /// file a crate includes (its README, `include_str!` sources) inside the package, and each package
 /// built from its own sources. Crates marked `publish = false` (tests, examples, xtask) are left out.
 pub(crate) fn package() -> Result {
+    forget_packaged_sources()?;
     let mut cmd = cargo();
     cmd.args(["package", "--workspace", "--locked", "--allow-dirty"]);
     for name in unpublished()? {
         cmd.args(["--exclude", &name]);
     }
     run(&mut cmd)
+}
+
+/// Remove cargo's extracted copies of earlier packaging runs' crates. `cargo package` verifies each
+/// crate against the others through a temporary local registry in the target directory, and cargo
+/// extracts registry crates once into `$CARGO_HOME/registry/src/<registry>/` and never again: with a
+/// shared target directory, a crate whose API changed since an earlier run would be verified against
+/// its old extracted copy (seen: `no SetOptions in resk_core` after `SetOptions` was added). Only
+/// registries other than crates.io are touched.
+fn forget_packaged_sources() -> Result {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .ok_or("neither CARGO_HOME nor HOME is set")?;
+    for kind in ["src", "cache"] {
+        let Ok(entries) = std::fs::read_dir(home.join("registry").join(kind)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("index.crates.io") {
+                continue;
+            }
+            let Ok(crates) = std::fs::read_dir(entry.path()) else {
+                continue;
+            };
+            for krate in crates.flatten() {
+                if krate.file_name().to_string_lossy().starts_with("resk") {
+                    let path = krate.path();
+                    let removed = if path.is_dir() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                    removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The names of the workspace members whose manifest says `publish = false`.
