@@ -92,13 +92,33 @@ pub(crate) fn package() -> Result {
     run(&mut cmd)
 }
 
-/// Remove cargo's extracted copies of earlier packaging runs' crates. `cargo package` verifies each
-/// crate against the others through a temporary local registry in the target directory, and cargo
-/// extracts registry crates once into `$CARGO_HOME/registry/src/<registry>/` and never again: with a
-/// shared target directory, a crate whose API changed since an earlier run would be verified against
-/// its old extracted copy (seen: `no SetOptions in resk_core` after `SetOptions` was added). Only
-/// registries other than crates.io are touched.
+/// Remove what earlier packaging runs left of the workspace's crates. `cargo package` verifies each
+/// crate against the others through a temporary local registry in the target directory; cargo
+/// extracts registry crates once into `$CARGO_HOME/registry/src/<registry>/`, and treats a registry
+/// crate it compiled before (same name, version and registry) as unchanged. With the shared target
+/// directory, a crate whose API changed since an earlier run was verified against its old copy
+/// (seen: `no SetOptions in resk_core` after `SetOptions` was added). So the extracted copies (of
+/// registries other than crates.io) and the compiled `resk*` artifacts go first; the workspace's
+/// crates are compiled again in a new clone anyway.
 fn forget_packaged_sources() -> Result {
+    let debug = target_dir().join("debug");
+    for dir in [".fingerprint", "deps", "build"] {
+        let Ok(entries) = std::fs::read_dir(debug.join(dir)) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("resk") || name.starts_with("libresk") {
+                let path = entry.path();
+                let removed = if path.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            }
+        }
+    }
     let home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
