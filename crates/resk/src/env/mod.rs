@@ -51,7 +51,7 @@ use resk_embed::{EmbeddingCache, EmbeddingCacheConfig, Pipeline, PipelineConfig,
 use zeroize::Zeroizing;
 
 use crate::{
-    layers::{Layer1, Layers},
+    layers::Layers,
     resilience::ResilienceConfig,
     semantic::{Semantic, SemanticConfig},
 };
@@ -667,7 +667,7 @@ fn stack<S: resk_core::CacheStore>(
         if let Some(max_ttl) = config.l1_max_ttl {
             #[cfg(feature = "memory")]
             {
-                layers.layer1 = Some(Layer1 {
+                layers.layer1 = Some(crate::layers::Layer1 {
                     store: Arc::new(memory_store(config)),
                     bus: bus.clone(),
                     max_ttl,
@@ -757,6 +757,7 @@ pub async fn build_store(config: &StoreConfig, resilience: ResilienceConfig) -> 
 }
 
 /// `inner` behind the shared pipeline, behind the embedding cache when configured.
+#[allow(dead_code)] // unused when no embedder is compiled in
 pub(crate) fn finish<E: resk_core::Embedder>(
     inner: E,
     pipeline: PipelineConfig,
