@@ -31,19 +31,14 @@ fn build_at(rev: &str) -> Result<PathBuf> {
             .arg(&sha)
             .current_dir(&root))?;
     }
-    run(cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "resk-server",
-            "--bin",
-            "resk-server",
-        ])
-        .current_dir(&tree))?;
+    // Two trees built into one target directory share artifact names (paths relative to the
+    // workspace), and cargo trusts an artifact newer than its sources: each tree's crates are made
+    // newer than the other's artifacts before it is built (seen without it: this checkout failed to
+    // compile against the worktree's older resk-core).
+    touch_sources(&tree.join("crates"))?;
+    let built = release_resk_in(&tree)?;
     std::fs::create_dir_all(out.parent().unwrap_or(Path::new("."))).map_err(|e| e.to_string())?;
-    std::fs::copy(target_dir().join("release").join("resk-server"), &out)
-        .map_err(|e| format!("cannot keep the {sha} build: {e}"))?;
+    std::fs::copy(built, &out).map_err(|e| format!("cannot keep the {sha} build: {e}"))?;
     let _ = run(Command::new("git")
         .args(["worktree", "remove", "--force"])
         .arg(&tree)
@@ -55,6 +50,7 @@ pub(crate) fn bench_compare(rev: &str, secs: u64, rounds: usize) -> Result {
     ensure_wrk()?;
     let before = build_at(rev)?;
     // Built after the other revision: target/release/resk-server is this checkout's again.
+    touch_sources(&root().join("crates"))?;
     let now = release_resk()?;
     let dir = env::temp_dir().join(format!("resk-compare-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;

@@ -332,16 +332,43 @@ pub(crate) fn rss_mib(pid: u32) -> Result<f64> {
         .ok_or_else(|| "no VmRSS".to_owned())
 }
 
+/// Set the modification time of every `.rs` file under `dir` to now.
+pub(crate) fn touch_sources(dir: &Path) -> Result {
+    let now = std::time::SystemTime::now();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            touch_sources(&path)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(now))
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Build the release `resk-server` binary and return its path.
 pub(crate) fn release_resk() -> Result<PathBuf> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "resk-server",
-        "--bin",
-        "resk-server",
-    ]))?;
+    release_resk_in(&root())
+}
+
+/// Build the release `resk-server` binary of the workspace at `dir` (this checkout, or a worktree of
+/// another revision) into this target directory and return its path.
+pub(crate) fn release_resk_in(dir: &Path) -> Result<PathBuf> {
+    run(cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "resk-server",
+            "--bin",
+            "resk-server",
+        ])
+        .current_dir(dir))?;
     Ok(target_dir().join("release").join("resk-server"))
 }
 
