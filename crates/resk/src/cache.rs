@@ -432,9 +432,7 @@ impl Cache {
     ) -> Result<Stored> {
         let prepared = self.prepare(lookup, raw, options)?;
         self.write(&prepared).await?;
-        let indexed = self
-            .index(&lookup.tenant, std::slice::from_ref(&prepared))
-            .await;
+        let indexed = self.index(&lookup.tenant, &[&prepared]).await;
         Ok(prepared.stored(indexed))
     }
 
@@ -455,19 +453,15 @@ impl Cache {
                 self.prepare(lookup, raw, options)
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut indexed = vec![false; prepared.len()];
         let mut tenants: Vec<&TenantId> = prepared.iter().map(|p| p.key.tenant()).collect();
         tenants.sort();
         tenants.dedup();
         for tenant in tenants {
-            let (positions, batch): (Vec<usize>, Vec<Prepared>) = prepared
+            let batch: Vec<&Prepared> = prepared
                 .iter()
-                .enumerate()
-                .filter(|(_, p)| p.key.tenant() == tenant)
-                .map(|(i, p)| (i, p.clone()))
-                .unzip();
-            let outcome = self.index(tenant, &batch).await;
-            if let Err(err) = &outcome {
+                .filter(|p| p.key.tenant() == tenant)
+                .collect();
+            if let Err(err) = self.index(tenant, &batch).await {
                 // A batch that cannot be indexed is not written: rerun to resume.
                 return Err(Error::new(
                     err.kind(),
@@ -476,13 +470,12 @@ impl Cache {
                     format!("vectors not written, so neither were the entries: {err}"),
                 ));
             }
-            for i in positions {
-                indexed[i] = prepared[i].scope.is_some();
-            }
         }
+        // Every batch was indexed: an entry's query is in the index exactly when it has a scope.
         let mut stored = Vec::with_capacity(prepared.len());
-        for (p, indexed) in prepared.into_iter().zip(indexed) {
+        for p in prepared {
             self.write(&p).await?;
+            let indexed = p.scope.is_some();
             stored.push(p.stored(Ok(indexed)));
         }
         Ok(stored)
@@ -566,7 +559,7 @@ impl Cache {
 
     /// Index the queries of `prepared` (of `tenant`) that have a scope, in one embedding call:
     /// whether any was indexed, or why they were not (logged and counted).
-    async fn index(&self, tenant: &TenantId, prepared: &[Prepared]) -> Result<bool> {
+    async fn index(&self, tenant: &TenantId, prepared: &[&Prepared]) -> Result<bool> {
         let Some(sem) = &self.inner.semantic else {
             return Ok(false);
         };
@@ -857,7 +850,6 @@ impl WeakCache {
 }
 
 /// A validated write.
-#[derive(Clone)]
 struct Prepared {
     key: CacheKey,
     entry: CacheEntry,
