@@ -9,6 +9,7 @@ pub mod error;
 pub mod key;
 pub mod tenant;
 pub mod vector;
+pub mod verify;
 
 pub use bus::{Bus, BusDyn, BusEvent, BusMessage, BusReceiver, LocalBus, SharedBus};
 pub use cache::{
@@ -25,6 +26,9 @@ pub use vector::{
     CollectionSpec, Filter, Metric, OperatorFilter, RecordId, Scored, SharedVectorStore,
     VectorPurge, VectorQuery, VectorRecord, VectorStore, VectorStoreDyn, collection_missing,
     record_uuid,
+};
+pub use verify::{
+    Judgement, Pair, SharedVerifier, Turn, Verdict, Verifier, VerifierDyn, VerifierInfo,
 };
 
 use std::{future::Future, pin::Pin};
