@@ -98,6 +98,27 @@ pub struct KeyInput<'a> {
     /// The writer's subject when the entry is private to it: only the same subject derives the same
     /// key (and semantic scope). `None`: shared by the tenant.
     pub owner: Option<&'a str>,
+    /// The conversation before the query, as [`context_digest`] makes it: the same question after
+    /// different turns derives a different key and semantic scope. `None`: no context.
+    pub context: Option<[u8; 32]>,
+}
+
+/// A digest of the conversation before a query: each turn's role and its content (compared as
+/// [`normalize_query`] compares queries), in order, length-prefixed, SHA-256. It only ever enters
+/// a key through the keyed HMAC of [`KeyBuilder`].
+pub fn context_digest<'t>(turns: impl IntoIterator<Item = crate::Turn<'t>>) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = Sha256::new();
+    for turn in turns {
+        for part in [
+            turn.role.trim().to_ascii_lowercase(),
+            normalize_query(turn.content),
+        ] {
+            hash.update((part.len() as u64).to_be_bytes());
+            hash.update(part.as_bytes());
+        }
+    }
+    hash.finalize().into()
 }
 
 /// Derives [`CacheKey`]s with HMAC-SHA-256 under a service secret.
@@ -235,6 +256,11 @@ impl KeyBuilder {
         if let Some(owner) = input.owner {
             field(Some(b"owner"));
             field(Some(owner.as_bytes()));
+        }
+        // Appended only with a context, for the same reason.
+        if let Some(context) = &input.context {
+            field(Some(b"context"));
+            field(Some(context));
         }
         mac.finalize().into_bytes().into()
     }

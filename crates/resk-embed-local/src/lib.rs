@@ -210,8 +210,41 @@ impl LocalEmbedder {
     }
 }
 
+/// The contextual vectors of one text's words: each word (as the tokenizer's pre-tokenizer splits
+/// the text: punctuation apart) with the average of its word pieces' last-layer vectors.
+#[derive(Clone, Debug)]
+pub struct WordVectors {
+    /// The words, lowercase as the model sees them.
+    pub words: Vec<String>,
+    /// One unit-length vector per word.
+    pub vectors: Vec<Vec<f32>>,
+}
+
+impl LocalEmbedder {
+    /// The contextual word vectors of `texts` (one forward pass, as [`LocalEmbedder::embed_blocking`]
+    /// makes, without the pooling): what token alignment compares. Blocking, CPU-bound.
+    pub fn word_vectors_blocking(&self, texts: &[String]) -> Result<Vec<WordVectors>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.info.check_texts(texts)?;
+        self.inner.word_vectors(texts)
+    }
+
+    /// [`LocalEmbedder::word_vectors_blocking`] on the blocking pool.
+    pub async fn word_vectors(&self, texts: &[String]) -> Result<Vec<WordVectors>> {
+        let this = self.clone();
+        let texts = texts.to_vec();
+        tokio::task::spawn_blocking(move || this.word_vectors_blocking(&texts))
+            .await
+            .map_err(|e| model_err("embed", e))?
+    }
+}
+
 impl Model {
-    fn forward(&self, texts: &[String]) -> Result<Vec<Embedding>> {
+    /// Tokenize and run the model: the encodings, the last hidden state `(rows, cols, dims)` and the
+    /// attention mask `(rows, cols)`.
+    fn hidden(&self, texts: &[String]) -> Result<(Vec<tokenizers::Encoding>, Tensor, Tensor)> {
         let op = |e: candle_core::Error| model_err("embed", e);
         let encodings = self
             .tokenizer
@@ -231,6 +264,54 @@ impl Model {
         let types = Tensor::from_vec(types, (rows, cols), &self.device).map_err(op)?;
         let mask = Tensor::from_vec(mask, (rows, cols), &self.device).map_err(op)?;
         let hidden = self.bert.forward(&ids, &types, Some(&mask)).map_err(op)?;
+        Ok((encodings, hidden, mask))
+    }
+
+    fn word_vectors(&self, texts: &[String]) -> Result<Vec<WordVectors>> {
+        let op = |e: candle_core::Error| model_err("embed", e);
+        let (encodings, hidden, _) = self.hidden(texts)?;
+        let hidden = hidden.to_vec3::<f32>().map_err(op)?;
+        let mut out = Vec::with_capacity(encodings.len());
+        for (text, (encoding, rows)) in texts.iter().zip(encodings.iter().zip(hidden)) {
+            let mut words: Vec<String> = Vec::new();
+            let mut vectors: Vec<Vec<f32>> = Vec::new();
+            let mut last_word = None;
+            for ((word_id, (start, end)), row) in encoding
+                .get_word_ids()
+                .iter()
+                .zip(encoding.get_offsets())
+                .zip(rows)
+            {
+                // Special tokens and padding have no word.
+                let Some(word_id) = *word_id else { continue };
+                let piece = text.get(*start..*end).unwrap_or_default().to_lowercase();
+                if last_word == Some(word_id) {
+                    if let (Some(w), Some(v)) = (words.last_mut(), vectors.last_mut()) {
+                        w.push_str(&piece);
+                        for (a, b) in v.iter_mut().zip(&row) {
+                            *a += b;
+                        }
+                    }
+                } else {
+                    words.push(piece);
+                    vectors.push(row);
+                    last_word = Some(word_id);
+                }
+            }
+            for v in &mut vectors {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+            }
+            out.push(WordVectors { words, vectors });
+        }
+        Ok(out)
+    }
+
+    fn forward(&self, texts: &[String]) -> Result<Vec<Embedding>> {
+        let op = |e: candle_core::Error| model_err("embed", e);
+        let (_, hidden, mask) = self.hidden(texts)?;
         let maskf = mask
             .to_dtype(DType::F32)
             .map_err(op)?

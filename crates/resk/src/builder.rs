@@ -8,7 +8,7 @@ use resk_core::{
 use zeroize::Zeroizing;
 
 use crate::{
-    Cache,
+    Cache, ContextPolicy,
     cache::Inner,
     flight::Flights,
     layers::{Layer1, Layers},
@@ -53,6 +53,7 @@ pub struct CacheBuilder {
     jitter_percent: u8,
     grace: Duration,
     max_query_chars: Option<usize>,
+    context_policy: ContextPolicy,
     log_query_text: bool,
     semantic: Option<Arc<Semantic>>,
     shared_turns: Option<Arc<dyn SharedCounter>>,
@@ -178,6 +179,13 @@ impl CacheBuilder {
         self
     }
 
+    /// Which part of a lookup's context partitions the cache (default: system messages and the
+    /// last 8 others).
+    pub fn context_policy(mut self, policy: ContextPolicy) -> Self {
+        self.context_policy = policy;
+        self
+    }
+
     /// Debug logs carry the query text instead of a keyed hash of it (a debugging switch).
     pub fn log_query_text(mut self, on: bool) -> Self {
         self.log_query_text = on;
@@ -276,6 +284,7 @@ impl CacheBuilder {
                 jitter_percent: self.jitter_percent,
                 grace: self.grace,
                 max_query_chars: self.max_query_chars.unwrap_or(DEFAULT_MAX_QUERY_CHARS),
+                context_policy: self.context_policy,
                 log_query_text: self.log_query_text,
                 semantic: self.semantic,
                 turns: Turns::new(self.shared_turns),

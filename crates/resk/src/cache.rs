@@ -8,7 +8,8 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     CacheEntry, CacheEntryView, CacheKey, CacheStore, CachedValue, Error, ErrorKind, KeyBuilder,
-    KeyInput, Origin, PurgeScope, Result, ScanCursor, SharedCacheStore, TenantId, TtlPolicy,
+    KeyInput, Origin, Pair, PurgeScope, Result, ScanCursor, SharedCacheStore, TenantId, TtlPolicy,
+    Verdict,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -16,13 +17,15 @@ use time::OffsetDateTime;
 use tracing::Instrument as _;
 
 use crate::{
-    Hit, Latency, Lookup, Miss, Outcome, PutOptions, Source, Stored,
+    ContextPolicy, Hit, Latency, Lookup, Miss, Outcome, PutOptions, Source, Stored,
     flight::Flights,
+    lookup::Rejected,
     negative::Remembered,
     privacy,
     semantic::{IndexItem, Semantic},
     stats::{Stats, backend_error, mark_degraded, semantic_error},
     variants::{self, Turns},
+    verify::Verification,
 };
 
 /// Longest language tag accepted (BCP 47 allows 35 characters).
@@ -100,6 +103,7 @@ pub(crate) struct Inner {
     pub(crate) jitter_percent: u8,
     pub(crate) grace: Duration,
     pub(crate) max_query_chars: usize,
+    pub(crate) context_policy: ContextPolicy,
     pub(crate) log_query_text: bool,
     pub(crate) semantic: Option<Arc<Semantic>>,
     pub(crate) turns: Turns,
@@ -207,13 +211,26 @@ impl Cache {
         } else {
             None
         };
+        let context = match lookup.context.as_deref() {
+            Some(context) => self
+                .inner
+                .context_policy
+                .digest(context, self.max_context_chars())?,
+            None => None,
+        };
         Ok(KeyInput {
             query,
             language: lookup.language.as_deref(),
             model: lookup.model.as_deref(),
             params: lookup.params.as_deref(),
             owner,
+            context,
         })
+    }
+
+    /// Longest context accepted, in characters: 64 queries' worth.
+    fn max_context_chars(&self) -> usize {
+        self.inner.max_query_chars.saturating_mul(64)
     }
 
     /// The key of `lookup`'s entry (validating it).
@@ -323,7 +340,7 @@ impl Cache {
             .filter(|e| usable.check(e));
 
         // Exact miss: look for a cached paraphrase.
-        let matched = if exact.is_none()
+        let (matched, rejected) = if exact.is_none()
             && !lookup.force_refresh
             && lookup.semantic
             && let Some(sem) = &inner.semantic
@@ -338,27 +355,37 @@ impl Cache {
             };
             search.run(&mut latency, &mut degraded).await
         } else {
-            None
+            (None, Vec::new())
         };
-        let semantic_entry = matched.as_ref().and_then(|(value, _, _)| self.parse(value));
+        let semantic_entry = matched.as_ref().and_then(|m| self.parse(&m.value));
 
-        let (entry, source, hit_key, similarity) = match (exact, semantic_entry, &matched) {
-            (Some(entry), _, _) => (
-                entry,
-                Source::Store(found.as_ref().map_or("", |v| v.source)),
-                &key,
-                None,
-            ),
-            (None, Some(entry), Some((_, matched_key, similarity))) => {
-                (entry, Source::Semantic, matched_key, Some(*similarity))
-            }
-            _ => {
-                inner.stats.misses.increment(1);
-                self.log_query("query", &lookup.query, "miss");
-                latency.total = start.elapsed();
-                return Ok(Outcome::Miss(Miss { degraded, latency }));
-            }
-        };
+        let (entry, source, hit_key, similarity, verification) =
+            match (exact, semantic_entry, &matched) {
+                (Some(entry), _, _) => (
+                    entry,
+                    Source::Store(found.as_ref().map_or("", |v| v.source)),
+                    &key,
+                    None,
+                    None,
+                ),
+                (None, Some(entry), Some(m)) => (
+                    entry,
+                    Source::Semantic,
+                    &m.key,
+                    Some(m.similarity),
+                    Some(m.verification.clone()),
+                ),
+                _ => {
+                    inner.stats.misses.increment(1);
+                    self.log_query("query", &lookup.query, "miss");
+                    latency.total = start.elapsed();
+                    return Ok(Outcome::Miss(Miss {
+                        degraded,
+                        latency,
+                        rejected,
+                    }));
+                }
+            };
         // Past its TTL, in the grace period its writer gave it.
         let stale = now >= entry.expires_at;
         inner
@@ -405,6 +432,7 @@ impl Cache {
             stale,
             degraded,
             latency,
+            verification,
         }))
     }
 
@@ -682,6 +710,7 @@ impl Cache {
                         total: start.elapsed(),
                         ..Latency::default()
                     },
+                    verification: None,
                 })
             }
             .await;
@@ -940,6 +969,14 @@ impl Usable<'_> {
     }
 }
 
+/// The candidate a semantic search serves.
+struct Matched {
+    value: CachedValue,
+    key: CacheKey,
+    similarity: f32,
+    verification: Verification,
+}
+
 /// The semantic half of a lookup, run on an exact miss.
 struct SemanticSearch<'a> {
     cache: &'a Cache,
@@ -958,12 +995,13 @@ impl SemanticSearch<'_> {
         &self,
         latency: &mut Latency,
         degraded: &mut bool,
-    ) -> Option<(CachedValue, CacheKey, f32)> {
+    ) -> (Option<Matched>, Vec<Rejected>) {
         let (sem, tenant) = (self.sem, &self.lookup.tenant);
         let threshold = self.lookup.threshold.unwrap_or(sem.threshold());
         let k = self.lookup.k.unwrap_or(sem.top_k());
         let Some(negative) = sem.negative() else {
-            return self.search(threshold, k, latency, degraded).await.0;
+            let (matched, rejected, _) = self.search(threshold, k, latency, degraded).await;
+            return (matched, rejected);
         };
         // Everything the outcome depends on: the query (its key), who asks (visibility), and the
         // lookup's threshold, k, maximum age and stale switch.
@@ -976,17 +1014,17 @@ impl SemanticSearch<'_> {
             self.lookup.allow_stale,
         );
         match negative.check(tenant.as_str(), lookup_key) {
-            Ok(Remembered::NoMatch) => None,
+            Ok(Remembered::NoMatch) => (None, Vec::new()),
             Ok(Remembered::Failed(layer)) => {
                 *degraded = mark_degraded(layer);
-                None
+                (None, Vec::new())
             }
             Err(pending) => {
-                let (found, outcome) = self.search(threshold, k, latency, degraded).await;
+                let (found, rejected, outcome) = self.search(threshold, k, latency, degraded).await;
                 if let Some(outcome) = outcome {
                     negative.remember(pending, outcome);
                 }
-                found
+                (found, rejected)
             }
         }
     }
@@ -999,7 +1037,7 @@ impl SemanticSearch<'_> {
         k: usize,
         latency: &mut Latency,
         degraded: &mut bool,
-    ) -> (Option<(CachedValue, CacheKey, f32)>, Option<Remembered>) {
+    ) -> (Option<Matched>, Vec<Rejected>, Option<Remembered>) {
         let (cache, sem, tenant) = (self.cache, self.sem, &self.lookup.tenant);
         let stats = &cache.inner.stats;
         let scope = sem.scope(&cache.inner.keys, tenant, self.input);
@@ -1012,7 +1050,7 @@ impl SemanticSearch<'_> {
             Err(err) => {
                 semantic_error("embed", &err);
                 *degraded = mark_degraded("embed");
-                return (None, Some(Remembered::Failed("embed")));
+                return (None, Vec::new(), Some(Remembered::Failed("embed")));
             }
         };
         let search_start = Instant::now();
@@ -1032,13 +1070,23 @@ impl SemanticSearch<'_> {
             Err(err) => {
                 semantic_error("search", &err);
                 *degraded = mark_degraded("vector");
-                return (None, Some(Remembered::Failed("vector")));
+                return (None, Vec::new(), Some(Remembered::Failed("vector")));
             }
         };
         let read_start = Instant::now();
+        // Validated when the key was made.
+        let turns = match self.lookup.context.as_deref() {
+            Some(context) => cache
+                .inner
+                .context_policy
+                .select(context, cache.max_context_chars())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
         let mut stale = Vec::new();
         let mut matched = None;
         let mut read_failed = false;
+        let mut rejected = Vec::new();
         for candidate in candidates {
             let Ok(candidate_key) = CacheKey::new(tenant.clone(), candidate.id.clone()) else {
                 continue;
@@ -1051,13 +1099,39 @@ impl SemanticSearch<'_> {
                 .await
             {
                 Ok(Some(value)) => {
-                    if cache.parse(&value).is_some_and(|e| self.usable.check(&e)) {
-                        matched = Some((value, candidate_key, candidate.similarity));
+                    let Some(entry) = cache.parse(&value).filter(|e| self.usable.check(e)) else {
+                        if value.is_expired() {
+                            stale.push(candidate.id);
+                        }
+                        continue;
+                    };
+                    let pair = Pair::new(&self.lookup.query, &entry.query, candidate.similarity)
+                        .with_context(&turns);
+                    let decision = sem.pipeline().decide(&pair).await;
+                    *degraded |= decision.degraded;
+                    stats.verdict(&decision.verification);
+                    if decision.verification.verdict == Verdict::Accept {
+                        drop(entry);
+                        matched = Some(Matched {
+                            value,
+                            key: candidate_key,
+                            similarity: candidate.similarity,
+                            verification: decision.verification,
+                        });
                         break;
                     }
-                    if value.is_expired() {
-                        stale.push(candidate.id);
-                    }
+                    tracing::debug!(
+                        candidate = candidate_key.name(),
+                        similarity = candidate.similarity,
+                        by = decision.verification.by,
+                        reason = %decision.verification.reason,
+                        "semantic candidate rejected"
+                    );
+                    rejected.push(Rejected {
+                        key: candidate_key,
+                        similarity: candidate.similarity,
+                        verification: decision.verification,
+                    });
                 }
                 Ok(None) => stale.push(candidate.id),
                 Err(err) => {
@@ -1080,6 +1154,6 @@ impl SemanticSearch<'_> {
             });
         }
         let remember = (matched.is_none() && !read_failed).then_some(Remembered::NoMatch);
-        (matched, remember)
+        (matched, rejected, remember)
     }
 }

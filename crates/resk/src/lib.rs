@@ -3,6 +3,7 @@
 mod builder;
 mod cache;
 pub mod calibrate;
+pub mod context;
 #[cfg(feature = "env")]
 pub mod env;
 mod flight;
@@ -16,11 +17,13 @@ pub mod resilience;
 pub mod semantic;
 mod stats;
 pub mod variants;
+pub mod verify;
 
 pub use builder::{CacheBuilder, DEFAULT_MAX_QUERY_CHARS};
 pub(crate) use cache::invalid;
 pub use cache::{Cache, Erased, Export, WeakCache};
-pub use lookup::{Hit, Latency, Lookup, Miss, Outcome, PutOptions, Source, Stored};
+pub use context::{ContextPolicy, Message};
+pub use lookup::{Hit, Latency, Lookup, Miss, Outcome, PutOptions, Rejected, Source, Stored};
 pub use resk_core::{
     CacheEntry, CacheKey, CacheStore, Embedder, Error, ErrorKind, KeyBuilder, Result, ScanCursor,
     SharedCacheStore, SharedEmbedder, SharedVectorStore, TenantId, TtlPolicy, VectorStore,

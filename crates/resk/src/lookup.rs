@@ -8,6 +8,8 @@ use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+use crate::{context::Message, verify::Verification};
+
 /// One question asked of the cache: who asks, what, and how a hit may be found.
 ///
 /// The key of an entry is a keyed hash of the tenant, the normalised query, the language, the
@@ -46,6 +48,7 @@ pub struct Lookup<'a> {
     pub(crate) semantic: bool,
     pub(crate) force_refresh: bool,
     pub(crate) seed: Option<Cow<'a, str>>,
+    pub(crate) context: Option<Cow<'a, [Message]>>,
 }
 
 impl<'a> Lookup<'a> {
@@ -66,6 +69,7 @@ impl<'a> Lookup<'a> {
             semantic: true,
             force_refresh: false,
             seed: None,
+            context: None,
         }
     }
 
@@ -165,6 +169,21 @@ impl<'a> Lookup<'a> {
     pub fn variant_seed(mut self, seed: impl Into<Cow<'a, str>>) -> Self {
         self.seed = Some(seed.into());
         self
+    }
+
+    /// The conversation before the query (oldest first). The part the cache's
+    /// [`ContextPolicy`](crate::ContextPolicy) counts partitions the cache: the same query after
+    /// other turns neither hits nor is hit by this one. Only the query is embedded.
+    #[must_use]
+    pub fn context(mut self, context: impl Into<Cow<'a, [Message]>>) -> Self {
+        self.context = Some(context.into());
+        self
+    }
+
+    /// A context given as one text (a conversation summary, a document id, …).
+    #[must_use]
+    pub fn context_text(self, text: impl Into<String>) -> Self {
+        self.context(vec![Message::new("context", text)])
     }
 
     /// The tenant.
@@ -304,6 +323,8 @@ pub struct Hit {
     pub degraded: bool,
     /// Time per layer.
     pub latency: Latency,
+    /// How a semantic hit was decided: by which verifier, and why (`None` for an exact hit).
+    pub verification: Option<Verification>,
 }
 
 impl Hit {
@@ -327,7 +348,7 @@ impl Hit {
 }
 
 /// No answer.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 #[non_exhaustive]
 pub struct Miss {
     /// A layer failed (the store, the embedder, the vector store): the miss may be for that
@@ -335,6 +356,20 @@ pub struct Miss {
     pub degraded: bool,
     /// Time per layer.
     pub latency: Latency,
+    /// Semantic candidates that were found and turned down, best first, with why.
+    pub rejected: Vec<Rejected>,
+}
+
+/// A semantic candidate the decision stage turned down.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Rejected {
+    /// The candidate entry's key.
+    pub key: CacheKey,
+    /// Its similarity.
+    pub similarity: f32,
+    /// Who turned it down and why.
+    pub verification: Verification,
 }
 
 /// The full result of [`Cache::lookup`](crate::Cache::lookup).

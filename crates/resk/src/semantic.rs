@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Duration};
 
 use resk_core::{
     CacheKey, CollectionSpec, Embedder, Filter, KeyBuilder, KeyInput, Metric, Result, Scored,
-    SharedEmbedder, SharedVectorStore, TenantId, VectorPurge, VectorQuery, VectorRecord,
-    VectorStore,
+    SharedEmbedder, SharedVectorStore, SharedVerifier, TenantId, VectorPurge, VectorQuery,
+    VectorRecord, VectorStore,
 };
 use time::OffsetDateTime;
 use tracing::Instrument as _;
@@ -20,6 +20,7 @@ use crate::{
     flight::Flights,
     negative::NegativeCache,
     resilience::{Guard, ResilienceConfig},
+    verify::Pipeline,
 };
 
 /// Settings of semantic lookups.
@@ -39,6 +40,13 @@ pub struct SemanticConfig {
     pub negative_ttl: Duration,
     /// Circuit breakers and bulkheads of the embedder and the vector store.
     pub resilience: ResilienceConfig,
+    /// At or above this similarity a candidate is served without the band verifiers (the guards
+    /// still run); between `threshold` and `accept` a verifier must accept it. Default 0.9
+    /// (with `threshold` 0.9 the band is empty: add a model verifier and lower `threshold` to
+    /// serve paraphrases the cosine alone cannot vouch for). Never below `threshold`.
+    pub accept: f32,
+    /// Longest a verifier may take on one candidate before it counts as a reject. Default 5 s.
+    pub verify_timeout: Duration,
 }
 
 impl Default for SemanticConfig {
@@ -50,6 +58,21 @@ impl Default for SemanticConfig {
             metric: Metric::Cosine,
             negative_ttl: Duration::from_secs(30),
             resilience: ResilienceConfig::default(),
+            accept: 0.9,
+            verify_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SemanticConfig {
+    /// The defaults with all-MiniLM-L6-v2 (or a sentence-transformers model like it) and token
+    /// alignment in the band: candidates from 0.65 are verified, from 0.9 the guards alone
+    /// decide. `docs/eval/README.md` shows how they were chosen.
+    pub fn for_local_model() -> Self {
+        Self {
+            threshold: 0.65,
+            accept: 0.9,
+            ..Self::default()
         }
     }
 }
@@ -72,6 +95,8 @@ pub struct Semantic {
     vector_guard: Guard,
     /// Searches in flight, shared by concurrent identical lookups.
     searches: Flights<SharedSearch>,
+    /// The decision stage: verifiers and zones.
+    pipeline: Pipeline,
 }
 
 /// A search result as concurrent identical lookups share it.
@@ -130,6 +155,17 @@ impl Semantic {
                 ),
             ));
         }
+        if !(config.accept.is_finite() && (config.threshold..=1.0).contains(&config.accept)) {
+            return Err(resk_core::Error::new(
+                resk_core::ErrorKind::Config,
+                "resk",
+                "semantic",
+                format!(
+                    "the accept bound must be between the threshold ({}) and 1, not {}",
+                    config.threshold, config.accept
+                ),
+            ));
+        }
         if config.top_k == 0 {
             return Err(resk_core::Error::new(
                 resk_core::ErrorKind::Config,
@@ -180,7 +216,35 @@ impl Semantic {
             embed_guard: Guard::new("embed", config.resilience),
             vector_guard: Guard::new("vector", config.resilience),
             searches: Flights::default(),
+            pipeline: Pipeline::new(
+                crate::verify::defaults(),
+                config.accept,
+                config.verify_timeout,
+            ),
         })
+    }
+
+    /// Decide candidates with `verifiers`, in this order (cheapest first), instead of the default
+    /// ([`Guards`](crate::verify::Guards) alone). An empty list decides by similarity alone, as a
+    /// plain cosine cache does.
+    pub fn with_verifiers(mut self, verifiers: Vec<SharedVerifier>) -> Self {
+        self.pipeline = Pipeline::new(verifiers, self.pipeline.accept, self.pipeline.timeout());
+        self
+    }
+
+    /// The names of the verifiers, in order.
+    pub fn verifiers(&self) -> Vec<&'static str> {
+        self.pipeline.names()
+    }
+
+    /// The accept bound.
+    pub fn accept(&self) -> f32 {
+        self.pipeline.accept
+    }
+
+    /// The decision stage.
+    pub(crate) fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
     }
 
     /// Make sure the collection exists with its spec (once; retried on every call until it succeeds).

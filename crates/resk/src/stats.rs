@@ -64,6 +64,20 @@ impl Stats {
     }
 }
 
+impl Stats {
+    /// Count a decision of the verification stage
+    /// (`resk_semantic_verdicts_total{verifier, verdict, reason}`).
+    pub(crate) fn verdict(&self, v: &crate::verify::Verification) {
+        metrics::counter!(
+            "resk_semantic_verdicts_total",
+            "verifier" => v.by,
+            "verdict" => v.verdict.as_str(),
+            "reason" => v.label().to_owned(),
+        )
+        .increment(1);
+    }
+}
+
 /// LLM tokens in `bytes` of text, estimated at 4 bytes a token (OpenAI's rule of thumb for
 /// English; an estimate for dashboards, not billing).
 fn estimated_tokens(bytes: usize) -> u64 {

@@ -816,6 +816,8 @@ pub fn semantic_config(args: &SemanticArgs, resilience: ResilienceConfig) -> Sem
         metric: args.vector_metric.into(),
         negative_ttl: Duration::from_secs(args.negative_cache_ttl_secs),
         resilience,
+        accept: args.threshold(),
+        ..SemanticConfig::default()
     }
 }
 

@@ -1,0 +1,569 @@
+//! The guards: rule checks that reject a candidate whose question asks the opposite or another
+//! thing. Microseconds per pair, no model; they run on every candidate, the sure ones too.
+//!
+//! What they catch (each a reason label):
+//! - `negation`: one question negates and the other does not (`not`, `never`, `without`, `no`,
+//!   `non-`, `n't`, `-less` words such as *eggless*; an even number of negations cancels out);
+//! - `polarity`: a word in one question is the prefixed opposite of a word in the other
+//!   (*available*/*unavailable*, *connect*/*disconnect*, *legal*/*illegal*, *refundable*/
+//!   *non-refundable*; prefixes un-, in-, im-, il-, ir-, dis-, de-, non-);
+//! - `antonym`: one question says one word of a curated opposite pair and the other the other
+//!   (*enable*/*disable*, *upload*/*download*, *increase*/*decrease*, *best*/*worst*,
+//!   *on*/*off* …: `data/antonyms.txt`, written for resk, stems compared);
+//! - `number`: the numbers differ (digits, `1,000`, `8:15`, number words up to a million,
+//!   *half*, *dozen*; `2FA` and *two-factor* agree);
+//! - `swap`: each question names a different member of one closed class — plan (Pro vs
+//!   Enterprise), OS, device, browser, app, unit, currency, language, weekday, month, file type …
+//!   (`data/classes.txt`, extensible per deployment with [`Guards::with_class`]);
+//! - `direction`: the same things in the other order: *from A to B* vs *from B to A*, *A to B* vs
+//!   *B to A*, *A into B*, *A for B*, *A against B*, or two members of one class in reverse order
+//!   (*how many dollars is one euro* vs *how many euros is one dollar*).
+//!
+//! What they miss: a content word replaced by an unrelated one outside the classes (*password*
+//! vs *username*) — token alignment, a cross-encoder or an LLM judge catch that; opposites not in
+//! the list and not formed by a prefix; negation by verbs (*refuse*, *fail to*); a paraphrase
+//! that adds a negated clause (*my parcel hasn't arrived, where is it?* vs *where is my order?*) is
+//! rejected although it asks the same thing (a miss, never a wrong answer).
+
+use std::{
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::{Arc, LazyLock},
+};
+
+use resk_core::{Judgement, Pair, Result, Verifier, VerifierInfo};
+
+use super::text::{Word, stem, words};
+
+const ANTONYMS: &str = include_str!("../../data/antonyms.txt");
+const CLASSES: &str = include_str!("../../data/classes.txt");
+
+/// Prefixes that make an opposite (`available` → `unavailable`).
+const PREFIXES: &[&str] = &["non", "dis", "un", "in", "im", "il", "ir", "de"];
+
+/// Markers of direction: `A <marker> B`.
+const DIRECTION_MARKERS: &[&str] = &["to", "into", "for", "against", "vs", "versus", "than"];
+
+/// Number words and their values.
+const NUMBER_WORDS: &[(&str, f64)] = &[
+    ("zero", 0.0),
+    ("half", 0.5),
+    ("quarter", 0.25),
+    ("one", 1.0),
+    ("single", 1.0),
+    ("two", 2.0),
+    ("double", 2.0),
+    ("twice", 2.0),
+    ("three", 3.0),
+    ("triple", 3.0),
+    ("four", 4.0),
+    ("five", 5.0),
+    ("six", 6.0),
+    ("seven", 7.0),
+    ("eight", 8.0),
+    ("nine", 9.0),
+    ("ten", 10.0),
+    ("eleven", 11.0),
+    ("twelve", 12.0),
+    ("dozen", 12.0),
+    ("thirteen", 13.0),
+    ("fourteen", 14.0),
+    ("fifteen", 15.0),
+    ("sixteen", 16.0),
+    ("seventeen", 17.0),
+    ("eighteen", 18.0),
+    ("nineteen", 19.0),
+    ("twenty", 20.0),
+    ("thirty", 30.0),
+    ("forty", 40.0),
+    ("fifty", 50.0),
+    ("sixty", 60.0),
+    ("seventy", 70.0),
+    ("eighty", 80.0),
+    ("ninety", 90.0),
+    ("hundred", 100.0),
+    ("thousand", 1000.0),
+    ("million", 1_000_000.0),
+];
+
+/// A closed class: its name and its members, each a list of spellings (stemmed word sequences).
+#[derive(Debug, Clone)]
+struct Class {
+    name: String,
+    members: Vec<Vec<Vec<String>>>,
+}
+
+/// The word lists.
+#[derive(Debug)]
+struct Lexicon {
+    /// Stem → the stems of its opposites.
+    antonyms: HashMap<String, Vec<String>>,
+    classes: Vec<Class>,
+}
+
+fn data_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+fn stems_of(phrase: &str) -> Vec<String> {
+    words(phrase).into_iter().map(|w| w.stem).collect()
+}
+
+fn parse_class(line: &str) -> Option<Class> {
+    let (name, members) = line.split_once(':')?;
+    let members = members
+        .split(',')
+        .map(|m| {
+            m.split('|')
+                .map(stems_of)
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .filter(|m| !m.is_empty())
+        .collect();
+    Some(Class {
+        name: name.trim().to_owned(),
+        members,
+    })
+}
+
+static LEXICON: LazyLock<Arc<Lexicon>> = LazyLock::new(|| {
+    let mut antonyms: HashMap<String, Vec<String>> = HashMap::new();
+    for line in data_lines(ANTONYMS) {
+        let mut parts = line.split_whitespace();
+        if let (Some(a), Some(b)) = (parts.next(), parts.next()) {
+            let (a, b) = (stem(a), stem(b));
+            antonyms.entry(a.clone()).or_default().push(b.clone());
+            antonyms.entry(b).or_default().push(a);
+        }
+    }
+    let classes = data_lines(CLASSES).filter_map(parse_class).collect();
+    Arc::new(Lexicon { antonyms, classes })
+});
+
+/// The rule checks (see the module docs); `Guards::default()` carries the shipped lists.
+#[derive(Debug, Clone)]
+pub struct Guards {
+    info: VerifierInfo,
+    lexicon: Arc<Lexicon>,
+}
+
+impl Default for Guards {
+    fn default() -> Self {
+        Self {
+            info: VerifierInfo::new("guards").everywhere(),
+            lexicon: Arc::clone(&LEXICON),
+        }
+    }
+}
+
+impl Guards {
+    /// The guards with the shipped lists.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add a closed class, written as a line of `data/classes.txt`: `name: member, member|other
+    /// spelling, …` (your plans, products or regions). A line without `:` is a
+    /// [`Config`](resk_core::ErrorKind::Config) error.
+    pub fn with_class(mut self, line: &str) -> Result<Self> {
+        let class = parse_class(line).filter(|c| c.members.len() >= 2).ok_or_else(|| {
+            resk_core::Error::new(
+                resk_core::ErrorKind::Config,
+                "resk",
+                "guards",
+                format!("a class is `name: member, member|spelling, …` with two members or more, not {line:?}"),
+            )
+        })?;
+        let mut lexicon = Lexicon {
+            antonyms: self.lexicon.antonyms.clone(),
+            classes: self.lexicon.classes.clone(),
+        };
+        lexicon.classes.push(class);
+        self.lexicon = Arc::new(lexicon);
+        Ok(self)
+    }
+
+    /// The first conflict between `a` and `b`, as a reject; abstain when there is none.
+    pub fn check(&self, a: &str, b: &str) -> Judgement {
+        let (wa, wb) = (words(a), words(b));
+        negation(&wa, &wb)
+            .or_else(|| polarity(&wa, &wb).or_else(|| polarity(&wb, &wa)))
+            .or_else(|| self.antonym(&wa, &wb))
+            .or_else(|| numbers(&wa, &wb))
+            .or_else(|| self.classes(&wa, &wb))
+            .or_else(|| direction(&wa, &wb))
+            .unwrap_or_else(|| Judgement::abstain("no_conflict"))
+    }
+
+    fn antonym(&self, a: &[Word], b: &[Word]) -> Option<Judgement> {
+        // Each word's stem, and for `cheapest`/`cheaper` the base adjective's stem too.
+        fn stems(w: &Word) -> impl Iterator<Item = String> + '_ {
+            let base = w
+                .text
+                .strip_suffix("est")
+                .or_else(|| w.text.strip_suffix("er"))
+                .filter(|b| b.len() >= 3)
+                .map(stem);
+            std::iter::once(w.stem.clone()).chain(base)
+        }
+        let sa: HashSet<String> = a.iter().flat_map(stems).collect();
+        let sb: HashSet<String> = b.iter().flat_map(stems).collect();
+        for w in a.iter().filter(|w| !sb.contains(&w.stem)) {
+            for o in stems(w)
+                .filter_map(|s| self.lexicon.antonyms.get(&s))
+                .flatten()
+            {
+                if sb.contains(o) && !sa.contains(o) {
+                    return Some(Judgement::reject(format!("antonym: {} vs {o}", w.text)));
+                }
+            }
+        }
+        None
+    }
+
+    /// Members of each class found in `words`, by index, with the position of their first word.
+    fn members(&self, words: &[Word]) -> Vec<(usize, usize, usize)> {
+        let stems: Vec<&str> = words.iter().map(|w| w.stem.as_str()).collect();
+        let mut found = Vec::new();
+        for (ci, class) in self.lexicon.classes.iter().enumerate() {
+            for (mi, spellings) in class.members.iter().enumerate() {
+                let at = spellings.iter().find_map(|seq| {
+                    stems
+                        .windows(seq.len())
+                        .position(|w| w.iter().zip(seq).all(|(a, b)| *a == b))
+                });
+                if let Some(at) = at {
+                    found.push((ci, mi, at));
+                }
+            }
+        }
+        found
+    }
+
+    fn classes(&self, a: &[Word], b: &[Word]) -> Option<Judgement> {
+        let (ma, mb) = (self.members(a), self.members(b));
+        let set = |m: &[(usize, usize, usize)]| -> HashSet<(usize, usize)> {
+            m.iter().map(|&(c, i, _)| (c, i)).collect()
+        };
+        let (sa, sb) = (set(&ma), set(&mb));
+        let name = |c: usize, i: usize, words: &[Word], m: &[(usize, usize, usize)]| {
+            m.iter()
+                .find(|&&(cc, ii, _)| cc == c && ii == i)
+                .and_then(|&(_, _, at)| words.get(at))
+                .map_or_else(String::new, |w| w.text.clone())
+        };
+        for &(c, i) in sa.difference(&sb) {
+            if let Some(&(_, j)) = sb.difference(&sa).find(|&&(cc, _)| cc == c) {
+                return Some(Judgement::reject(format!(
+                    "swap: {} ({} vs {})",
+                    self.lexicon.classes[c].name,
+                    name(c, i, a, &ma),
+                    name(c, j, b, &mb)
+                )));
+            }
+        }
+        // Two members of one class in both questions, in opposite orders.
+        for &(c, i, ai) in &ma {
+            for &(c2, j, aj) in &ma {
+                if c2 != c || i == j || ai >= aj {
+                    continue;
+                }
+                let pos = |k: usize| mb.iter().find(|&&(cc, kk, _)| cc == c && kk == k);
+                if let (Some(&(_, _, bi)), Some(&(_, _, bj))) = (pos(i), pos(j))
+                    && bi > bj
+                {
+                    return Some(Judgement::reject(format!(
+                        "direction: {} and {} in the other order",
+                        name(c, i, a, &ma),
+                        name(c, j, a, &ma)
+                    )));
+                }
+            }
+        }
+        None
+    }
+}
+
+fn negation(a: &[Word], b: &[Word]) -> Option<Judgement> {
+    let count = |w: &[Word]| w.iter().filter(|w| w.negates()).count();
+    let (na, nb) = (count(a), count(b));
+    if na % 2 == nb % 2 {
+        return None;
+    }
+    let (words, _) = if na > nb { (a, b) } else { (b, a) };
+    let marker = words
+        .iter()
+        .find(|w| w.negates())
+        .map_or("not", |w| w.text.as_str());
+    Some(Judgement::reject(format!(
+        "negation: `{marker}` in one question only"
+    )))
+}
+
+/// A word of `a` that is a prefixed opposite of a word of `b` (and not itself in `b`).
+fn polarity(a: &[Word], b: &[Word]) -> Option<Judgement> {
+    let sa: HashSet<&str> = a.iter().map(|w| w.stem.as_str()).collect();
+    let sb: HashSet<&str> = b.iter().map(|w| w.stem.as_str()).collect();
+    for w in a {
+        if sb.contains(w.stem.as_str()) {
+            continue;
+        }
+        for p in PREFIXES {
+            let Some(rest) = w.text.strip_prefix(p) else {
+                continue;
+            };
+            if rest.len() < 4 {
+                continue;
+            }
+            let base = stem(rest);
+            if sb.contains(base.as_str()) && !sa.contains(base.as_str()) {
+                return Some(Judgement::reject(format!("polarity: {} vs {rest}", w.text)));
+            }
+        }
+    }
+    None
+}
+
+/// The numbers in `words` (digit runs and number words, `one` only if `with_one`), sorted.
+fn number_values(words: &[Word], with_one: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    for w in words {
+        let mut run = String::new();
+        for c in w.text.chars().chain(std::iter::once(' ')) {
+            if c.is_ascii_digit() {
+                run.push(c);
+            } else if !run.is_empty() {
+                let trimmed = run.trim_start_matches('0');
+                out.push(if trimmed.is_empty() { "0" } else { trimmed }.to_owned());
+                run.clear();
+            }
+        }
+        if !with_one && w.text == "one" {
+            continue;
+        }
+        if let Some((_, v)) = NUMBER_WORDS.iter().find(|(name, _)| *name == w.text) {
+            out.push(v.to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn numbers(a: &[Word], b: &[Word]) -> Option<Judgement> {
+    let (na, nb) = (number_values(a, true), number_values(b, true));
+    // `one` is as often a pronoun (*how do I write one?*) as a number: it counts only if the
+    // questions still differ without it.
+    if na == nb || number_values(a, false) == number_values(b, false) {
+        return None;
+    }
+    Some({
+        let show = |n: &[String]| {
+            if n.is_empty() {
+                "none".to_owned()
+            } else {
+                n.join(", ")
+            }
+        };
+        Judgement::reject(format!("number: {} vs {}", show(&na), show(&nb)))
+    })
+}
+
+/// The content stems before and after the direction marker: `from X to Y` (or `to Y from X`),
+/// else around the last marker.
+fn sides(words: &[Word]) -> Option<(BTreeSet<&str>, BTreeSet<&str>)> {
+    fn content(ws: &[Word]) -> BTreeSet<&str> {
+        ws.iter()
+            .filter(|w| w.content())
+            .map(|w| w.stem.as_str())
+            .collect()
+    }
+    let from = words.iter().position(|w| w.text == "from");
+    let marker = |range: &[Word]| {
+        range
+            .iter()
+            .rposition(|w| DIRECTION_MARKERS.contains(&w.text.as_str()))
+    };
+    match from {
+        Some(f) => {
+            // `from X to Y`, the marker after `from`.
+            if let Some(t) = marker(&words[f + 1..]).map(|t| t + f + 1) {
+                return Some((content(&words[f + 1..t]), content(&words[t + 1..])));
+            }
+            // `to Y from X`.
+            let t = marker(&words[..f])?;
+            Some((content(&words[f + 1..]), content(&words[t + 1..f])))
+        }
+        None => {
+            let t = marker(words)?;
+            Some((content(&words[..t]), content(&words[t + 1..])))
+        }
+    }
+}
+
+fn direction(a: &[Word], b: &[Word]) -> Option<Judgement> {
+    let ((xa, ya), (xb, yb)) = (sides(a)?, sides(b)?);
+    fn moved<'w>(
+        from_a: &BTreeSet<&'w str>,
+        other_a: &BTreeSet<&str>,
+        to_b: &BTreeSet<&str>,
+        other_b: &BTreeSet<&str>,
+    ) -> Option<&'w str> {
+        from_a
+            .iter()
+            .find(|w| !other_a.contains(*w) && to_b.contains(*w) && !other_b.contains(*w))
+            .copied()
+    }
+    let word = moved(&xa, &ya, &yb, &xb).or_else(|| moved(&ya, &xa, &xb, &yb))?;
+    Some(Judgement::reject(format!(
+        "direction: `{word}` is on the other side"
+    )))
+}
+
+impl Verifier for Guards {
+    fn info(&self) -> &VerifierInfo {
+        &self.info
+    }
+
+    async fn verify(&self, pair: &Pair<'_>) -> Result<Judgement> {
+        Ok(self.check(pair.query, pair.cached))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(a: &str, b: &str) -> String {
+        Guards::default().check(a, b).label().to_owned()
+    }
+
+    #[test]
+    fn each_rule_rejects_its_case_and_passes_paraphrases() {
+        let cases = [
+            (
+                "Can I pay by credit card?",
+                "Can I not pay by credit card?",
+                "negation",
+            ),
+            (
+                "Is the service available in Canada?",
+                "Is the service unavailable in Canada?",
+                "polarity",
+            ),
+            (
+                "Is the order refundable?",
+                "Is the order non-refundable?",
+                "negation",
+            ),
+            (
+                "How do I enable two-factor authentication?",
+                "How do I disable two-factor authentication?",
+                "antonym",
+            ),
+            (
+                "How do I turn on location services?",
+                "How do I turn off location services?",
+                "antonym",
+            ),
+            (
+                "Can I return an item after 30 days?",
+                "Can I return an item after 90 days?",
+                "number",
+            ),
+            (
+                "Which train leaves at 8:15?",
+                "Which train leaves at 18:15?",
+                "number",
+            ),
+            (
+                "How do I take a screenshot on Windows?",
+                "How do I take a screenshot on a Mac?",
+                "swap",
+            ),
+            (
+                "What is included in the Pro plan?",
+                "What is included in the Enterprise plan?",
+                "swap",
+            ),
+            (
+                "How do I convert Celsius to Fahrenheit?",
+                "How do I convert Fahrenheit to Celsius?",
+                "direction",
+            ),
+            (
+                "How long does it take to drive from Boston to Chicago?",
+                "How long does it take to drive from Chicago to Boston?",
+                "direction",
+            ),
+            (
+                "How many dollars is one euro?",
+                "How many euros is one dollar?",
+                "direction",
+            ),
+            (
+                "How do I set up two-factor authentication?",
+                "How can I add 2FA to my account?",
+                "no_conflict",
+            ),
+            (
+                "How do I make a cake without eggs?",
+                "What's an eggless cake recipe?",
+                "no_conflict",
+            ),
+            (
+                "How do I get to the airport from downtown?",
+                "What's the best way to travel from the city centre to the airport?",
+                "no_conflict",
+            ),
+            (
+                "How do I add a user to a Linux group?",
+                "What's the command to put a user into a group on Linux?",
+                "no_conflict",
+            ),
+            (
+                "How do I change my shipping address?",
+                "How can I update the delivery address for my order?",
+                "no_conflict",
+            ),
+            (
+                "How do I write a cover letter?",
+                "What should a cover letter include and how do I write one?",
+                "no_conflict",
+            ),
+            (
+                "How do I merge two accounts?",
+                "Can I combine my two accounts into one?",
+                "no_conflict",
+            ),
+            (
+                "How many dollars is one euro?",
+                "How many dollars are two euros?",
+                "number",
+            ),
+            (
+                "What is the cheapest plan?",
+                "What is the most expensive plan?",
+                "antonym",
+            ),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(label(a, b), want, "{a} / {b}");
+            assert_eq!(label(b, a), want, "{b} / {a}");
+        }
+    }
+
+    #[test]
+    fn a_deployment_adds_its_own_classes() {
+        let g = Guards::default()
+            .with_class("region: emea, apac, americas")
+            .unwrap();
+        assert_eq!(
+            g.check("Prices in EMEA?", "Prices in APAC?").label(),
+            "swap"
+        );
+        assert!(Guards::default().with_class("no colon here").is_err());
+        assert!(Guards::default().with_class("lonely: one").is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! The decision stage after the vector search: which candidate's answer may be served.
+//!
+//! Candidates come from the vector search best first. Each is placed by its similarity:
+//! below `threshold` (the *reject* bound) it is never a candidate; at or above `accept` it is
+//! served unless a verifier that runs everywhere (the [`Guards`]) rejects it; in between (the
+//! *band*) it goes through every verifier in order, cheapest first, and is served only when one
+//! accepts it: a band candidate nobody vouches for is a miss. A verifier that errors or times out
+//! rejects (fail closed) and marks the lookup degraded.
+//!
+//! Built in: [`Guards`] (rules, microseconds, on by default). Token alignment with the local model,
+//! a cross-encoder and an LLM judge plug in as further [`Verifier`]s.
+
+#[cfg(feature = "local")]
+mod alignment;
+mod guards;
+mod text;
+
+use std::{borrow::Cow, time::Duration};
+
+use resk_core::{Judgement, Pair, SharedVerifier, Verdict, Verifier};
+
+#[cfg(feature = "local")]
+pub use alignment::{Alignment, DEFAULT_BOUND};
+pub use guards::Guards;
+
+/// How a candidate was decided: served with [`Hit::verification`](crate::Hit::verification),
+/// logged (debug) and counted for rejected ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verification {
+    /// Served (`Accept`) or not (`Reject`).
+    pub verdict: Verdict,
+    /// The verifier that decided (`guards`, …), or `similarity` when the similarity alone did
+    /// (at or above `accept`, no verifier objecting; in the band, none accepting).
+    pub by: &'static str,
+    /// Why (the verifier's reason; `above_accept`, `unverified`, `timeout`, `error: …`).
+    pub reason: Cow<'static, str>,
+}
+
+impl Verification {
+    fn new(verdict: Verdict, by: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            verdict,
+            by,
+            reason: reason.into(),
+        }
+    }
+
+    /// The reason's label: its part before the first `:` (a metric label).
+    pub fn label(&self) -> &str {
+        self.reason
+            .split_once(':')
+            .map_or(&*self.reason, |(label, _)| label)
+    }
+}
+
+/// The verifiers and the zones.
+#[derive(Clone, Debug)]
+pub(crate) struct Pipeline {
+    verifiers: Vec<SharedVerifier>,
+    /// At or above: served unless an everywhere-verifier rejects.
+    pub(crate) accept: f32,
+    /// Longest a verifier may take before it counts as a reject.
+    timeout: Duration,
+}
+
+/// A candidate's fate, and whether a verifier failed on the way.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    pub(crate) verification: Verification,
+    pub(crate) degraded: bool,
+}
+
+impl Pipeline {
+    pub(crate) fn new(verifiers: Vec<SharedVerifier>, accept: f32, timeout: Duration) -> Self {
+        Self {
+            verifiers,
+            accept,
+            timeout,
+        }
+    }
+
+    /// How long a verifier may take.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The verifiers' names, in order.
+    pub(crate) fn names(&self) -> Vec<&'static str> {
+        self.verifiers.iter().map(|v| v.info().name).collect()
+    }
+
+    /// Decide `pair` (its similarity is at or above the reject bound).
+    pub(crate) async fn decide(&self, pair: &Pair<'_>) -> Decision {
+        let sure = pair.similarity >= self.accept;
+        let mut degraded = false;
+        for verifier in &self.verifiers {
+            let info = verifier.info();
+            if sure && info.band_only {
+                continue;
+            }
+            let judged = tokio::time::timeout(self.timeout, verifier.verify(pair)).await;
+            let judgement = match judged {
+                Ok(Ok(judgement)) => judgement,
+                Ok(Err(err)) => {
+                    degraded = true;
+                    tracing::warn!(verifier = info.name, error = %err, "verifier failed; the candidate is rejected");
+                    Judgement::reject(format!("error: {}", err.kind().as_str()))
+                }
+                Err(_) => {
+                    degraded = true;
+                    tracing::warn!(
+                        verifier = info.name,
+                        timeout_ms = self.timeout.as_millis() as u64,
+                        "verifier timed out; the candidate is rejected"
+                    );
+                    Judgement::reject("timeout")
+                }
+            };
+            if judgement.verdict != Verdict::Abstain {
+                return Decision {
+                    verification: Verification::new(judgement.verdict, info.name, judgement.reason),
+                    degraded,
+                };
+            }
+        }
+        let verification = if sure {
+            Verification::new(Verdict::Accept, "similarity", "above_accept")
+        } else {
+            Verification::new(Verdict::Reject, "similarity", "unverified")
+        };
+        Decision {
+            verification,
+            degraded,
+        }
+    }
+}
+
+/// The default verifiers: the [`Guards`].
+pub fn defaults() -> Vec<SharedVerifier> {
+    vec![std::sync::Arc::new(Guards::default())]
+}
+
+/// The default verifiers with a local model: the [`Guards`], then [`Alignment`] with the
+/// embedder's model (use with [`SemanticConfig::for_local_model`](crate::SemanticConfig::for_local_model)).
+#[cfg(feature = "local")]
+pub fn local_defaults(embedder: resk_embed_local::LocalEmbedder) -> Vec<SharedVerifier> {
+    vec![
+        std::sync::Arc::new(Guards::default()),
+        std::sync::Arc::new(Alignment::new(embedder)),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use resk_core::{Error, ErrorKind, Result, VerifierInfo};
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Fixed(VerifierInfo, Option<Verdict>, Duration);
+
+    impl Verifier for Fixed {
+        fn info(&self) -> &VerifierInfo {
+            &self.0
+        }
+        async fn verify(&self, _: &Pair<'_>) -> Result<Judgement> {
+            tokio::time::sleep(self.2).await;
+            match self.1 {
+                Some(Verdict::Accept) => Ok(Judgement::accept("fixed")),
+                Some(Verdict::Reject) => Ok(Judgement::reject("fixed")),
+                Some(_) => Ok(Judgement::abstain("fixed")),
+                None => Err(Error::new(
+                    ErrorKind::Unavailable,
+                    "fixed",
+                    "verify",
+                    "down",
+                )),
+            }
+        }
+    }
+
+    fn fixed(name: &'static str, v: Option<Verdict>, wait_ms: u64) -> SharedVerifier {
+        Arc::new(Fixed(
+            VerifierInfo::new(name),
+            v,
+            Duration::from_millis(wait_ms),
+        ))
+    }
+
+    #[tokio::test]
+    async fn zones_order_and_fail_closed() {
+        let timeout = Duration::from_millis(50);
+        let pair = |s| Pair::new("a", "b", s);
+        // In the band, nobody accepting is a reject; the first non-abstaining verifier decides.
+        let p = Pipeline::new(vec![fixed("x", Some(Verdict::Abstain), 0)], 0.9, timeout);
+        let d = p.decide(&pair(0.8)).await;
+        assert_eq!(
+            (d.verification.verdict, d.verification.by),
+            (Verdict::Reject, "similarity")
+        );
+        let d = p.decide(&pair(0.95)).await;
+        assert_eq!(d.verification.reason, "above_accept");
+        let p = Pipeline::new(
+            vec![
+                fixed("a", Some(Verdict::Accept), 0),
+                fixed("r", Some(Verdict::Reject), 0),
+            ],
+            0.9,
+            timeout,
+        );
+        let d = p.decide(&pair(0.8)).await;
+        assert_eq!(
+            (d.verification.verdict, d.verification.by),
+            (Verdict::Accept, "a")
+        );
+        // A band-only verifier is not asked above accept.
+        let p = Pipeline::new(vec![fixed("r", Some(Verdict::Reject), 0)], 0.9, timeout);
+        assert_eq!(
+            p.decide(&pair(0.95)).await.verification.verdict,
+            Verdict::Accept
+        );
+        // Errors and time-outs reject and degrade.
+        for v in [
+            fixed("down", None, 0),
+            fixed("slow", Some(Verdict::Accept), 500),
+        ] {
+            let d = Pipeline::new(vec![v], 0.9, timeout)
+                .decide(&pair(0.8))
+                .await;
+            assert_eq!(d.verification.verdict, Verdict::Reject);
+            assert!(d.degraded, "{d:?}");
+        }
+    }
+}
