@@ -9,11 +9,14 @@
 //! * `fuzz`  — the schemathesis run of `test` alone: the real server fuzzed from its OpenAPI document.
 //! * `sbom`  — CycloneDX 1.5 SBOMs (every crate linked, with licences and checksums) of each
 //!   workspace crate, `resk-server` included, by cargo-cyclonedx, gathered in `<target>/sbom/`.
+//! * `eval`  — precision and recall of semantic hits on `docs/eval`, plain cosine against the
+//!   verification pipeline (release build, the all-MiniLM-L6-v2 test model).
 //! * `bench` — release-build load benchmark of a cache hit against a bare axum handler (needs `wrk`);
 //!   `bench compare <git-rev>` — the same hit at another revision and at this checkout, side by side.
 #![allow(clippy::print_stdout)] // a command-line tool reports on stdout
 
 mod bench;
+mod eval;
 mod fixtures;
 mod fuzz;
 mod layout;
@@ -36,7 +39,7 @@ mod prelude {
     };
 
     pub(crate) use crate::{
-        Result, bench::*, fixtures::*, fuzz::*, layout::*, lint::*, process::*, sbom::*,
+        Result, bench::*, eval::*, fixtures::*, fuzz::*, layout::*, lint::*, process::*, sbom::*,
         services::*, test::*,
     };
 }
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Some("lint") => lint(),
         Some("ci") => lint().and_then(|()| test()),
         Some("bench") => bench(&args[1..]),
+        Some("eval") => eval(&args[1..]),
         Some("services") => services(),
         Some("fuzz") => fuzz_api().and_then(|()| fuzz_code()),
         Some("sbom") => sbom(),
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
         Some("coverage") => coverage(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|coverage|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench compare <git-rev>|bench semantic|bench vectors|bench export|bench soak [--duration SECS]>"
+                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|coverage|eval [--dump]|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench compare <git-rev>|bench semantic|bench vectors|bench export|bench soak [--duration SECS]>"
             );
             return ExitCode::from(2);
         }

@@ -95,6 +95,10 @@ pub struct WriteRequest {
     pub semantic: Option<bool>,
     /// `tenant` (default) or `user`: private to the token's subject.
     pub visibility: Option<Visibility>,
+    /// The conversation before the query: an array of `{role, content}` messages (oldest first)
+    /// or one string. Part of the key and of the semantic scope: the same query after other turns
+    /// never hits. Which part counts: `CONTEXT_TURNS`, `CONTEXT_SYSTEM`.
+    pub context: Option<Context>,
 }
 
 /// `POST /api/cache/query`: look an answer up.
@@ -146,6 +150,44 @@ pub struct QueryRequest {
     pub seed: Option<String>,
     /// `tenant` (default): entries shared by the tenant; `user`: the caller's private entries.
     pub visibility: Option<Visibility>,
+    /// The conversation before the query: an array of `{role, content}` messages (oldest first)
+    /// or one string. Part of the key and of the semantic scope: the same query after other turns
+    /// never hits. Which part counts: `CONTEXT_TURNS`, `CONTEXT_SYSTEM`.
+    pub context: Option<Context>,
+}
+
+/// A conversation before the query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Context {
+    /// Messages, oldest first.
+    Messages(Vec<ContextMessage>),
+    /// One text (a summary, a thread id, …).
+    Text(String),
+}
+
+/// One message of a `context`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContextMessage {
+    /// `system`, `user`, `assistant`, `tool`, … (1-32 letters, digits, `-` or `_`).
+    #[schemars(length(min = 1, max = 32), regex(pattern = "^[A-Za-z0-9_-]{1,32}$"))]
+    pub role: String,
+    /// What was said.
+    pub content: String,
+}
+
+impl Context {
+    /// The engine's messages.
+    pub fn messages(&self) -> Vec<resk::Message> {
+        match self {
+            Context::Messages(messages) => messages
+                .iter()
+                .map(|m| resk::Message::new(m.role.as_str(), m.content.as_str()))
+                .collect(),
+            Context::Text(text) => vec![resk::Message::new("context", text.as_str())],
+        }
+    }
 }
 
 /// The fields of a request that decide its cache key, borrowed.
@@ -161,6 +203,8 @@ pub struct KeyFields<'a> {
     pub params: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// Shared by the tenant or private to the caller.
     pub visibility: Visibility,
+    /// The conversation before the query.
+    pub context: Option<&'a Context>,
 }
 
 macro_rules! key_fields {
@@ -174,6 +218,7 @@ macro_rules! key_fields {
                     model: self.model.as_deref(),
                     params: self.params.as_ref(),
                     visibility: self.visibility.unwrap_or_default(),
+                    context: self.context.as_ref(),
                 }
             }
         }
@@ -314,8 +359,48 @@ pub struct QueryResponse<'a> {
     /// regenerate and write a fresh answer (absent: `false`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stale: bool,
+    /// How a semantic hit was decided (semantic hits only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verification: Option<Verification>,
+    /// Semantic candidates turned down on the way, best first (absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejected: Vec<RejectedCandidate>,
     /// Per-layer latency.
     pub latency_ms: Latency,
+}
+
+/// How a semantic candidate was decided.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Verification {
+    /// `accept` (served) or `reject`.
+    pub verdict: &'static str,
+    /// The verifier that decided (`guards`, `alignment`, …), or `similarity` when the similarity
+    /// alone did.
+    pub by: &'static str,
+    /// Why: a label (`negation`, `antonym`, `number`, `swap`, `direction`, `polarity`, `aligned`,
+    /// `unaligned`, `above_accept`, `unverified`, `timeout`, `error`), then `: ` and detail.
+    pub reason: String,
+}
+
+impl From<&resk::verify::Verification> for Verification {
+    fn from(v: &resk::verify::Verification) -> Self {
+        Self {
+            verdict: v.verdict.as_str(),
+            by: v.by,
+            reason: v.reason.to_string(),
+        }
+    }
+}
+
+/// A semantic candidate the verifiers turned down.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RejectedCandidate {
+    /// The candidate entry's key.
+    pub key: String,
+    /// Its similarity.
+    pub similarity: f32,
+    /// Who turned it down and why.
+    pub verification: Verification,
 }
 
 /// Answer to a purge.

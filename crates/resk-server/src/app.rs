@@ -275,6 +275,7 @@ fn engine(
         .ttl_jitter_percent(config.ttl_jitter_percent)
         .stale_grace(Duration::from_secs(config.stale_ttl_secs))
         .max_query_chars(config.limits.max_query_chars)
+        .context_policy(config.limits.context)
         .log_query_text(config.log_query_text);
     if let Some(semantic) = semantic {
         builder = builder.semantic(semantic);

@@ -260,6 +260,14 @@ pub struct ServeArgs {
     /// Longest accepted query, in characters.
     #[arg(long, env = "MAX_QUERY_CHARS", default_value_t = 10_000)]
     pub max_query_chars: usize,
+    /// How many of the last conversation turns (`context` messages other than `system`) partition
+    /// the cache; older ones are ignored.
+    #[arg(long, env = "CONTEXT_TURNS", default_value_t = 8)]
+    pub context_turns: usize,
+    /// Whether `system` messages of a `context` partition the cache (a different system prompt,
+    /// a different answer).
+    #[arg(long, env = "CONTEXT_SYSTEM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub context_system: bool,
     /// Time limit for one request, in seconds.
     #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -449,6 +457,8 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest query, characters.
     pub max_query_chars: usize,
+    /// Which part of a request's `context` partitions the cache.
+    pub context: resk::ContextPolicy,
     /// Per-request time limit.
     pub request_timeout: Duration,
 }
@@ -618,6 +628,7 @@ impl ServeArgs {
             limits: Limits {
                 max_body_bytes: self.max_body_bytes,
                 max_query_chars: self.max_query_chars,
+                context: resk::ContextPolicy::new(self.context_turns, self.context_system),
                 request_timeout: Duration::from_secs(self.request_timeout_secs),
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),

@@ -16,8 +16,8 @@ use crate::{
     api::{
         DeleteResponse, EraseResponse, ExportRequest, ExportResponse, ExportedEntry,
         HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest, QueryResponse,
-        ReadyResponse, RevokeRequest, RevokeResponse, Source, SubjectRequest, Visibility,
-        WriteRequest, WriteResponse,
+        ReadyResponse, RejectedCandidate, RevokeRequest, RevokeResponse, Source, SubjectRequest,
+        Visibility, WriteRequest, WriteResponse,
     },
     auth::{Principal, Scope},
     error::ApiError,
@@ -56,6 +56,7 @@ fn engine_error(err: resk_core::Error) -> ApiError {
         "variants" => "invalid_variants",
         "params" => "invalid_params",
         "subject" => "invalid_subject",
+        "context" => "invalid_context",
         _ => "invalid_input",
     };
     ApiError::bad_request(code, err.message().to_owned())
@@ -69,6 +70,7 @@ fn lookup<'a>(principal: &'a Principal, fields: KeyFields<'a>) -> Lookup<'a> {
         model,
         params,
         visibility,
+        context,
     } = fields;
     let mut lookup = Lookup::new(principal.tenant.clone(), query).subject(&*principal.subject);
     if let Some(language) = language {
@@ -82,6 +84,9 @@ fn lookup<'a>(principal: &'a Principal, fields: KeyFields<'a>) -> Lookup<'a> {
     }
     if visibility == Visibility::User {
         lookup = lookup.private();
+    }
+    if let Some(context) = context {
+        lookup = lookup.context(context.messages());
     }
     lookup
 }
@@ -233,6 +238,8 @@ pub(crate) async fn query_entry(
             expires_at: Some(hit.expires_at),
             degraded: hit.degraded,
             stale: hit.stale,
+            verification: hit.verification.as_ref().map(Into::into),
+            rejected: Vec::new(),
             latency_ms: latency(hit.latency),
         },
         Outcome::Miss(miss) => QueryResponse {
@@ -247,6 +254,16 @@ pub(crate) async fn query_entry(
             expires_at: None,
             degraded: miss.degraded,
             stale: false,
+            verification: None,
+            rejected: miss
+                .rejected
+                .iter()
+                .map(|r| RejectedCandidate {
+                    key: r.key.name().to_owned(),
+                    similarity: r.similarity,
+                    verification: (&r.verification).into(),
+                })
+                .collect(),
             latency_ms: latency(miss.latency),
         },
     };

@@ -218,7 +218,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut plain_config = SemanticConfig::default();
     plain_config.threshold = 0.9;
-    plain_config.accept = 0.9;
     plain_config.negative_ttl = std::time::Duration::ZERO;
     let mut pipeline_config = SemanticConfig::for_local_model();
     pipeline_config.negative_ttl = std::time::Duration::ZERO;
@@ -263,7 +262,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "resk eval: {} pairs from {data}; model all-MiniLM-L6-v2; pipeline: threshold {}, accept {}, verifiers {:?}",
         cases.len(),
         pipeline_config.threshold,
-        pipeline_config.accept,
+        pipeline_config.accept.unwrap_or(pipeline_config.threshold),
         pipeline
             .semantic()
             .map(|s| s.verifiers())

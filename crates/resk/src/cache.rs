@@ -1107,7 +1107,7 @@ impl SemanticSearch<'_> {
                     };
                     let pair = Pair::new(&self.lookup.query, &entry.query, candidate.similarity)
                         .with_context(&turns);
-                    let decision = sem.pipeline().decide(&pair).await;
+                    let decision = sem.pipeline().decide(&pair, threshold).await;
                     *degraded |= decision.degraded;
                     stats.verdict(&decision.verification);
                     if decision.verification.verdict == Verdict::Accept {

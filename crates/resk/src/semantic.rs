@@ -41,10 +41,10 @@ pub struct SemanticConfig {
     /// Circuit breakers and bulkheads of the embedder and the vector store.
     pub resilience: ResilienceConfig,
     /// At or above this similarity a candidate is served without the band verifiers (the guards
-    /// still run); between `threshold` and `accept` a verifier must accept it. Default 0.9
-    /// (with `threshold` 0.9 the band is empty: add a model verifier and lower `threshold` to
-    /// serve paraphrases the cosine alone cannot vouch for). Never below `threshold`.
-    pub accept: f32,
+    /// still run); between `threshold` (or a lookup's own threshold) and `accept` a band
+    /// verifier must accept it. `None` (default): no band — every candidate at or above the
+    /// threshold is served unless a verifier rejects it. Never below `threshold`.
+    pub accept: Option<f32>,
     /// Longest a verifier may take on one candidate before it counts as a reject. Default 5 s.
     pub verify_timeout: Duration,
 }
@@ -58,7 +58,7 @@ impl Default for SemanticConfig {
             metric: Metric::Cosine,
             negative_ttl: Duration::from_secs(30),
             resilience: ResilienceConfig::default(),
-            accept: 0.9,
+            accept: None,
             verify_timeout: Duration::from_secs(5),
         }
     }
@@ -71,7 +71,7 @@ impl SemanticConfig {
     pub fn for_local_model() -> Self {
         Self {
             threshold: 0.65,
-            accept: 0.9,
+            accept: Some(0.9),
             ..Self::default()
         }
     }
@@ -155,14 +155,16 @@ impl Semantic {
                 ),
             ));
         }
-        if !(config.accept.is_finite() && (config.threshold..=1.0).contains(&config.accept)) {
+        if let Some(accept) = config.accept
+            && !(accept.is_finite() && (config.threshold..=1.0).contains(&accept))
+        {
             return Err(resk_core::Error::new(
                 resk_core::ErrorKind::Config,
                 "resk",
                 "semantic",
                 format!(
                     "the accept bound must be between the threshold ({}) and 1, not {}",
-                    config.threshold, config.accept
+                    config.threshold, accept
                 ),
             ));
         }
@@ -237,8 +239,8 @@ impl Semantic {
         self.pipeline.names()
     }
 
-    /// The accept bound.
-    pub fn accept(&self) -> f32 {
+    /// The accept bound (`None`: a lookup's threshold).
+    pub fn accept(&self) -> Option<f32> {
         self.pipeline.accept
     }
 

@@ -497,3 +497,167 @@ mod guarded {
 mod local_bus {
     resk_testkit::bus_suite_if!(async { Some(resk::core::LocalBus::default()) });
 }
+
+#[tokio::test]
+async fn guards_turn_down_the_opposite_question_and_say_why() {
+    let cache = semantic(0.5).await;
+    let t = tenant("acme");
+    let enable = Lookup::new(t.clone(), "How do I enable two-factor authentication?");
+    cache
+        .put(&enable, "Settings > Security > Enable", &PutOptions::new())
+        .await
+        .unwrap();
+    let disable = Lookup::new(t.clone(), "How do I disable two-factor authentication?");
+    let resk::Outcome::Miss(miss) = cache.lookup(&disable).await.unwrap() else {
+        panic!("the opposite question was served");
+    };
+    let rejected = &miss.rejected[0];
+    assert_eq!(rejected.verification.by, "guards");
+    assert_eq!(rejected.verification.label(), "antonym", "{rejected:?}");
+    assert!(rejected.similarity >= 0.5 && !miss.degraded);
+    // A paraphrase still hits, and says how it was decided.
+    let paraphrase = Lookup::new(t.clone(), "How can I enable two-factor authentication?");
+    let hit = cache
+        .get(&paraphrase)
+        .await
+        .unwrap()
+        .expect("a paraphrase hit");
+    assert_eq!(hit.source, Source::Semantic);
+    let v = hit
+        .verification
+        .expect("a semantic hit says how it was decided");
+    assert_eq!(
+        (v.verdict, v.by, v.label()),
+        (resk::core::Verdict::Accept, "similarity", "above_accept")
+    );
+    // Without verifiers (a plain cosine cache) the opposite question is served.
+    let plain = Semantic::new(
+        Arc::new(LexicalEmbedder::new()),
+        Arc::new(EmbeddedVectorStore::in_memory()),
+        {
+            let mut c = SemanticConfig::default();
+            c.threshold = 0.5;
+            c
+        },
+    )
+    .await
+    .unwrap()
+    .with_verifiers(Vec::new());
+    assert!(plain.verifiers().is_empty());
+    let plain = Cache::builder()
+        .store(MemoryStore::default())
+        .key_secret(SECRET)
+        .semantic(plain)
+        .build()
+        .unwrap();
+    plain
+        .put(&enable, "Enable", &PutOptions::new())
+        .await
+        .unwrap();
+    let wrong = plain
+        .get(&disable)
+        .await
+        .unwrap()
+        .expect("plain cosine serves it");
+    assert_eq!(wrong.verification.unwrap().by, "similarity");
+}
+
+/// A verifier that always fails.
+#[derive(Debug)]
+struct Broken(resk::core::VerifierInfo);
+
+impl resk::core::Verifier for Broken {
+    fn info(&self) -> &resk::core::VerifierInfo {
+        &self.0
+    }
+    async fn verify(&self, _: &resk::core::Pair<'_>) -> resk::Result<resk::core::Judgement> {
+        Err(resk::Error::new(
+            ErrorKind::Unavailable,
+            "broken",
+            "verify",
+            "judge unreachable",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_failing_verifier_rejects_and_marks_the_lookup_degraded() {
+    let mut config = SemanticConfig::default();
+    config.threshold = 0.5;
+    let semantic = Semantic::new(
+        Arc::new(LexicalEmbedder::new()),
+        Arc::new(EmbeddedVectorStore::in_memory()),
+        config,
+    )
+    .await
+    .unwrap()
+    .with_verifiers(vec![Arc::new(Broken(
+        resk::core::VerifierInfo::new("broken").everywhere(),
+    ))]);
+    let cache = Cache::builder()
+        .store(MemoryStore::default())
+        .key_secret(SECRET)
+        .semantic(semantic)
+        .build()
+        .unwrap();
+    let t = tenant("acme");
+    cache
+        .put(
+            &Lookup::new(t.clone(), "How do I reset my password?"),
+            "Click forgot password",
+            &PutOptions::new(),
+        )
+        .await
+        .unwrap();
+    let ask = Lookup::new(t, "How can I reset my password?");
+    let resk::Outcome::Miss(miss) = cache.lookup(&ask).await.unwrap() else {
+        panic!("a candidate no verifier could judge was served");
+    };
+    assert!(miss.degraded);
+    assert_eq!(miss.rejected[0].verification.by, "broken");
+    assert_eq!(miss.rejected[0].verification.label(), "error");
+}
+
+#[tokio::test]
+async fn context_partitions_exact_and_semantic_lookups() {
+    use resk::Message;
+    let cache = semantic(0.5).await;
+    let t = tenant("acme");
+    let obama = vec![Message::new("user", "Who is Barack Obama?")];
+    let hanks = vec![Message::new("user", "Who is Tom Hanks?")];
+    cache
+        .put(
+            &Lookup::new(t.clone(), "How old is he?").context(obama.clone()),
+            "64",
+            &PutOptions::new(),
+        )
+        .await
+        .unwrap();
+    let same = Lookup::new(t.clone(), "how old is he?").context(obama.clone());
+    let hit = cache
+        .get(&same)
+        .await
+        .unwrap()
+        .expect("same context, same question");
+    assert_eq!(hit.source, Source::Store("memory"));
+    // The same question after other turns, or with none, is another question.
+    for other in [
+        Lookup::new(t.clone(), "How old is he?").context(hanks),
+        Lookup::new(t.clone(), "How old is he?"),
+        Lookup::new(t.clone(), "How old is he?").context_text("a thread about Obama"),
+    ] {
+        assert!(cache.get(&other).await.unwrap().is_none(), "{other:?}");
+    }
+    // A paraphrase under the same context is a semantic hit.
+    let reworded = Lookup::new(t.clone(), "How old is he now?").context(obama);
+    let hit = cache
+        .get(&reworded)
+        .await
+        .unwrap()
+        .expect("a paraphrase, same context");
+    assert_eq!(hit.source, Source::Semantic);
+    // A malformed context is invalid input naming the field.
+    let bad = Lookup::new(t, "How old is he?").context(vec![Message::new("", "x")]);
+    let err = cache.get(&bad).await.unwrap_err();
+    assert_eq!((err.kind(), err.op()), (ErrorKind::InvalidInput, "context"));
+}

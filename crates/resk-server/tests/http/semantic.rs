@@ -356,22 +356,27 @@ async fn with_the_local_model_paraphrases_hit_and_near_misses_miss() {
         assert_eq!(r["source"], "semantic");
         assert_eq!(r["matched_query"], "How do I reset my password?");
     }
-    // 0.88 similar: below the default 0.90, above a request's own lower threshold.
+    // 0.88 similar: in the band below the 0.90 accept bound, vouched for by token alignment
+    // (*end* ↔ *cancel*); a request's own stricter threshold refuses it.
     let r = query(&app, json!({"query": "how do I end my subscription"})).await;
-    assert_eq!(r["hit"], false, "{r}");
-    let lower = json!({"query": "how do I end my subscription", "threshold": 0.85});
-    let r = query(&app, lower).await;
     assert_eq!(
         r["matched_query"], "How do I cancel my subscription?",
         "{r}"
     );
-    for other in [
-        "How do I reset my username?",
-        "What is the capital of France?",
-    ] {
-        let r = query(&app, json!({"query": other})).await;
-        assert_eq!(r["hit"], false, "{other}: {r}");
+    assert_eq!(r["verification"]["by"], "alignment", "{r}");
+    let strict = json!({"query": "how do I end my subscription", "threshold": 0.95});
+    assert_eq!(query(&app, strict).await["hit"], false);
+    // The opposite action scores as high and is turned down by the guards.
+    let r = query(&app, json!({"query": "How do I renew my subscription?"})).await;
+    assert_eq!(r["hit"], false, "{r}");
+    // Another object in the same sentence: turned down by token alignment.
+    let r = query(&app, json!({"query": "How do I reset my username?"})).await;
+    assert_eq!(r["hit"], false, "{r}");
+    if let Some(rejected) = r["rejected"].as_array().and_then(|r| r.first()) {
+        assert_eq!(rejected["verification"]["by"], "alignment", "{r}");
     }
+    let r = query(&app, json!({"query": "What is the capital of France?"})).await;
+    assert_eq!(r["hit"], false, "{r}");
 }
 
 /// `EMBEDDING_PROVIDER=openai` end to end against a local fake of the OpenAI API: the server embeds
@@ -580,4 +585,113 @@ async fn concurrent_identical_misses_cost_one_vector_search() {
     // Once it is over, the next miss searches again (nothing is kept).
     query(&app, json!({"query": "refund window?"})).await;
     assert_eq!(queries.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_semantic_hit_says_how_it_was_decided_and_a_turned_down_candidate_why() {
+    let app = semantic_app(&["--semantic-threshold", "0.5"]).await;
+    write(
+        &app,
+        json!({"query": "How do I enable two-factor authentication?", "response": "Settings > Security"}),
+    )
+    .await;
+    let hit = query(
+        &app,
+        json!({"query": "How can I enable two-factor authentication?"}),
+    )
+    .await;
+    assert_eq!(hit["hit"], true, "{hit}");
+    assert_eq!(hit["verification"]["verdict"], "accept", "{hit}");
+    assert_eq!(hit["verification"]["by"], "similarity");
+    assert_eq!(hit["verification"]["reason"], "above_accept");
+    assert!(hit.get("rejected").is_none());
+    // The opposite question: a miss naming the guard that turned the candidate down.
+    let miss = query(
+        &app,
+        json!({"query": "How do I disable two-factor authentication?"}),
+    )
+    .await;
+    assert_eq!(miss["hit"], false, "{miss}");
+    let rejected = &miss["rejected"][0];
+    assert_eq!(rejected["verification"]["verdict"], "reject");
+    assert_eq!(rejected["verification"]["by"], "guards");
+    assert!(
+        rejected["verification"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("antonym: "),
+        "{miss}"
+    );
+    assert!(rejected["similarity"].as_f64().unwrap() >= 0.5);
+    for (question, label) in [
+        ("Can I not enable two-factor authentication?", "negation"),
+        (
+            "How do I enable two-factor authentication for 3 accounts?",
+            "number",
+        ),
+    ] {
+        let r = query(&app, json!({"query": question})).await;
+        assert_eq!(r["hit"], false, "{question}: {r}");
+        let reason = r["rejected"][0]["verification"]["reason"].as_str().unwrap();
+        assert!(reason.starts_with(label), "{question}: {r}");
+    }
+}
+
+#[tokio::test]
+async fn context_is_a_hard_partition_and_bad_context_is_named() {
+    let app = semantic_app(&["--semantic-threshold", "0.5"]).await;
+    let obama = json!([{"role": "user", "content": "Who is Barack Obama?"}, {"role": "assistant", "content": "The 44th US president."}]);
+    let w = write(
+        &app,
+        json!({"query": "How old is he?", "response": "64", "context": obama}),
+    )
+    .await;
+    let hit = query(&app, json!({"query": "how old is he?", "context": obama})).await;
+    assert_eq!(hit["hit"], true, "{hit}");
+    assert_eq!(hit["key"], w["key"]);
+    let hanks = json!([{"role": "user", "content": "Who is Tom Hanks?"}, {"role": "assistant", "content": "An actor."}]);
+    for other in [
+        json!({"query": "How old is he?", "context": hanks}),
+        json!({"query": "How old is he?"}),
+        json!({"query": "How old is he?", "context": "Barack Obama"}),
+    ] {
+        let r = query(&app, other.clone()).await;
+        assert_eq!(r["hit"], false, "{other}: {r}");
+    }
+    // A context given as one string partitions too, and matches itself.
+    write(
+        &app,
+        json!({"query": "Where was he born?", "response": "Honolulu", "context": "thread-42"}),
+    )
+    .await;
+    let r = query(
+        &app,
+        json!({"query": "Where was he born?", "context": "thread-42"}),
+    )
+    .await;
+    assert_eq!(r["hit"], true, "{r}");
+    // Bad contexts: 400 naming the field, nothing written.
+    let before = app.entries().await;
+    for bad in [
+        json!([{"role": "", "content": "x"}]),
+        json!([{"role": "user"}]),
+        json!([{"role": "user", "content": "x", "extra": 1}]),
+        json!(42),
+    ] {
+        let r = app
+            .write(
+                &admin(),
+                json!({"query": "How old is he?", "response": "x", "context": bad}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text);
+        let code = crate::common::error_code(&r);
+        assert!(
+            code == "invalid_context" || code == "invalid_body",
+            "{bad}: {}",
+            r.text
+        );
+        assert!(r.text.contains("context"), "{bad}: {}", r.text);
+    }
+    assert_eq!(app.entries().await, before);
 }

@@ -112,6 +112,18 @@ impl EmbeddingProvider {
     }
 }
 
+/// A verifier of semantic candidates (`SEMANTIC_VERIFIERS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[non_exhaustive]
+pub enum VerifierKind {
+    /// The rule guards ([`crate::verify::Guards`]).
+    Guards,
+    /// Token alignment with the local model ([`crate::verify::Alignment`]).
+    Alignment,
+    /// No verifier: similarity alone decides.
+    None,
+}
+
 /// Where vectors of cached queries are searched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 #[non_exhaustive]
@@ -244,6 +256,19 @@ pub struct SemanticArgs {
     /// Similarity a match must reach (default per provider; see `EmbeddingProvider::default_threshold`).
     #[arg(long, env = "SEMANTIC_THRESHOLD")]
     pub semantic_threshold: Option<f32>,
+    /// At or above this similarity a candidate is served once the guards pass it; between
+    /// `SEMANTIC_THRESHOLD` and this, a band verifier must accept it. Default: 0.9 with token
+    /// alignment, else the threshold (no band).
+    #[arg(long, env = "SEMANTIC_ACCEPT")]
+    pub semantic_accept: Option<f32>,
+    /// The verifiers of semantic candidates, in order (comma-separated): `guards` (rule checks),
+    /// `alignment` (token alignment with the local model; `EMBEDDING_PROVIDER=local`), or `none`
+    /// (similarity alone). Default: `guards,alignment` with the local model, `guards` otherwise.
+    #[arg(long, env = "SEMANTIC_VERIFIERS", value_enum, value_delimiter = ',')]
+    pub semantic_verifiers: Option<Vec<VerifierKind>>,
+    /// Longest a verifier may take on one candidate, in milliseconds (then: rejected, degraded).
+    #[arg(long, env = "SEMANTIC_VERIFY_TIMEOUT_MS", default_value_t = 2000)]
+    pub semantic_verify_timeout_ms: u64,
     /// Candidates examined per lookup.
     #[arg(long, env = "SEMANTIC_TOP_K", default_value_t = 5)]
     pub semantic_top_k: usize,
@@ -339,6 +364,32 @@ impl SemanticArgs {
         {
             return Err(config_err("SEMANTIC_THRESHOLD must be between -1 and 1"));
         }
+        if let Some(a) = self.semantic_accept
+            && !(a.is_finite() && (-1.0..=1.0).contains(&a))
+        {
+            return Err(config_err("SEMANTIC_ACCEPT must be between -1 and 1"));
+        }
+        if self.semantic_accept.is_some_and(|a| a < self.threshold()) {
+            return Err(config_err(
+                "SEMANTIC_ACCEPT must not be below SEMANTIC_THRESHOLD (the band runs from the threshold up to accept)",
+            ));
+        }
+        if self.semantic_verify_timeout_ms == 0 {
+            return Err(config_err("SEMANTIC_VERIFY_TIMEOUT_MS must be at least 1"));
+        }
+        let verifiers = self.verifiers();
+        if verifiers.contains(&VerifierKind::None) && verifiers.len() > 1 {
+            return Err(config_err(
+                "SEMANTIC_VERIFIERS: `none` cannot be combined with other verifiers",
+            ));
+        }
+        if verifiers.contains(&VerifierKind::Alignment)
+            && self.embedding_provider != EmbeddingProvider::Local
+        {
+            return Err(config_err(
+                "SEMANTIC_VERIFIERS=alignment needs the local model: set EMBEDDING_PROVIDER=local and EMBEDDING_MODEL_DIR",
+            ));
+        }
         if !(1..=100).contains(&self.semantic_top_k) {
             return Err(config_err("SEMANTIC_TOP_K must be 1-100"));
         }
@@ -369,10 +420,45 @@ impl SemanticArgs {
         semantic
     }
 
-    /// The threshold in force: `SEMANTIC_THRESHOLD` or the provider's default.
+    /// The threshold in force: `SEMANTIC_THRESHOLD`, else 0.65 with token alignment (its band
+    /// verifies what the cosine cannot), else the provider's default.
     pub fn threshold(&self) -> f32 {
-        self.semantic_threshold
-            .unwrap_or_else(|| self.embedding_provider.default_threshold())
+        self.semantic_threshold.unwrap_or_else(|| {
+            if self.aligns() {
+                SemanticConfig::for_local_model().threshold
+            } else {
+                self.embedding_provider.default_threshold()
+            }
+        })
+    }
+
+    /// The accept bound in force: `SEMANTIC_ACCEPT`, else 0.9 with token alignment, else none
+    /// (no band: the threshold serves); never below the threshold.
+    pub fn accept(&self) -> Option<f32> {
+        let threshold = self.threshold();
+        self.semantic_accept
+            .or_else(|| {
+                self.aligns()
+                    .then(|| SemanticConfig::for_local_model().accept)
+                    .flatten()
+            })
+            .map(|a| a.max(threshold))
+    }
+
+    /// The verifiers in force, in order.
+    pub fn verifiers(&self) -> Vec<VerifierKind> {
+        match &self.semantic_verifiers {
+            Some(list) if !list.is_empty() => list.clone(),
+            _ if self.embedding_provider == EmbeddingProvider::Local => {
+                vec![VerifierKind::Guards, VerifierKind::Alignment]
+            }
+            _ => vec![VerifierKind::Guards],
+        }
+    }
+
+    /// Whether token alignment is among the verifiers.
+    fn aligns(&self) -> bool {
+        self.verifiers().contains(&VerifierKind::Alignment)
     }
 }
 
@@ -773,6 +859,14 @@ pub(crate) fn finish<E: resk_core::Embedder>(
 /// The configured embedder with the shared pipeline (batching, concurrency, retries, timeout,
 /// dimension checks) and the embedding cache in front.
 pub async fn build_embedder(args: &SemanticArgs) -> Result<SharedEmbedder> {
+    Ok(build_embedder_and_model(args).await?.0)
+}
+
+/// The configured embedder, and the local model when the provider is `local` (token alignment
+/// runs on it).
+async fn build_embedder_and_model(
+    args: &SemanticArgs,
+) -> Result<(SharedEmbedder, Option<providers::LocalModel>)> {
     let pipeline = PipelineConfig {
         batch_size: args.embedding_batch_size,
         concurrency: args.embedding_concurrency,
@@ -787,11 +881,30 @@ pub async fn build_embedder(args: &SemanticArgs) -> Result<SharedEmbedder> {
         ttl: Duration::from_secs(args.embedding_cache_ttl_secs),
     });
     match args.embedding_provider {
-        EmbeddingProvider::Lexical => providers::lexical(pipeline, cache),
-        EmbeddingProvider::Local => providers::local(args, pipeline, cache).await,
-        EmbeddingProvider::Openai => providers::openai(args, pipeline, cache),
-        EmbeddingProvider::Hf => providers::hf(args, pipeline, cache),
+        EmbeddingProvider::Lexical => Ok((providers::lexical(pipeline, cache)?, None)),
+        EmbeddingProvider::Local => {
+            let (embedder, model) = providers::local(args, pipeline, cache).await?;
+            Ok((embedder, Some(model)))
+        }
+        EmbeddingProvider::Openai => Ok((providers::openai(args, pipeline, cache)?, None)),
+        EmbeddingProvider::Hf => Ok((providers::hf(args, pipeline, cache)?, None)),
     }
+}
+
+/// The verifiers `args` name, built (`model`: the local model, for alignment).
+fn build_verifiers(
+    args: &SemanticArgs,
+    model: Option<&providers::LocalModel>,
+) -> Result<Vec<resk_core::SharedVerifier>> {
+    let mut out: Vec<resk_core::SharedVerifier> = Vec::new();
+    for kind in args.verifiers() {
+        match kind {
+            VerifierKind::None => {}
+            VerifierKind::Guards => out.push(Arc::new(crate::verify::Guards::default())),
+            VerifierKind::Alignment => out.push(providers::alignment(model)?),
+        }
+    }
+    Ok(out)
 }
 
 /// The configured vector store.
@@ -816,15 +929,20 @@ pub fn semantic_config(args: &SemanticArgs, resilience: ResilienceConfig) -> Sem
         metric: args.vector_metric.into(),
         negative_ttl: Duration::from_secs(args.negative_cache_ttl_secs),
         resilience,
-        accept: args.threshold(),
-        ..SemanticConfig::default()
+        accept: args.accept(),
+        verify_timeout: Duration::from_millis(args.semantic_verify_timeout_ms),
     }
 }
 
 /// The semantic layer from settings: the configured embedder and vector store, the collection
 /// created or checked.
 pub async fn build_semantic(args: &SemanticArgs, resilience: ResilienceConfig) -> Result<Semantic> {
-    let embedder = build_embedder(args).await?;
+    let (embedder, model) = build_embedder_and_model(args).await?;
+    let verifiers = build_verifiers(args, model.as_ref())?;
     let vectors = build_vectors(args).await?;
-    Semantic::new(embedder, vectors, semantic_config(args, resilience)).await
+    Ok(
+        Semantic::new(embedder, vectors, semantic_config(args, resilience))
+            .await?
+            .with_verifiers(verifiers),
+    )
 }

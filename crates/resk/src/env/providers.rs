@@ -167,12 +167,34 @@ fn config(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, "config", "embedder", message)
 }
 
-/// `EMBEDDING_PROVIDER=local`.
+/// The loaded local model (what token alignment needs besides the embedder).
+#[cfg(feature = "local")]
+pub(super) type LocalModel = resk_embed_local::LocalEmbedder;
+/// Without the `local` feature there is no local model.
+#[cfg(not(feature = "local"))]
+#[derive(Debug)]
+pub(super) enum LocalModel {}
+
+/// Token alignment on `model`.
+pub(super) fn alignment(model: Option<&LocalModel>) -> Result<resk_core::SharedVerifier> {
+    #[cfg(feature = "local")]
+    if let Some(model) = model {
+        return Ok(std::sync::Arc::new(crate::verify::Alignment::new(
+            model.clone(),
+        )));
+    }
+    let _ = model;
+    Err(config(
+        "SEMANTIC_VERIFIERS=alignment needs the local model: set EMBEDDING_PROVIDER=local and EMBEDDING_MODEL_DIR",
+    ))
+}
+
+/// `EMBEDDING_PROVIDER=local`: the embedder and its model.
 pub(super) async fn local(
     args: &SemanticArgs,
     pipeline: PipelineConfig,
     cache: Option<EmbeddingCacheConfig>,
-) -> Result<SharedEmbedder> {
+) -> Result<(SharedEmbedder, LocalModel)> {
     #[cfg(feature = "local")]
     {
         use resk_embed_local::LocalEmbedder;
@@ -187,7 +209,7 @@ pub(super) async fn local(
             tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir, label.as_deref()))
                 .await
                 .map_err(|e| config(e.to_string()))??;
-        Ok(super::finish(embedder, pipeline, cache))
+        Ok((super::finish(embedder.clone(), pipeline, cache), embedder))
     }
     #[cfg(not(feature = "local"))]
     {

@@ -58,8 +58,8 @@ impl Verification {
 #[derive(Clone, Debug)]
 pub(crate) struct Pipeline {
     verifiers: Vec<SharedVerifier>,
-    /// At or above: served unless an everywhere-verifier rejects.
-    pub(crate) accept: f32,
+    /// At or above: served unless an everywhere-verifier rejects; `None`: the lookup's threshold.
+    pub(crate) accept: Option<f32>,
     /// Longest a verifier may take before it counts as a reject.
     timeout: Duration,
 }
@@ -72,7 +72,11 @@ pub(crate) struct Decision {
 }
 
 impl Pipeline {
-    pub(crate) fn new(verifiers: Vec<SharedVerifier>, accept: f32, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        verifiers: Vec<SharedVerifier>,
+        accept: Option<f32>,
+        timeout: Duration,
+    ) -> Self {
         Self {
             verifiers,
             accept,
@@ -90,9 +94,9 @@ impl Pipeline {
         self.verifiers.iter().map(|v| v.info().name).collect()
     }
 
-    /// Decide `pair` (its similarity is at or above the reject bound).
-    pub(crate) async fn decide(&self, pair: &Pair<'_>) -> Decision {
-        let sure = pair.similarity >= self.accept;
+    /// Decide `pair` (its similarity is at or above `threshold`, the lookup's reject bound).
+    pub(crate) async fn decide(&self, pair: &Pair<'_>, threshold: f32) -> Decision {
+        let sure = pair.similarity >= self.accept.unwrap_or(threshold);
         let mut degraded = false;
         for verifier in &self.verifiers {
             let info = verifier.info();
@@ -195,31 +199,49 @@ mod tests {
         let timeout = Duration::from_millis(50);
         let pair = |s| Pair::new("a", "b", s);
         // In the band, nobody accepting is a reject; the first non-abstaining verifier decides.
-        let p = Pipeline::new(vec![fixed("x", Some(Verdict::Abstain), 0)], 0.9, timeout);
-        let d = p.decide(&pair(0.8)).await;
+        let p = Pipeline::new(
+            vec![fixed("x", Some(Verdict::Abstain), 0)],
+            Some(0.9),
+            timeout,
+        );
+        let d = p.decide(&pair(0.8), 0.5).await;
         assert_eq!(
             (d.verification.verdict, d.verification.by),
             (Verdict::Reject, "similarity")
         );
-        let d = p.decide(&pair(0.95)).await;
+        let d = p.decide(&pair(0.95), 0.5).await;
         assert_eq!(d.verification.reason, "above_accept");
+        // Without a band, the lookup's threshold is the accept bound.
+        let p = Pipeline::new(vec![fixed("x", Some(Verdict::Abstain), 0)], None, timeout);
+        assert_eq!(
+            p.decide(&pair(0.8), 0.75).await.verification.verdict,
+            Verdict::Accept
+        );
+        assert_eq!(
+            p.decide(&pair(0.8), 0.85).await.verification.verdict,
+            Verdict::Reject
+        );
         let p = Pipeline::new(
             vec![
                 fixed("a", Some(Verdict::Accept), 0),
                 fixed("r", Some(Verdict::Reject), 0),
             ],
-            0.9,
+            Some(0.9),
             timeout,
         );
-        let d = p.decide(&pair(0.8)).await;
+        let d = p.decide(&pair(0.8), 0.5).await;
         assert_eq!(
             (d.verification.verdict, d.verification.by),
             (Verdict::Accept, "a")
         );
         // A band-only verifier is not asked above accept.
-        let p = Pipeline::new(vec![fixed("r", Some(Verdict::Reject), 0)], 0.9, timeout);
+        let p = Pipeline::new(
+            vec![fixed("r", Some(Verdict::Reject), 0)],
+            Some(0.9),
+            timeout,
+        );
         assert_eq!(
-            p.decide(&pair(0.95)).await.verification.verdict,
+            p.decide(&pair(0.95), 0.5).await.verification.verdict,
             Verdict::Accept
         );
         // Errors and time-outs reject and degrade.
@@ -227,8 +249,8 @@ mod tests {
             fixed("down", None, 0),
             fixed("slow", Some(Verdict::Accept), 500),
         ] {
-            let d = Pipeline::new(vec![v], 0.9, timeout)
-                .decide(&pair(0.8))
+            let d = Pipeline::new(vec![v], Some(0.9), timeout)
+                .decide(&pair(0.8), 0.5)
                 .await;
             assert_eq!(d.verification.verdict, Verdict::Reject);
             assert!(d.degraded, "{d:?}");
