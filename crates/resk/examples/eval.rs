@@ -13,73 +13,15 @@
 
 #![allow(clippy::print_stdout)] // a report printed for people
 
-use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Instant};
+use std::{sync::Arc, time::Instant};
 
 use resk::{
-    Cache, Lookup, Message, PutOptions, Semantic, SemanticConfig, TenantId,
-    embed::local::LocalEmbedder, store::memory::MemoryStore, vector::embedded::EmbeddedVectorStore,
+    Cache, Semantic, SemanticConfig,
+    embed::local::LocalEmbedder,
+    eval::{self, Report},
+    store::memory::MemoryStore,
+    vector::embedded::EmbeddedVectorStore,
 };
-
-struct Case {
-    category: String,
-    same: bool,
-    cached: String,
-    query: String,
-    cached_context: Option<String>,
-    query_context: Option<String>,
-}
-
-fn load(dir: &std::path::Path) -> Result<Vec<Case>, String> {
-    let mut cases = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("{}: {e}", dir.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "tsv"))
-        .collect();
-    files.sort();
-    for file in files {
-        let category = file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let cols: Vec<&str> = line.split('\t').collect();
-            let case = match cols.as_slice() {
-                [cached, query] => Case {
-                    category: category.clone(),
-                    same: category == "paraphrase",
-                    cached: (*cached).into(),
-                    query: (*query).into(),
-                    cached_context: None,
-                    query_context: None,
-                },
-                [cc, cached, qc, query, same] => Case {
-                    category: category.clone(),
-                    same: *same == "1",
-                    cached: (*cached).into(),
-                    query: (*query).into(),
-                    cached_context: Some((*cc).into()),
-                    query_context: Some((*qc).into()),
-                },
-                _ => {
-                    return Err(format!(
-                        "{}:{}: expected 2 or 5 columns",
-                        file.display(),
-                        n + 1
-                    ));
-                }
-            };
-            cases.push(case);
-        }
-    }
-    Ok(cases)
-}
 
 async fn cache(
     embedder: &LocalEmbedder,
@@ -104,108 +46,6 @@ async fn cache(
         .build()
 }
 
-/// Served or not, with similarity and decision.
-struct Outcome {
-    served: bool,
-    similarity: Option<f32>,
-    decision: String,
-}
-
-async fn run(cache: &Cache, i: usize, case: &Case, with_context: bool) -> resk::Result<Outcome> {
-    let tenant = TenantId::new(&format!("eval-{i}"))?;
-    let ctx = |c: &Option<String>| c.as_ref().map(|c| vec![Message::new("user", c.clone())]);
-    let mut write = Lookup::new(tenant.clone(), case.cached.as_str());
-    let mut read = Lookup::new(tenant, case.query.as_str());
-    if with_context {
-        if let Some(c) = ctx(&case.cached_context) {
-            write = write.context(c);
-        }
-        if let Some(c) = ctx(&case.query_context) {
-            read = read.context(c);
-        }
-    }
-    cache
-        .put(&write, "the cached answer", &PutOptions::new())
-        .await?;
-    Ok(match cache.lookup(&read).await? {
-        resk::Outcome::Hit(hit) => Outcome {
-            served: true,
-            similarity: hit.similarity,
-            decision: hit.verification.map_or_else(
-                || "exact".to_owned(),
-                |v| format!("{} by {}: {}", v.verdict.as_str(), v.by, v.reason),
-            ),
-        },
-        resk::Outcome::Miss(miss) => Outcome {
-            served: false,
-            similarity: miss.rejected.first().map(|r| r.similarity),
-            decision: miss.rejected.first().map_or_else(
-                || "no candidate".to_owned(),
-                |r| {
-                    format!(
-                        "{} by {}: {}",
-                        r.verification.verdict.as_str(),
-                        r.verification.by,
-                        r.verification.reason
-                    )
-                },
-            ),
-        },
-    })
-}
-
-#[derive(Default)]
-struct Tally {
-    pairs: usize,
-    same: usize,
-    served_same: usize,
-    served_different: usize,
-}
-
-impl Tally {
-    fn add(&mut self, case: &Case, served: bool) {
-        self.pairs += 1;
-        if case.same {
-            self.same += 1;
-            self.served_same += usize::from(served);
-        } else {
-            self.served_different += usize::from(served);
-        }
-    }
-
-    fn cell(&self) -> String {
-        let different = self.pairs - self.same;
-        let mut out = String::new();
-        if self.same > 0 {
-            out.push_str(&format!("{}/{} hit", self.served_same, self.same));
-        }
-        if different > 0 {
-            if !out.is_empty() {
-                out.push_str(", ");
-            }
-            out.push_str(&format!("{}/{} wrong", self.served_different, different));
-        }
-        out
-    }
-
-    fn precision(&self) -> f64 {
-        let served = self.served_same + self.served_different;
-        if served == 0 {
-            1.0
-        } else {
-            self.served_same as f64 / served as f64
-        }
-    }
-
-    fn recall(&self) -> f64 {
-        if self.same == 0 {
-            0.0
-        } else {
-            self.served_same as f64 / self.same as f64
-        }
-    }
-}
-
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -213,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: eval <model dir> <docs/eval dir> [--dump]".into());
     };
     let dump = args.iter().any(|a| a == "--dump");
-    let cases = load(std::path::Path::new(data))?;
+    let cases = eval::load(std::path::Path::new(data))?;
     let embedder = LocalEmbedder::load(std::path::Path::new(model), Some("all-MiniLM-L6-v2"))?;
 
     let mut plain_config = SemanticConfig::default();
@@ -225,19 +65,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let plain = cache(&embedder, plain_config, true).await?;
     let pipeline = cache(&embedder, pipeline_config.clone(), false).await?;
 
-    let mut tallies: BTreeMap<String, (Tally, Tally)> = BTreeMap::new();
-    let (mut all_plain, mut all_pipe) = (Tally::default(), Tally::default());
+    let (mut plain_report, mut pipeline_report) = (Report::default(), Report::default());
     let mut verify_time = std::time::Duration::ZERO;
     for (i, case) in cases.iter().enumerate() {
-        let a = run(&plain, i, case, false).await?;
+        let a = eval::run(&plain, i, case, false).await?;
         let start = Instant::now();
-        let b = run(&pipeline, i, case, true).await?;
+        let b = eval::run(&pipeline, i, case, true).await?;
         verify_time += start.elapsed();
-        let t = tallies.entry(case.category.clone()).or_default();
-        t.0.add(case, a.served);
-        t.1.add(case, b.served);
-        all_plain.add(case, a.served);
-        all_pipe.add(case, b.served);
+        plain_report.add(case, a.served);
+        pipeline_report.add(case, b.served);
         if dump {
             let align = aligner
                 .check(&case.query, &case.cached)
@@ -271,9 +107,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| category | pairs | plain cosine ≥ 0.90 | pipeline |");
     println!("|---|---|---|---|");
-    for (category, (p, q)) in &tallies {
+    for (category, p) in &plain_report.categories {
+        let q = pipeline_report
+            .categories
+            .get(category)
+            .copied()
+            .unwrap_or_default();
         println!("| {category} | {} | {} | {} |", p.pairs, p.cell(), q.cell());
     }
+    let (all_plain, all_pipe) = (plain_report.all, pipeline_report.all);
     println!(
         "| **all** | {} | {} | {} |",
         all_plain.pairs,

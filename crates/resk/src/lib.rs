@@ -6,6 +6,7 @@ pub mod calibrate;
 pub mod context;
 #[cfg(feature = "env")]
 pub mod env;
+pub mod eval;
 mod flight;
 pub mod layers;
 mod lookup;

@@ -661,3 +661,80 @@ async fn context_partitions_exact_and_semantic_lookups() {
     let err = cache.get(&bad).await.unwrap_err();
     assert_eq!((err.kind(), err.op()), (ErrorKind::InvalidInput, "context"));
 }
+
+/// The figures of issue 17 on the development set in `docs/eval`, with the local model: a
+/// regression guard for the guards, token alignment and the default zones (`cargo xtask eval`
+/// prints the whole table).
+#[cfg(feature = "local")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_set_meets_its_figures_with_the_local_model() {
+    use resk::{embed::local::LocalEmbedder, eval};
+    let Some(dir) = resk_testkit::model_dir() else {
+        resk_testkit::skip_because(
+            "the_development_set_meets_its_figures_with_the_local_model",
+            "RESK_TEST_MODEL_DIR not set (run `cargo xtask test`)",
+        );
+        return;
+    };
+    let embedder = LocalEmbedder::load(&dir, Some("all-MiniLM-L6-v2")).unwrap();
+    let build = |config: SemanticConfig, verifiers| {
+        let embedder = embedder.clone();
+        async move {
+            let semantic = Semantic::new(
+                Arc::new(embedder),
+                Arc::new(EmbeddedVectorStore::in_memory()),
+                config,
+            )
+            .await
+            .unwrap()
+            .with_verifiers(verifiers);
+            Cache::builder()
+                .store(MemoryStore::default())
+                .key_secret(SECRET)
+                .semantic(semantic)
+                .build()
+                .unwrap()
+        }
+    };
+    let mut plain_config = SemanticConfig::default();
+    plain_config.threshold = 0.9;
+    let plain = build(plain_config, Vec::new()).await;
+    let pipeline = build(
+        SemanticConfig::for_local_model(),
+        resk::verify::local_defaults(embedder.clone()),
+    )
+    .await;
+    let pairs =
+        eval::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/eval"))
+            .unwrap();
+    assert!(pairs.len() >= 400, "{}", pairs.len());
+    let (mut before, mut after) = (eval::Report::default(), eval::Report::default());
+    for (i, pair) in pairs.iter().enumerate() {
+        before.add(
+            pair,
+            eval::run(&plain, i, pair, false).await.unwrap().served,
+        );
+        after.add(
+            pair,
+            eval::run(&pipeline, i, pair, true).await.unwrap().served,
+        );
+    }
+    for category in ["negation", "antonym", "direction", "number", "multiturn"] {
+        let t = after.categories[category];
+        assert_eq!(t.served_different, 0, "{category}: {t:?}");
+    }
+    for category in ["entity", "platform"] {
+        let t = after.categories[category];
+        assert!(
+            t.served_different * 10 <= t.different(),
+            "{category}: {t:?}"
+        );
+    }
+    assert!(after.all.precision() >= 0.95, "{:?}", after.all);
+    assert!(
+        after.all.served_same >= 2 * before.all.served_same,
+        "paraphrases served: {} with verification, {} with plain cosine",
+        after.all.served_same,
+        before.all.served_same
+    );
+}
