@@ -51,6 +51,27 @@ pub struct CacheEntry {
         with = "time::serde::rfc3339::option"
     )]
     pub stale_until: Option<OffsetDateTime>,
+    /// What users reported about this entry's semantic hits (absent until the first report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
+}
+
+/// Feedback on an entry's semantic hits: the reports (similarity of the hit, right or wrong) and
+/// the queries reported wrong, from which the engine derives the entry's own bounds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// The most recent reports, oldest first: `(similarity, correct)`.
+    #[serde(default)]
+    pub reports: Vec<(f32, bool)>,
+    /// Keys (names) of the queries reported as wrongly answered by this entry: never again.
+    #[serde(default)]
+    pub blocked: Vec<String>,
+    /// Reports ever received (the list above keeps the most recent ones).
+    #[serde(default)]
+    pub right: u32,
+    /// Wrong reports ever received.
+    #[serde(default)]
+    pub wrong: u32,
 }
 
 impl PartialEq for CacheEntry {
@@ -64,6 +85,7 @@ impl PartialEq for CacheEntry {
             && self.origin == other.origin
             && self.owner == other.owner
             && self.stale_until == other.stale_until
+            && self.feedback == other.feedback
     }
 }
 
@@ -92,6 +114,7 @@ impl CacheEntry {
             origin,
             owner: None,
             stale_until: None,
+            feedback: None,
         })
     }
 
@@ -196,6 +219,9 @@ pub struct CacheEntryView<'a> {
     /// End of the entry's grace period, if it has one ([`CacheEntry::stale_until`]).
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub stale_until: Option<OffsetDateTime>,
+    /// Feedback on its semantic hits ([`CacheEntry::feedback`]).
+    #[serde(default)]
+    pub feedback: Option<Feedback>,
 }
 
 impl<'a> CacheEntryView<'a> {

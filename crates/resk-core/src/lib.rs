@@ -18,7 +18,7 @@ pub use cache::{
 };
 pub use cipher::{Cipher, SharedCipher};
 pub use embed::{Embedder, EmbedderDyn, EmbedderInfo, Embedding, SharedEmbedder};
-pub use entry::{CacheEntry, CacheEntryView, Origin, SCHEMA_VERSION, TtlPolicy};
+pub use entry::{CacheEntry, CacheEntryView, Feedback, Origin, SCHEMA_VERSION, TtlPolicy};
 pub use error::{Error, ErrorKind, Result};
 pub use key::{KeyBuilder, KeyInput, context_digest, normalize_query};
 pub use tenant::TenantId;

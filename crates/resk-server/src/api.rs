@@ -362,6 +362,10 @@ pub struct QueryResponse<'a> {
     /// How a semantic hit was decided (semantic hits only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// Report this semantic hit right or wrong with it (`POST /api/cache/feedback`; semantic hits
+    /// only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hit_id: Option<&'a str>,
     /// Semantic candidates turned down on the way, best first (absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<RejectedCandidate>,
@@ -401,6 +405,38 @@ pub struct RejectedCandidate {
     pub similarity: f32,
     /// Who turned it down and why.
     pub verification: Verification,
+}
+
+/// `POST /api/cache/feedback`: was a semantic hit right?
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    /// The `hit_id` of a semantic hit (from `POST /api/cache/query`).
+    #[schemars(length(min = 1, max = 512))]
+    pub hit_id: String,
+    /// `true`: the cached answer answered the question; `false`: it did not (that question is not
+    /// answered by that entry again).
+    pub correct: bool,
+}
+
+/// Answer to a feedback report.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FeedbackResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// The key of the entry the report was about.
+    pub key: String,
+    /// Right reports the entry has received.
+    pub right: u32,
+    /// Wrong reports the entry has received.
+    pub wrong: u32,
+    /// The entry's floor now: its candidates below this similarity are not served (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<f32>,
+    /// The entry's own accept bound now: its candidates from this similarity skip the band
+    /// verifiers (absent: the server's `SEMANTIC_ACCEPT`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accept: Option<f32>,
 }
 
 /// Answer to a purge.

@@ -15,9 +15,9 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 use crate::{
     api::{
         DeleteResponse, EraseResponse, ExportRequest, ExportResponse, ExportedEntry,
-        HealthResponse, KeyFields, Latency, PurgeResponse, QueryRequest, QueryResponse,
-        ReadyResponse, RejectedCandidate, RevokeRequest, RevokeResponse, Source, SubjectRequest,
-        Visibility, WriteRequest, WriteResponse,
+        FeedbackRequest, FeedbackResponse, HealthResponse, KeyFields, Latency, PurgeResponse,
+        QueryRequest, QueryResponse, ReadyResponse, RejectedCandidate, RevokeRequest,
+        RevokeResponse, Source, SubjectRequest, Visibility, WriteRequest, WriteResponse,
     },
     auth::{Principal, Scope},
     error::ApiError,
@@ -239,6 +239,7 @@ pub(crate) async fn query_entry(
             degraded: hit.degraded,
             stale: hit.stale,
             verification: hit.verification.as_ref().map(Into::into),
+            hit_id: hit.hit_id.as_deref(),
             rejected: Vec::new(),
             latency_ms: latency(hit.latency),
         },
@@ -255,6 +256,7 @@ pub(crate) async fn query_entry(
             degraded: miss.degraded,
             stale: false,
             verification: None,
+            hit_id: None,
             rejected: miss
                 .rejected
                 .iter()
@@ -284,6 +286,35 @@ fn json_response<T: serde::Serialize>(body: &T) -> Result<Response, ApiError> {
         bytes,
     )
         .into_response())
+}
+
+/// `POST /api/cache/feedback`: report a semantic hit right or wrong.
+pub(crate) async fn feedback(
+    State(app): State<Arc<AppState>>,
+    principal: Principal,
+    ApiJson(req): ApiJson<FeedbackRequest>,
+) -> Result<Json<FeedbackResponse>, ApiError> {
+    principal.require(Scope::Write)?;
+    let recorded = app
+        .engine
+        .feedback(&principal.tenant, &req.hit_id, req.correct)
+        .await
+        .map_err(|err| match err.kind() {
+            resk::ErrorKind::NotFound => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "hit_not_found",
+                err.message().to_owned(),
+            ),
+            _ => engine_error(err),
+        })?;
+    Ok(Json(FeedbackResponse {
+        success: true,
+        key: recorded.key.name().to_owned(),
+        right: recorded.right,
+        wrong: recorded.wrong,
+        floor: recorded.bounds.floor,
+        accept: recorded.bounds.accept,
+    }))
 }
 
 /// `DELETE /api/cache`: purge the caller's tenant.

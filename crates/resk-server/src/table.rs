@@ -16,8 +16,8 @@ use axum::{Json, routing::get};
 
 use crate::{
     api::{
-        DeleteResponse, EraseResponse, ExportResponse, HealthResponse, PurgeResponse,
-        QueryResponse, ReadyResponse, RevokeResponse, WriteResponse,
+        DeleteResponse, EraseResponse, ExportResponse, FeedbackResponse, HealthResponse,
+        PurgeResponse, QueryResponse, ReadyResponse, RevokeResponse, WriteResponse,
     },
     error::ErrorBody,
     routes,
@@ -86,6 +86,11 @@ pub(crate) const ROUTES: &[Route] = &[
         path: "/api/cache/query",
         public: false,
         mount: query,
+    },
+    Route {
+        path: "/api/cache/feedback",
+        public: false,
+        mount: feedback,
     },
     Route {
         path: "/api/openapi.json",
@@ -262,6 +267,26 @@ fn query(router: Router, path: &'static str) -> Router {
                 .summary("Look an answer up")
                 .description("A miss is a 200 with `hit: false`, not an error.")
                 .response::<200, Json<QueryResponse<'static>>>()
+        }),
+    )
+}
+
+fn feedback(router: Router, path: &'static str) -> Router {
+    router.api_route(
+        path,
+        post_with(routes::feedback, |op| {
+            with_body(secured(op, "cache:write"))
+                .summary("Report a semantic hit right or wrong")
+                .description(
+                    "`hit_id` comes with every semantic hit. A wrong report stops that question from \
+                     being answered by that entry at once and raises the entry's floor; right reports \
+                     can lower its accept bound within `SEMANTIC_TARGET_ERROR`. The state is kept with \
+                     the entry. An unknown id, another tenant's, or one whose entry is gone is a 404 \
+                     and changes nothing.",
+                )
+                .response::<200, Json<FeedbackResponse>>()
+                .response::<404, Json<ErrorBody>>()
+                .response::<503, Json<ErrorBody>>()
         }),
     )
 }

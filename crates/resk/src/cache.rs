@@ -8,8 +8,8 @@ use std::{
 use bytes::Bytes;
 use resk_core::{
     CacheEntry, CacheEntryView, CacheKey, CacheStore, CachedValue, Error, ErrorKind, KeyBuilder,
-    KeyInput, Origin, Pair, PurgeScope, Result, ScanCursor, SharedCacheStore, TenantId, TtlPolicy,
-    Verdict,
+    KeyInput, Origin, Pair, PurgeScope, Result, ScanCursor, SetOptions, SharedCacheStore, TenantId,
+    TtlPolicy, Verdict,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
@@ -432,6 +432,7 @@ impl Cache {
             stale,
             degraded,
             latency,
+            hit_id: similarity.map(|s| crate::feedback::hit_id(&inner.keys, hit_key, &key, s)),
             verification,
         }))
     }
@@ -711,6 +712,7 @@ impl Cache {
                         ..Latency::default()
                     },
                     verification: None,
+                    hit_id: None,
                 })
             }
             .await;
@@ -820,6 +822,63 @@ impl Cache {
             keep,
         )
         .await
+    }
+
+    /// Record whether the semantic hit `hit_id` (from [`Hit::hit_id`]) answered its question
+    /// rightly, with the matched entry (see [`crate::feedback`]): a wrong report stops that
+    /// question→entry pairing at once and raises the entry's floor; right reports can lower its
+    /// accept bound within the target error rate. An id not signed for `tenant` (another tenant's,
+    /// a forged one) or whose entry is gone is an [`ErrorKind::NotFound`] error, and nothing changes.
+    pub async fn feedback(
+        &self,
+        tenant: &TenantId,
+        hit_id: &str,
+        correct: bool,
+    ) -> Result<crate::feedback::Recorded> {
+        let inner = &*self.inner;
+        let not_found =
+            |message: &str| Error::new(ErrorKind::NotFound, "resk", "feedback", message);
+        let hit = crate::feedback::parse_hit_id(&inner.keys, tenant, hit_id)
+            .ok_or_else(|| not_found("no such semantic hit in this tenant"))?;
+        let value = inner
+            .store
+            .get(&hit.entry)
+            .instrument(self.span("get"))
+            .await?
+            .ok_or_else(|| {
+                not_found("the entry of this hit is gone (expired, deleted or purged)")
+            })?;
+        let mut entry = CacheEntry::from_bytes(&value.bytes)?;
+        let now = OffsetDateTime::now_utc();
+        let left = entry.servable_until() - now;
+        let ttl = Duration::try_from(left)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                not_found("the entry of this hit is gone (expired, deleted or purged)")
+            })?;
+        let feedback = entry.feedback.get_or_insert_with(Default::default);
+        crate::feedback::record(feedback, &hit.query, hit.similarity, correct);
+        let target = inner.semantic.as_ref().map_or(0.05, |s| s.target_error());
+        let bounds = crate::feedback::bounds(feedback, target);
+        let (right, wrong) = (feedback.right, feedback.wrong);
+        inner
+            .store
+            .set(
+                &hit.entry,
+                Bytes::from(entry.to_bytes()?),
+                SetOptions::ttl(ttl),
+            )
+            .instrument(self.span("set"))
+            .await?;
+        inner.stats.feedback(correct);
+        Ok(crate::feedback::Recorded {
+            key: hit.entry,
+            similarity: hit.similarity,
+            right,
+            wrong,
+            bounds,
+        })
     }
 
     /// Choose the similarity threshold from labelled pairs with the configured embedder: the
@@ -1029,6 +1088,34 @@ impl SemanticSearch<'_> {
         }
     }
 
+    /// Decide a candidate whose entry has feedback: a query reported wrong for it, or a
+    /// similarity under its learnt floor, is turned down; at or above its learnt accept bound it
+    /// skips the band verifiers.
+    async fn decide_with_feedback(
+        &self,
+        sem: &Semantic,
+        feedback: &resk_core::Feedback,
+        pair: &Pair<'_>,
+        threshold: f32,
+    ) -> crate::verify::Decision {
+        let reject = |reason: String| crate::verify::Decision {
+            verification: Verification::new(Verdict::Reject, "feedback", reason),
+            degraded: false,
+        };
+        if feedback.blocked.iter().any(|q| q == self.key.name()) {
+            return reject(
+                "reported_wrong: this question was reported wrongly answered by it".into(),
+            );
+        }
+        let bounds = crate::feedback::bounds(feedback, sem.target_error());
+        if let Some(floor) = bounds.floor
+            && pair.similarity < floor
+        {
+            return reject(format!("below_entry_floor: {floor:.3}"));
+        }
+        sem.pipeline().decide(pair, threshold, bounds.accept).await
+    }
+
     /// The search itself, and what to remember of it: `NoMatch`, `Failed` for a provider error,
     /// nothing after a hit or a store error.
     async fn search(
@@ -1107,7 +1194,13 @@ impl SemanticSearch<'_> {
                     };
                     let pair = Pair::new(&self.lookup.query, &entry.query, candidate.similarity)
                         .with_context(&turns);
-                    let decision = sem.pipeline().decide(&pair, threshold).await;
+                    let decision = match entry.feedback.as_ref() {
+                        Some(feedback) => {
+                            self.decide_with_feedback(sem, feedback, &pair, threshold)
+                                .await
+                        }
+                        None => sem.pipeline().decide(&pair, threshold, None).await,
+                    };
                     *degraded |= decision.degraded;
                     stats.verdict(&decision.verification);
                     if decision.verification.verdict == Verdict::Accept {

@@ -7,6 +7,7 @@ pub mod context;
 #[cfg(feature = "env")]
 pub mod env;
 pub mod eval;
+pub mod feedback;
 mod flight;
 pub mod layers;
 mod lookup;

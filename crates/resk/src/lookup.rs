@@ -325,6 +325,9 @@ pub struct Hit {
     pub latency: Latency,
     /// How a semantic hit was decided: by which verifier, and why (`None` for an exact hit).
     pub verification: Option<Verification>,
+    /// The id to report this semantic hit right or wrong with
+    /// ([`Cache::feedback`](crate::Cache::feedback)); `None` for an exact hit.
+    pub hit_id: Option<String>,
 }
 
 impl Hit {

@@ -47,6 +47,9 @@ pub struct SemanticConfig {
     pub accept: Option<f32>,
     /// Longest a verifier may take on one candidate before it counts as a reject. Default 5 s.
     pub verify_timeout: Duration,
+    /// The error rate feedback may let an entry's own bounds reach (see [`crate::feedback`]).
+    /// Default 0.05.
+    pub target_error: f64,
 }
 
 impl Default for SemanticConfig {
@@ -60,6 +63,7 @@ impl Default for SemanticConfig {
             resilience: ResilienceConfig::default(),
             accept: None,
             verify_timeout: Duration::from_secs(5),
+            target_error: 0.05,
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Semantic {
     searches: Flights<SharedSearch>,
     /// The decision stage: verifiers and zones.
     pipeline: Pipeline,
+    /// The error rate feedback may let an entry's bounds reach.
+    target_error: f64,
 }
 
 /// A search result as concurrent identical lookups share it.
@@ -168,6 +174,17 @@ impl Semantic {
                 ),
             ));
         }
+        if !(0.0..1.0).contains(&config.target_error) {
+            return Err(resk_core::Error::new(
+                resk_core::ErrorKind::Config,
+                "resk",
+                "semantic",
+                format!(
+                    "the target error rate must be at least 0 and below 1, not {}",
+                    config.target_error
+                ),
+            ));
+        }
         if config.top_k == 0 {
             return Err(resk_core::Error::new(
                 resk_core::ErrorKind::Config,
@@ -223,6 +240,7 @@ impl Semantic {
                 config.accept,
                 config.verify_timeout,
             ),
+            target_error: config.target_error,
         })
     }
 
@@ -242,6 +260,11 @@ impl Semantic {
     /// The accept bound (`None`: a lookup's threshold).
     pub fn accept(&self) -> Option<f32> {
         self.pipeline.accept
+    }
+
+    /// The error rate feedback may let an entry's bounds reach.
+    pub fn target_error(&self) -> f64 {
+        self.target_error
     }
 
     /// The decision stage.

@@ -23,6 +23,8 @@ pub(crate) struct Stats {
     semantic_tokens_saved: Counter,
     pub(crate) similarity: Histogram,
     pub(crate) stale: Counter,
+    feedback_right: std::sync::atomic::AtomicU64,
+    feedback_wrong: std::sync::atomic::AtomicU64,
 }
 
 impl Stats {
@@ -44,6 +46,8 @@ impl Stats {
             semantic_tokens_saved: metrics::counter!("resk_tokens_saved_total", "source" => "semantic"),
             similarity: metrics::histogram!("resk_semantic_similarity"),
             stale: metrics::counter!("resk_stale_answers_total"),
+            feedback_right: Default::default(),
+            feedback_wrong: Default::default(),
         }
     }
 
@@ -65,6 +69,28 @@ impl Stats {
 }
 
 impl Stats {
+    /// Count a feedback report (`resk_feedback_total{verdict}`) and update the estimated error
+    /// rate of semantic hits (`resk_semantic_estimated_error_rate`: wrong reports over all reports
+    /// this process received).
+    pub(crate) fn feedback(&self, correct: bool) {
+        use std::sync::atomic::Ordering;
+        let verdict = if correct { "right" } else { "wrong" };
+        metrics::counter!("resk_feedback_total", "verdict" => verdict).increment(1);
+        let (right, wrong) = if correct {
+            (
+                self.feedback_right.fetch_add(1, Ordering::Relaxed) + 1,
+                self.feedback_wrong.load(Ordering::Relaxed),
+            )
+        } else {
+            (
+                self.feedback_right.load(Ordering::Relaxed),
+                self.feedback_wrong.fetch_add(1, Ordering::Relaxed) + 1,
+            )
+        };
+        metrics::gauge!("resk_semantic_estimated_error_rate")
+            .set(wrong as f64 / (right + wrong).max(1) as f64);
+    }
+
     /// Count a decision of the verification stage
     /// (`resk_semantic_verdicts_total{verifier, verdict, reason}`).
     pub(crate) fn verdict(&self, v: &crate::verify::Verification) {

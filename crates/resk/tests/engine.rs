@@ -738,3 +738,107 @@ async fn the_development_set_meets_its_figures_with_the_local_model() {
         before.all.served_same
     );
 }
+
+#[tokio::test]
+async fn a_wrong_report_stops_the_pairing_at_once_and_foreign_ids_are_not_found() {
+    let cache = semantic(0.5).await;
+    let t = tenant("acme");
+    cache
+        .put(
+            &Lookup::new(t.clone(), "How do I reset my password?"),
+            "Use the reset link",
+            &PutOptions::new(),
+        )
+        .await
+        .unwrap();
+    let ask = Lookup::new(t.clone(), "How can I reset my password?");
+    let hit = cache.get(&ask).await.unwrap().expect("a paraphrase hit");
+    let id = hit.hit_id.clone().expect("a semantic hit has an id");
+    // An exact hit has none.
+    let exact = Lookup::new(t.clone(), "How do I reset my password?");
+    assert!(cache.get(&exact).await.unwrap().unwrap().hit_id.is_none());
+    // Another tenant, a forged or a garbled id: not found, and nothing changes.
+    for (tenant_name, bad) in [
+        ("globex", id.clone()),
+        ("acme", id.replacen('.', ".0", 1)),
+        ("acme", "not-a-hit-id".to_owned()),
+    ] {
+        let err = cache
+            .feedback(&tenant(tenant_name), &bad, false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{bad}");
+    }
+    assert!(cache.get(&ask).await.unwrap().is_some(), "still served");
+    // A wrong report: that question is not answered by that entry again.
+    let recorded = cache.feedback(&t, &id, false).await.unwrap();
+    assert_eq!((recorded.right, recorded.wrong), (0, 1));
+    assert!(recorded.bounds.floor.unwrap() > hit.similarity.unwrap());
+    let resk::Outcome::Miss(miss) = cache.lookup(&ask).await.unwrap() else {
+        panic!("a question reported wrong was served again");
+    };
+    assert_eq!(miss.rejected[0].verification.by, "feedback");
+    assert_eq!(miss.rejected[0].verification.label(), "reported_wrong");
+    // The exact entry itself still answers its own question.
+    assert!(cache.get(&exact).await.unwrap().is_some());
+    // Right reports count too (on another hit of the same entry).
+    let other = Lookup::new(t.clone(), "how do I reset my password please");
+    if let Some(hit) = cache.get(&other).await.unwrap() {
+        let recorded = cache
+            .feedback(&t, &hit.hit_id.unwrap(), true)
+            .await
+            .unwrap();
+        assert_eq!((recorded.right, recorded.wrong), (1, 1));
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn feedback_persists_with_the_entry_across_a_restart() {
+    use resk::store::sqlite::{SqliteConfig, SqliteStore};
+    let path = std::env::temp_dir().join(format!(
+        "resk-feedback-{}-{}.db",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let vectors = Arc::new(EmbeddedVectorStore::in_memory());
+    let open = || {
+        let vectors = Arc::clone(&vectors);
+        let path = path.clone();
+        async move {
+            let mut config = SemanticConfig::default();
+            config.threshold = 0.5;
+            let semantic = Semantic::new(Arc::new(LexicalEmbedder::new()), vectors, config)
+                .await
+                .unwrap();
+            let store = SqliteStore::connect(SqliteConfig::new(path)).await.unwrap();
+            Cache::builder()
+                .store(store)
+                .key_secret(SECRET)
+                .semantic(semantic)
+                .build()
+                .unwrap()
+        }
+    };
+    let t = tenant("acme");
+    let ask = Lookup::new(t.clone(), "How can I reset my password?");
+    {
+        let cache = open().await;
+        cache
+            .put(
+                &Lookup::new(t.clone(), "How do I reset my password?"),
+                "Use the reset link",
+                &PutOptions::new(),
+            )
+            .await
+            .unwrap();
+        let id = cache.get(&ask).await.unwrap().unwrap().hit_id.unwrap();
+        cache.feedback(&t, &id, false).await.unwrap();
+    }
+    let cache = open().await;
+    assert!(
+        cache.get(&ask).await.unwrap().is_none(),
+        "the report survived the restart"
+    );
+    let _ = std::fs::remove_file(&path);
+}

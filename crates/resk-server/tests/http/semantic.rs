@@ -695,3 +695,65 @@ async fn context_is_a_hard_partition_and_bad_context_is_named() {
     }
     assert_eq!(app.entries().await, before);
 }
+
+#[tokio::test]
+async fn feedback_on_a_semantic_hit_is_tenant_bound_and_a_wrong_report_stops_it() {
+    let app = semantic_app(&["--semantic-threshold", "0.5"]).await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": "Use the reset link."}),
+    )
+    .await;
+    let ask = json!({"query": "How can I reset my password?"});
+    let hit = query(&app, ask.clone()).await;
+    assert_eq!(hit["source"], "semantic", "{hit}");
+    let id = hit["hit_id"].as_str().expect("a semantic hit has a hit_id").to_owned();
+    let feedback = |token: String, body: serde_json::Value| {
+        let app = &app;
+        async move {
+            app.call("POST", "/api/cache/feedback", Some(&token), Some(&body))
+                .await
+        }
+    };
+    // Scope, tenant and id are checked before anything changes.
+    let r = feedback(
+        token_for("alice", "acme", "cache:read"),
+        json!({"hit_id": id, "correct": false}),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    for (token, hit_id) in [
+        (token_for("bob", "globex", "cache:write"), id.clone()),
+        (admin(), "0".repeat(64)),
+        (admin(), format!("{id}0")),
+    ] {
+        let r = feedback(token, json!({"hit_id": hit_id, "correct": false})).await;
+        assert_eq!(r.status, 404, "{}", r.text);
+        assert_eq!(crate::common::error_code(&r), "hit_not_found");
+    }
+    for (bad, field) in [
+        (json!({}), "hit_id"),
+        (json!({"hit_id": id}), "correct"),
+        (json!({"hit_id": id, "correct": "no"}), "correct"),
+        (json!({"hit_id": id, "correct": false, "extra": 1}), "extra"),
+        (json!({"hit_id": "", "correct": false}), "hit_id"),
+    ] {
+        let r = feedback(admin(), bad.clone()).await;
+        assert!(r.status == 400 || r.status == 404, "{bad}: {}", r.text);
+        if r.status == 400 {
+            assert!(r.text.contains(field), "{bad}: {}", r.text);
+        }
+    }
+    assert_eq!(query(&app, ask.clone()).await["hit"], true, "nothing changed yet");
+    // A wrong report: that question is not answered by that entry again.
+    let r = feedback(admin(), json!({"hit_id": id, "correct": false})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["wrong"], 1);
+    assert!(r.body["floor"].as_f64().unwrap() > hit["similarity"].as_f64().unwrap());
+    let miss = query(&app, ask).await;
+    assert_eq!(miss["hit"], false, "{miss}");
+    assert_eq!(miss["rejected"][0]["verification"]["by"], "feedback", "{miss}");
+    // The entry still answers its own question exactly.
+    let exact = query(&app, json!({"query": "How do I reset my password?"})).await;
+    assert_eq!(exact["source"], "memory");
+}

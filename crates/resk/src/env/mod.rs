@@ -266,6 +266,10 @@ pub struct SemanticArgs {
     /// (similarity alone). Default: `guards,alignment` with the local model, `guards` otherwise.
     #[arg(long, env = "SEMANTIC_VERIFIERS", value_enum, value_delimiter = ',')]
     pub semantic_verifiers: Option<Vec<VerifierKind>>,
+    /// The error rate feedback may let an entry's own bounds reach (0 to under 1): right reports
+    /// lower an entry's accept bound only while its reported error rate stays within this.
+    #[arg(long, env = "SEMANTIC_TARGET_ERROR", default_value_t = 0.05)]
+    pub semantic_target_error: f64,
     /// Longest a verifier may take on one candidate, in milliseconds (then: rejected, degraded).
     #[arg(long, env = "SEMANTIC_VERIFY_TIMEOUT_MS", default_value_t = 2000)]
     pub semantic_verify_timeout_ms: u64,
@@ -372,6 +376,11 @@ impl SemanticArgs {
         if self.semantic_accept.is_some_and(|a| a < self.threshold()) {
             return Err(config_err(
                 "SEMANTIC_ACCEPT must not be below SEMANTIC_THRESHOLD (the band runs from the threshold up to accept)",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.semantic_target_error) {
+            return Err(config_err(
+                "SEMANTIC_TARGET_ERROR must be at least 0 and below 1 (e.g. 0.05)",
             ));
         }
         if self.semantic_verify_timeout_ms == 0 {
@@ -931,6 +940,7 @@ pub fn semantic_config(args: &SemanticArgs, resilience: ResilienceConfig) -> Sem
         resilience,
         accept: args.accept(),
         verify_timeout: Duration::from_millis(args.semantic_verify_timeout_ms),
+        target_error: args.semantic_target_error,
     }
 }
 

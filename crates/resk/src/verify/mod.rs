@@ -38,7 +38,11 @@ pub struct Verification {
 }
 
 impl Verification {
-    fn new(verdict: Verdict, by: &'static str, reason: impl Into<Cow<'static, str>>) -> Self {
+    pub(crate) fn new(
+        verdict: Verdict,
+        by: &'static str,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             verdict,
             by,
@@ -94,9 +98,16 @@ impl Pipeline {
         self.verifiers.iter().map(|v| v.info().name).collect()
     }
 
-    /// Decide `pair` (its similarity is at or above `threshold`, the lookup's reject bound).
-    pub(crate) async fn decide(&self, pair: &Pair<'_>, threshold: f32) -> Decision {
-        let sure = pair.similarity >= self.accept.unwrap_or(threshold);
+    /// Decide `pair` (its similarity is at or above `threshold`, the lookup's reject bound);
+    /// `entry_accept`: the matched entry's own accept bound, learnt from feedback.
+    pub(crate) async fn decide(
+        &self,
+        pair: &Pair<'_>,
+        threshold: f32,
+        entry_accept: Option<f32>,
+    ) -> Decision {
+        let sure = pair.similarity >= self.accept.unwrap_or(threshold)
+            || entry_accept.is_some_and(|a| pair.similarity >= a);
         let mut degraded = false;
         for verifier in &self.verifiers {
             let info = verifier.info();
@@ -204,21 +215,21 @@ mod tests {
             Some(0.9),
             timeout,
         );
-        let d = p.decide(&pair(0.8), 0.5).await;
+        let d = p.decide(&pair(0.8), 0.5, None).await;
         assert_eq!(
             (d.verification.verdict, d.verification.by),
             (Verdict::Reject, "similarity")
         );
-        let d = p.decide(&pair(0.95), 0.5).await;
+        let d = p.decide(&pair(0.95), 0.5, None).await;
         assert_eq!(d.verification.reason, "above_accept");
         // Without a band, the lookup's threshold is the accept bound.
         let p = Pipeline::new(vec![fixed("x", Some(Verdict::Abstain), 0)], None, timeout);
         assert_eq!(
-            p.decide(&pair(0.8), 0.75).await.verification.verdict,
+            p.decide(&pair(0.8), 0.75, None).await.verification.verdict,
             Verdict::Accept
         );
         assert_eq!(
-            p.decide(&pair(0.8), 0.85).await.verification.verdict,
+            p.decide(&pair(0.8), 0.85, None).await.verification.verdict,
             Verdict::Reject
         );
         let p = Pipeline::new(
@@ -229,7 +240,7 @@ mod tests {
             Some(0.9),
             timeout,
         );
-        let d = p.decide(&pair(0.8), 0.5).await;
+        let d = p.decide(&pair(0.8), 0.5, None).await;
         assert_eq!(
             (d.verification.verdict, d.verification.by),
             (Verdict::Accept, "a")
@@ -241,7 +252,7 @@ mod tests {
             timeout,
         );
         assert_eq!(
-            p.decide(&pair(0.95), 0.5).await.verification.verdict,
+            p.decide(&pair(0.95), 0.5, None).await.verification.verdict,
             Verdict::Accept
         );
         // Errors and time-outs reject and degrade.
@@ -250,7 +261,7 @@ mod tests {
             fixed("slow", Some(Verdict::Accept), 500),
         ] {
             let d = Pipeline::new(vec![v], Some(0.9), timeout)
-                .decide(&pair(0.8), 0.5)
+                .decide(&pair(0.8), 0.5, None)
                 .await;
             assert_eq!(d.verification.verdict, Verdict::Reject);
             assert!(d.degraded, "{d:?}");
