@@ -88,8 +88,26 @@ fn calibrate(args: &CalibrateArgs) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
-        let embedder = resk_server::semantic::build_embedder(&args.semantic).await?;
-        resk::calibrate::run(&embedder, &args.pairs, args.target_precision).await
+        let (embedder, verifiers) =
+            resk::env::build_embedder_with_verifiers(&args.semantic).await?;
+        let (calibration, mut report) =
+            resk::calibrate::run(&embedder, &args.pairs, args.target_precision).await?;
+        if !verifiers.is_empty() {
+            let current = resk::calibrate::Zones {
+                threshold: args.semantic.threshold(),
+                accept: args.semantic.accept(),
+            };
+            let (_, verified) = resk::calibrate::run_verified(
+                &embedder,
+                &verifiers,
+                &args.pairs,
+                args.target_precision,
+                current,
+            )
+            .await?;
+            report.push_str(&verified);
+        }
+        Ok::<_, resk::Error>((calibration, report))
     });
     match result {
         Ok((calibration, report)) => {

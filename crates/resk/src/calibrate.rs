@@ -10,7 +10,9 @@
 
 use std::path::Path;
 
-use resk_core::{Embedder, Error, ErrorKind, Metric, Result, SharedEmbedder};
+use resk_core::{
+    Embedder, Error, ErrorKind, Metric, Result, SharedEmbedder, SharedVerifier, Verdict, Verifier,
+};
 
 /// One labelled pair.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,21 +163,208 @@ fn choose(
     }
 }
 
-/// Read `path`, calibrate, and render the report printed by the command.
-pub async fn run(
+/// Bounds of the decision stage: the reject threshold and the accept bound.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Zones {
+    /// `SEMANTIC_THRESHOLD`.
+    pub threshold: f32,
+    /// `SEMANTIC_ACCEPT` (`None`: the threshold, no band).
+    pub accept: Option<f32>,
+}
+
+/// Precision and recall of a decision.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Score {
+    /// Share of served pairs labelled duplicates.
+    pub precision: f64,
+    /// Share of duplicates served.
+    pub recall: f64,
+    /// Non-duplicates served (wrong answers).
+    pub wrong: usize,
+}
+
+/// The result of calibrating with the verifiers on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    /// The settings given, and how they score.
+    pub current: (Zones, Score),
+    /// The zones with the highest recall whose precision reaches the target, if any.
+    pub best: Option<(Zones, Score)>,
+}
+
+/// One pair as the decision stage sees it.
+struct Judged {
+    similarity: f32,
+    duplicate: bool,
+    /// Verdict at or above accept (verifiers that run everywhere).
+    sure: Verdict,
+    /// Verdict in the band (all verifiers).
+    band: Verdict,
+}
+
+fn served(p: &Judged, zones: Zones) -> bool {
+    if p.similarity < zones.threshold {
+        return false;
+    }
+    if p.similarity >= zones.accept.unwrap_or(zones.threshold) {
+        p.sure != Verdict::Reject
+    } else {
+        p.band == Verdict::Accept
+    }
+}
+
+fn score(judged: &[Judged], zones: Zones) -> Score {
+    let (mut tp, mut fp, mut positives) = (0usize, 0usize, 0usize);
+    for p in judged {
+        positives += usize::from(p.duplicate);
+        if served(p, zones) {
+            if p.duplicate {
+                tp += 1;
+            } else {
+                fp += 1;
+            }
+        }
+    }
+    Score {
+        precision: if tp + fp == 0 {
+            1.0
+        } else {
+            tp as f64 / (tp + fp) as f64
+        },
+        recall: if positives == 0 {
+            0.0
+        } else {
+            tp as f64 / positives as f64
+        },
+        wrong: fp,
+    }
+}
+
+/// Precision and recall of `pairs` through `verifiers` (each pair: `a` cached, `b` asked) at the
+/// `current` zones, and the zones (threshold and accept, chosen among the pairs' similarities)
+/// with the highest recall whose precision reaches `target_precision`.
+pub async fn calibrate_verified(
     embedder: &SharedEmbedder,
+    verifiers: &[SharedVerifier],
+    pairs: &[Pair],
+    target_precision: f64,
+    current: Zones,
+) -> Result<Verified> {
+    if !(0.0..=1.0).contains(&target_precision) {
+        return Err(bad("target precision must be between 0 and 1".into()));
+    }
+    let texts: Vec<String> = pairs
+        .iter()
+        .flat_map(|p| [p.a.clone(), p.b.clone()])
+        .collect();
+    let vectors = embedder.embed(&texts).await?;
+    let pipeline =
+        crate::verify::Pipeline::new(verifiers.to_vec(), None, std::time::Duration::from_secs(30));
+    let mut judged = Vec::with_capacity(pairs.len());
+    for (p, v) in pairs.iter().zip(vectors.chunks_exact(2)) {
+        let similarity = Metric::Cosine.similarity(&v[0], &v[1]);
+        let pair = resk_core::Pair::new(&p.b, &p.a, similarity);
+        let (sure, band) = pipeline.judge(&pair).await;
+        judged.push(Judged {
+            similarity,
+            duplicate: p.duplicate,
+            sure,
+            band,
+        });
+    }
+    let mut cuts: Vec<f32> = judged.iter().map(|j| j.similarity).collect();
+    cuts.sort_by(f32::total_cmp);
+    cuts.dedup();
+    let mut best: Option<(Zones, Score)> = None;
+    for (i, &threshold) in cuts.iter().enumerate() {
+        // Accept at a pair's similarity, or above them all (everything in the band).
+        for accept in cuts[i..].iter().copied().chain([f32::INFINITY]) {
+            let zones = Zones {
+                threshold,
+                accept: Some(accept.min(1.0 + f32::EPSILON)),
+            };
+            let s = score(&judged, zones);
+            if s.precision < target_precision {
+                continue;
+            }
+            let better =
+                best.is_none_or(|(_, b)| (s.recall, s.precision) > (b.recall, b.precision));
+            if better {
+                best = Some((zones, s));
+            }
+        }
+    }
+    Ok(Verified {
+        current: (current, score(&judged, current)),
+        best,
+    })
+}
+
+/// [`calibrate_verified`] on the pairs in `path`, and the report printed by the command.
+pub async fn run_verified(
+    embedder: &SharedEmbedder,
+    verifiers: &[SharedVerifier],
     path: &Path,
     target: f64,
-) -> Result<(Calibration, String)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    current: Zones,
+) -> Result<(Verified, String)> {
+    let pairs = parse_pairs(&read(path)?)?;
+    let v = calibrate_verified(embedder, verifiers, &pairs, target, current).await?;
+    let names: Vec<&str> = verifiers.iter().map(|v| v.info().name).collect();
+    let zones = |z: Zones| match z.accept {
+        Some(a) if a > 1.0 => format!("SEMANTIC_THRESHOLD={:.4} SEMANTIC_ACCEPT=1", z.threshold),
+        Some(a) => format!(
+            "SEMANTIC_THRESHOLD={:.4} SEMANTIC_ACCEPT={a:.4}",
+            z.threshold
+        ),
+        None => format!("SEMANTIC_THRESHOLD={:.4}", z.threshold),
+    };
+    let (cz, cs) = v.current;
+    let mut out = format!(
+        "with verifiers [{}]:
+  now ({}): precision {:.3}, recall {:.3}, {} non-duplicates served
+",
+        names.join(", "),
+        zones(cz),
+        cs.precision,
+        cs.recall,
+        cs.wrong
+    );
+    match v.best {
+        Some((z, s)) => out.push_str(&format!(
+            "  best for precision {target:.3}: precision {:.3}, recall {:.3}
+  set {}
+",
+            s.precision,
+            s.recall,
+            zones(z)
+        )),
+        None => out.push_str(&format!(
+            "  no zones reach precision {target:.3} on these pairs
+"
+        )),
+    }
+    Ok((v, out))
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
         Error::new(
             ErrorKind::InvalidInput,
             "calibrate",
             "pairs",
             format!("cannot read {}: {e}", path.display()),
         )
-    })?;
-    let pairs = parse_pairs(&text)?;
+    })
+}
+
+/// Read `path`, calibrate, and render the report printed by the command.
+pub async fn run(
+    embedder: &SharedEmbedder,
+    path: &Path,
+    target: f64,
+) -> Result<(Calibration, String)> {
+    let pairs = parse_pairs(&read(path)?)?;
     let c = calibrate(embedder, &pairs, target).await?;
     let info = embedder.info();
     let mut out = format!(
@@ -216,6 +405,32 @@ mod tests {
         assert!(err.message().contains("line 2"), "{err}");
         let err = parse_pairs("1\ta b\n").unwrap_err();
         assert!(err.message().contains("line 1: expected 3"), "{err}");
+    }
+
+    #[test]
+    fn the_zones_decide_as_the_engine_does() {
+        let j = |similarity, duplicate, sure, band| Judged {
+            similarity,
+            duplicate,
+            sure,
+            band,
+        };
+        use Verdict::{Abstain, Accept, Reject};
+        let judged = [
+            j(0.95, true, Abstain, Abstain),
+            j(0.93, false, Reject, Reject), // a guard catches it everywhere
+            j(0.8, true, Abstain, Accept),  // a band verifier vouches for it
+            j(0.75, false, Abstain, Reject),
+            j(0.7, true, Abstain, Abstain), // nobody vouches: a miss in the band
+        ];
+        let z = |threshold, accept| Zones { threshold, accept };
+        // No band: everything at or above the threshold that no guard rejects.
+        let s = score(&judged, z(0.7, None));
+        assert_eq!((s.wrong, s.recall), (1, 1.0));
+        // A band from 0.7 to 0.9: only what a verifier accepts.
+        let s = score(&judged, z(0.7, Some(0.9)));
+        assert_eq!((s.wrong, s.precision), (0, 1.0));
+        assert!((s.recall - 2.0 / 3.0).abs() < 1e-9);
     }
 
     #[test]

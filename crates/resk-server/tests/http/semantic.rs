@@ -707,7 +707,10 @@ async fn feedback_on_a_semantic_hit_is_tenant_bound_and_a_wrong_report_stops_it(
     let ask = json!({"query": "How can I reset my password?"});
     let hit = query(&app, ask.clone()).await;
     assert_eq!(hit["source"], "semantic", "{hit}");
-    let id = hit["hit_id"].as_str().expect("a semantic hit has a hit_id").to_owned();
+    let id = hit["hit_id"]
+        .as_str()
+        .expect("a semantic hit has a hit_id")
+        .to_owned();
     let feedback = |token: String, body: serde_json::Value| {
         let app = &app;
         async move {
@@ -744,7 +747,11 @@ async fn feedback_on_a_semantic_hit_is_tenant_bound_and_a_wrong_report_stops_it(
             assert!(r.text.contains(field), "{bad}: {}", r.text);
         }
     }
-    assert_eq!(query(&app, ask.clone()).await["hit"], true, "nothing changed yet");
+    assert_eq!(
+        query(&app, ask.clone()).await["hit"],
+        true,
+        "nothing changed yet"
+    );
     // A wrong report: that question is not answered by that entry again.
     let r = feedback(admin(), json!({"hit_id": id, "correct": false})).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -752,7 +759,10 @@ async fn feedback_on_a_semantic_hit_is_tenant_bound_and_a_wrong_report_stops_it(
     assert!(r.body["floor"].as_f64().unwrap() > hit["similarity"].as_f64().unwrap());
     let miss = query(&app, ask).await;
     assert_eq!(miss["hit"], false, "{miss}");
-    assert_eq!(miss["rejected"][0]["verification"]["by"], "feedback", "{miss}");
+    assert_eq!(
+        miss["rejected"][0]["verification"]["by"], "feedback",
+        "{miss}"
+    );
     // The entry still answers its own question exactly.
     let exact = query(&app, json!({"query": "How do I reset my password?"})).await;
     assert_eq!(exact["source"], "memory");

@@ -71,6 +71,21 @@ fn the_local_model_reaches_the_target_precision_with_useful_recall() {
     assert!(recall > 0.0, "{out}");
     eprintln!("calibration of all-MiniLM-L6-v2 on docs/pairs.tsv:\n{out}");
     assert!(out.contains("SEMANTIC_THRESHOLD="), "{out}");
+    // With the verifiers on (the local model's defaults), precision and recall of the current
+    // settings, and the zones reaching the target with at least the cosine threshold's recall.
+    assert!(out.contains("with verifiers [guards, alignment]:"), "{out}");
+    let best = out
+        .split("best for precision 0.950: ")
+        .nth(1)
+        .expect("verified zones reach the target");
+    let verified_recall: f64 = best
+        .split("recall ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse().ok())
+        .expect("a recall figure");
+    assert!(verified_recall >= recall, "{out}");
+    assert!(best.contains("SEMANTIC_ACCEPT="), "{out}");
 }
 
 #[test]

@@ -900,6 +900,16 @@ async fn build_embedder_and_model(
     }
 }
 
+/// The configured embedder and verifiers (`SEMANTIC_VERIFIERS`), as `resk-server calibrate` uses
+/// them.
+pub async fn build_embedder_with_verifiers(
+    args: &SemanticArgs,
+) -> Result<(SharedEmbedder, Vec<resk_core::SharedVerifier>)> {
+    let (embedder, model) = build_embedder_and_model(args).await?;
+    let verifiers = build_verifiers(args, model.as_ref())?;
+    Ok((embedder, verifiers))
+}
+
 /// The verifiers `args` name, built (`model`: the local model, for alignment).
 fn build_verifiers(
     args: &SemanticArgs,

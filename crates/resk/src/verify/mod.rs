@@ -151,6 +151,31 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Every verdict `pair` could get, whatever its similarity: the first non-abstaining verdict of
+    /// the verifiers that run everywhere (decides at or above accept), and of all verifiers in
+    /// order (decides in the band); `Abstain` when none decided. Errors count as `Reject`.
+    pub(crate) async fn judge(&self, pair: &Pair<'_>) -> (Verdict, Verdict) {
+        let (mut everywhere, mut band) = (Verdict::Abstain, Verdict::Abstain);
+        for verifier in &self.verifiers {
+            if everywhere != Verdict::Abstain && band != Verdict::Abstain {
+                break;
+            }
+            let verdict = match tokio::time::timeout(self.timeout, verifier.verify(pair)).await {
+                Ok(Ok(judgement)) => judgement.verdict,
+                _ => Verdict::Reject,
+            };
+            if band == Verdict::Abstain {
+                band = verdict;
+            }
+            if everywhere == Verdict::Abstain && !verifier.info().band_only {
+                everywhere = verdict;
+            }
+        }
+        (everywhere, band)
+    }
+}
+
 /// The default verifiers: the [`Guards`].
 pub fn defaults() -> Vec<SharedVerifier> {
     vec![std::sync::Arc::new(Guards::default())]
