@@ -16,10 +16,14 @@
 //! library uses. Downloading from the Hugging Face hub is not implemented (this build machine cannot
 //! reach the hub to test it): fetch the files once and point `EMBEDDING_MODEL_DIR` at them.
 
+mod cross;
+
 use std::{
     path::{Path, PathBuf},
     sync::Arc,
 };
+
+pub use cross::CrossEncoder;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -210,6 +214,40 @@ impl LocalEmbedder {
     }
 }
 
+/// Run `bert` over a padded batch of `encodings`: the last hidden state `(rows, cols, dims)` and the
+/// attention mask `(rows, cols)`.
+pub(crate) fn forward(
+    bert: &BertModel,
+    encodings: &[tokenizers::Encoding],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let rows = encodings.len();
+    let cols = encodings.first().map_or(0, |e| e.get_ids().len());
+    let mut ids = Vec::with_capacity(rows * cols);
+    let mut types = Vec::with_capacity(rows * cols);
+    let mut mask = Vec::with_capacity(rows * cols);
+    for e in encodings {
+        ids.extend_from_slice(e.get_ids());
+        types.extend_from_slice(e.get_type_ids());
+        mask.extend_from_slice(e.get_attention_mask());
+    }
+    let ids = Tensor::from_vec(ids, (rows, cols), device)?;
+    let types = Tensor::from_vec(types, (rows, cols), device)?;
+    let mask = Tensor::from_vec(mask, (rows, cols), device)?;
+    let hidden = bert.forward(&ids, &types, Some(&mask))?;
+    Ok((hidden, mask))
+}
+
+/// Run the CPU-bound `work` on the blocking pool (a panic there is a `Backend` error of `op`).
+pub(crate) async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| model_err(op, e))?
+}
+
 /// The contextual vectors of one text's words: each word (as the tokenizer's pre-tokenizer splits
 /// the text: punctuation apart) with the average of its word pieces' last-layer vectors.
 #[derive(Clone, Debug)]
@@ -233,11 +271,8 @@ impl LocalEmbedder {
 
     /// [`LocalEmbedder::word_vectors_blocking`] on the blocking pool.
     pub async fn word_vectors(&self, texts: &[String]) -> Result<Vec<WordVectors>> {
-        let this = self.clone();
-        let texts = texts.to_vec();
-        tokio::task::spawn_blocking(move || this.word_vectors_blocking(&texts))
-            .await
-            .map_err(|e| model_err("embed", e))?
+        let (this, texts) = (self.clone(), texts.to_vec());
+        blocking("embed", move || this.word_vectors_blocking(&texts)).await
     }
 }
 
@@ -250,20 +285,7 @@ impl Model {
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| model_err("tokenize", e))?;
-        let rows = encodings.len();
-        let cols = encodings.first().map_or(0, |e| e.get_ids().len());
-        let mut ids = Vec::with_capacity(rows * cols);
-        let mut types = Vec::with_capacity(rows * cols);
-        let mut mask = Vec::with_capacity(rows * cols);
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
-            types.extend_from_slice(e.get_type_ids());
-            mask.extend_from_slice(e.get_attention_mask());
-        }
-        let ids = Tensor::from_vec(ids, (rows, cols), &self.device).map_err(op)?;
-        let types = Tensor::from_vec(types, (rows, cols), &self.device).map_err(op)?;
-        let mask = Tensor::from_vec(mask, (rows, cols), &self.device).map_err(op)?;
-        let hidden = self.bert.forward(&ids, &types, Some(&mask)).map_err(op)?;
+        let (hidden, mask) = forward(&self.bert, &encodings, &self.device).map_err(op)?;
         Ok((encodings, hidden, mask))
     }
 
@@ -362,10 +384,7 @@ impl Embedder for LocalEmbedder {
     }
 
     async fn embed(&self, texts: &[String]) -> Result<Vec<Embedding>> {
-        let this = self.clone();
-        let texts = texts.to_vec();
-        tokio::task::spawn_blocking(move || this.embed_blocking(&texts))
-            .await
-            .map_err(|e| model_err("embed", e))?
+        let (this, texts) = (self.clone(), texts.to_vec());
+        blocking("embed", move || this.embed_blocking(&texts)).await
     }
 }

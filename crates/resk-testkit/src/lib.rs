@@ -6,6 +6,8 @@ pub mod bus;
 pub mod cache;
 pub mod embed;
 pub mod http;
+#[cfg(feature = "tiny-bert")]
+pub mod tiny_bert;
 pub mod vector;
 
 use std::sync::atomic::{AtomicU64, Ordering};

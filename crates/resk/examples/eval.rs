@@ -64,6 +64,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let aligner = resk::verify::Alignment::new(embedder.clone());
     let plain = cache(&embedder, plain_config, true).await?;
     let pipeline = cache(&embedder, pipeline_config.clone(), false).await?;
+    // The pipeline's zones without verifiers: the baseline of the verification's cost.
+    let bare = cache(&embedder, pipeline_config.clone(), true).await?;
+    let (mut bare_times, mut pipeline_times) = (Vec::new(), Vec::new());
 
     let (mut plain_report, mut pipeline_report) = (Report::default(), Report::default());
     let mut verify_time = std::time::Duration::ZERO;
@@ -72,6 +75,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let start = Instant::now();
         let b = eval::run(&pipeline, i, case, true).await?;
         verify_time += start.elapsed();
+        pipeline_times.push(b.lookup.as_secs_f64() * 1e3);
+        bare_times.push(eval::run(&bare, i, case, true).await?.lookup.as_secs_f64() * 1e3);
         plain_report.add(case, a.served);
         pipeline_report.add(case, b.served);
         if dump {
@@ -136,6 +141,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "pipeline: {:.1} ms per pair (write + lookup, embedding included)",
         verify_time.as_secs_f64() * 1000.0 / cases.len().max(1) as f64
+    );
+
+    let pct = |v: &mut Vec<f64>, q: f64| {
+        v.sort_by(f64::total_cmp);
+        v.get(((v.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let (b50, b99) = (pct(&mut bare_times, 0.5), pct(&mut bare_times, 0.99));
+    let (p50, p99) = (
+        pct(&mut pipeline_times, 0.5),
+        pct(&mut pipeline_times, 0.99),
+    );
+    println!(
+        "lookup (embed + search + verify), every pair once, uncached: without verifiers (baseline) p50 {b50:.2} ms, p99 {b99:.2} ms; \
+         guards + alignment p50 {p50:.2} ms, p99 {p99:.2} ms; p99 ratio {:.2}x (target <= 1.5x: {})",
+        p99 / b99.max(f64::MIN_POSITIVE),
+        if p99 <= 1.5 * b99 { "met" } else { "MISSED" }
+    );
+
+    // Cost per candidate: the guards on every pair; token alignment (uncached: a fresh verifier
+    // per pair, so each costs its forward pass) against one embedding of the same question.
+    let guards = resk::verify::Guards::default();
+    let start = Instant::now();
+    let reps = 20;
+    for _ in 0..reps {
+        for case in &cases {
+            std::hint::black_box(guards.check(&case.query, &case.cached));
+        }
+    }
+    let guard_us = start.elapsed().as_secs_f64() * 1e6 / (reps * cases.len()).max(1) as f64;
+    let (mut align, mut embed) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    for case in cases.iter().take(100) {
+        let fresh = resk::verify::Alignment::new(embedder.clone());
+        let start = Instant::now();
+        fresh.check(&case.query, &case.cached).await?;
+        align += start.elapsed();
+        let start = Instant::now();
+        embedder.embed_blocking(std::slice::from_ref(&case.query))?;
+        embed += start.elapsed();
+    }
+    let n = cases.len().clamp(1, 100) as f64;
+    let (align_ms, embed_ms) = (align.as_secs_f64() * 1e3 / n, embed.as_secs_f64() * 1e3 / n);
+    println!(
+        "guards: {guard_us:.1} µs per pair (target <= 50 µs: {})",
+        if guard_us <= 50.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "token alignment: {align_ms:.2} ms per pair, uncached, vs {embed_ms:.2} ms for one embedding (baseline) = {:.2}x",
+        align_ms / embed_ms.max(f64::MIN_POSITIVE)
     );
     Ok(())
 }

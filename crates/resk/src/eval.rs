@@ -97,6 +97,8 @@ pub struct Served {
     pub similarity: Option<f32>,
     /// How it was decided (`accept by alignment: …`, `exact`, `no candidate`).
     pub decision: String,
+    /// How long the lookup took (the engine's own measure: key to answer).
+    pub lookup: std::time::Duration,
 }
 
 /// Run `pair` through `cache` in tenant `eval-<index>`; `with_context` sends the pair's contexts.
@@ -128,6 +130,7 @@ pub async fn run(
     };
     Ok(match cache.lookup(&read).await? {
         Outcome::Hit(hit) => Served {
+            lookup: hit.latency.total,
             served: true,
             similarity: hit.similarity,
             decision: hit
@@ -136,6 +139,7 @@ pub async fn run(
                 .map_or_else(|| "exact".to_owned(), describe),
         },
         Outcome::Miss(miss) => Served {
+            lookup: miss.latency.total,
             served: false,
             similarity: miss.rejected.first().map(|r| r.similarity),
             decision: miss

@@ -107,22 +107,21 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
     let resk = release_resk()?;
     let dir = fixture_dir("bench-sem")?;
     let model_dir = model.to_string_lossy().into_owned();
+    // The local model's settings, then `extra`.
+    let local = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("EMBEDDING_PROVIDER", "local"),
+            ("EMBEDDING_MODEL_DIR", model_dir.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
     let servers = [
         (
             "local model, embedding cache off",
-            vec![
-                ("EMBEDDING_PROVIDER", "local"),
-                ("EMBEDDING_MODEL_DIR", model_dir.as_str()),
-                ("EMBEDDING_CACHE_SIZE", "0"),
-            ],
+            local(&[("EMBEDDING_CACHE_SIZE", "0")]),
         ),
-        (
-            "local model, embedding cache on",
-            vec![
-                ("EMBEDDING_PROVIDER", "local"),
-                ("EMBEDDING_MODEL_DIR", model_dir.as_str()),
-            ],
-        ),
+        ("local model, embedding cache on", local(&[])),
         (
             "lexical, embedding cache off",
             vec![("EMBEDDING_CACHE_SIZE", "0")],
@@ -130,6 +129,8 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
     ];
     let paraphrase = r#"{"query":"how can I reset my password"}"#;
     let conns = 4;
+    println!();
+    println!("(each row's request: an exact hit, then a semantic hit of a rewording)");
     println!();
     println!(
         "## Semantic hit end to end, POST /api/cache/query: wrk -t1 -c{conns}, median of {rounds} x {secs} s"
@@ -184,6 +185,78 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
                 r.rps, r.p50_ms, r.p99_ms, r.errors
             );
         }
+    }
+
+    // The decision stage's cost: the same band paraphrase (similarity under 0.90, so token
+    // alignment runs) with verification off and with the local model's default verifiers, the
+    // embedding cache off so every request embeds.
+    let band = r#"{"query":"I forgot my password, what do I do to reset it?"}"#;
+    let verifying = [
+        (
+            "verification off (SEMANTIC_VERIFIERS=none), baseline",
+            local(&[
+                ("EMBEDDING_CACHE_SIZE", "0"),
+                ("SEMANTIC_THRESHOLD", "0.65"),
+                ("SEMANTIC_VERIFIERS", "none"),
+            ]),
+        ),
+        (
+            "guards + token alignment (defaults)",
+            local(&[("EMBEDDING_CACHE_SIZE", "0")]),
+        ),
+    ];
+    println!();
+    println!(
+        "## Verification cost: a band paraphrase (alignment runs), wrk -t1 -c{conns}, median of {rounds} x {secs} s"
+    );
+    println!();
+    println!("| server | decided by | requests/s | p50 ms | p99 ms | errors |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    let mut p99s = Vec::new();
+    for (name, env) in &verifying {
+        let seeded = seed_resk(&resk, true, env)?;
+        let (_, probe) = http(seeded.port, "POST", "/api/cache/query", &seeded.token, band)?;
+        if !probe.contains("\"source\":\"semantic\"") {
+            return Err(format!(
+                "{name}: the band paraphrase is not a semantic hit: {probe}"
+            ));
+        }
+        let by = probe
+            .split("\"by\":\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("?")
+            .to_owned();
+        let load = Load {
+            threads: 1,
+            secs,
+            conns,
+            dir: &dir,
+        };
+        let mut runs = Vec::new();
+        for _ in 0..rounds {
+            runs.push(wrk(
+                seeded.server.0.id(),
+                seeded.port,
+                &seeded.token,
+                band,
+                &load,
+            )?);
+        }
+        let r = summarise(&runs);
+        p99s.push(r.p99_ms);
+        println!(
+            "| {name} | {by} | {:.0} | {:.3} | {:.3} | {} |",
+            r.rps, r.p50_ms, r.p99_ms, r.errors
+        );
+    }
+    if let [off, on] = p99s.as_slice() {
+        let ratio = on / off;
+        println!();
+        println!(
+            "p99 with the default verifiers / without: {ratio:.2}x (target <= 1.5x: {})",
+            verdict(ratio <= 1.5)
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -767,3 +767,206 @@ async fn feedback_on_a_semantic_hit_is_tenant_bound_and_a_wrong_report_stops_it(
     let exact = query(&app, json!({"query": "How do I reset my password?"})).await;
     assert_eq!(exact["source"], "memory");
 }
+
+/// `SEMANTIC_VERIFIERS=guards,cross-encoder` with a cross-encoder checkpoint the test writes
+/// (a tiny BERT whose classifier answers a known score): its verdict decides the band.
+#[tokio::test]
+async fn a_cross_encoder_decides_the_band_and_a_missing_one_stops_start_up() {
+    for (bias, served) in [(5.0f32, true), (-5.0, false)] {
+        let dir = std::env::temp_dir().join(format!("resk-ce-{}", resk_testkit::unique_id()));
+        resk_testkit::tiny_bert::write(&dir, 1, Some(&[bias]));
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let app = semantic_app(&[
+            "--semantic-threshold",
+            "0.5",
+            "--semantic-accept",
+            "0.999",
+            "--semantic-verifiers",
+            "guards,cross-encoder",
+            "--cross-encoder-dir",
+            &dir_arg,
+        ])
+        .await;
+        write(
+            &app,
+            json!({"query": "How do I reset my password?", "response": "Use the reset link."}),
+        )
+        .await;
+        let r = query(&app, json!({"query": "how can I reset my password"})).await;
+        assert_eq!(r["hit"], served, "bias {bias}: {r}");
+        let v = if served {
+            &r["verification"]
+        } else {
+            &r["rejected"][0]["verification"]
+        };
+        assert_eq!(v["by"], "cross-encoder", "{r}");
+        // The guards still come first: the negated question never reaches the model.
+        let r = query(&app, json!({"query": "How do I not reset my password?"})).await;
+        assert_eq!(r["hit"], false, "{r}");
+        assert_eq!(r["rejected"][0]["verification"]["by"], "guards", "{r}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    // Misconfigured: start-up stops, naming the setting.
+    let missing =
+        std::env::temp_dir().join(format!("resk-ce-missing-{}", resk_testkit::unique_id()));
+    let missing_arg = missing.to_string_lossy().into_owned();
+    for (args, needle) in [
+        (
+            vec!["--semantic-verifiers", "cross-encoder"],
+            "CROSS_ENCODER_DIR",
+        ),
+        (
+            vec![
+                "--semantic-verifiers",
+                "cross-encoder",
+                "--cross-encoder-dir",
+                &missing_arg,
+            ],
+            "CROSS_ENCODER_DIR",
+        ),
+        (
+            vec!["--semantic-verifiers", "alignment"],
+            "EMBEDDING_PROVIDER=local",
+        ),
+        (
+            vec!["--semantic-verifiers", "none,guards"],
+            "SEMANTIC_VERIFIERS",
+        ),
+        (vec!["--semantic-accept", "0.2"], "SEMANTIC_ACCEPT"),
+    ] {
+        let message = match crate::common::config_result(&args) {
+            Err(message) => message,
+            Ok(config) => resk_server::semantic::build(&config.semantic, Default::default())
+                .await
+                .expect_err("start-up must fail")
+                .message()
+                .to_owned(),
+        };
+        assert!(message.contains(needle), "{args:?}: {message}");
+    }
+}
+
+/// `SEMANTIC_VERIFIERS=guards,judge` against a local fake of OpenAI's chat-completions API (the
+/// documented request and response): the judge's JSON verdict decides the band, a reply that is not
+/// the verdict or an upstream error rejects (fail closed, degraded), the key goes to the judge only.
+#[tokio::test]
+async fn an_llm_judge_decides_the_band_and_fails_closed() {
+    use axum::http::StatusCode;
+    let reply = |content: &str| {
+        json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1_700_000_000,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132}
+        })
+    };
+    let fake = resk_testkit::http::Fake::start(move |_| {
+        (
+            StatusCode::OK,
+            json!({"error": {"message": "unscripted", "type": "invalid_request_error"}}),
+        )
+    })
+    .await;
+    let base = format!("{}/v1", fake.url());
+    let app = semantic_app(&[
+        "--semantic-threshold",
+        "0.5",
+        "--semantic-accept",
+        "0.999",
+        "--negative-cache-ttl-secs",
+        "0",
+        "--semantic-verifiers",
+        "guards,judge",
+        "--judge-base-url",
+        &base,
+        "--judge-api-key",
+        "judge-key-7f3a",
+        "--semantic-verify-timeout-ms",
+        "5000",
+    ])
+    .await;
+    write(
+        &app,
+        json!({"query": "How do I reset my password?", "response": "Use the reset link."}),
+    )
+    .await;
+    let ask = json!({"query": "how can I reset my password"});
+
+    fake.then(
+        200,
+        &[],
+        reply(r#"{"same": true, "reason": "same request"}"#),
+    );
+    let r = query(&app, ask.clone()).await;
+    assert_eq!(r["hit"], true, "{r}");
+    assert_eq!(r["verification"]["by"], "judge");
+    assert_eq!(r["verification"]["reason"], "judge_same: same request");
+    // The documented request: POST /v1/chat/completions, bearer key, strict JSON, both questions.
+    let req = fake.requests().pop().unwrap();
+    assert_eq!(
+        (req.method.as_str(), req.uri.as_str()),
+        ("POST", "/v1/chat/completions")
+    );
+    assert_eq!(req.headers["authorization"], "Bearer judge-key-7f3a");
+    assert_eq!(req.body["model"], "gpt-4o-mini");
+    assert_eq!(req.body["temperature"], 0);
+    assert_eq!(req.body["response_format"]["type"], "json_object");
+    assert_eq!(req.body["messages"][0]["role"], "system");
+    let user: serde_json::Value =
+        serde_json::from_str(req.body["messages"][1]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(user["cached_question"], "How do I reset my password?");
+    assert_eq!(user["new_question"], "how can I reset my password");
+
+    fake.then(
+        200,
+        &[],
+        reply(r#"{"same": false, "reason": "different account field"}"#),
+    );
+    let r = query(&app, ask.clone()).await;
+    assert_eq!(r["hit"], false, "{r}");
+    assert_eq!(r["rejected"][0]["verification"]["by"], "judge");
+    assert!(!r.to_string().contains("judge-key-7f3a"));
+
+    // Not the verdict, or an upstream failure: rejected, degraded, nothing leaks.
+    for scripted in [
+        (200, reply("Sure! They are the same.")),
+        (200, reply(r#"{"same": "yes"}"#)),
+        (
+            500,
+            json!({"error": {"message": "boom", "type": "server_error"}}),
+        ),
+    ] {
+        // A 5xx is retried once; a reply that is not the verdict is not.
+        let attempts = if scripted.0 >= 500 { 2 } else { 1 };
+        let before = fake.requests().len();
+        for _ in 0..attempts {
+            fake.then(scripted.0, &[], scripted.1.clone());
+        }
+        let r = query(&app, ask.clone()).await;
+        assert_eq!(fake.requests().len(), before + attempts, "{r}");
+        assert_eq!(r["hit"], false, "{r}");
+        assert_eq!(r["degraded"], true, "{r}");
+        assert_eq!(r["rejected"][0]["verification"]["by"], "judge", "{r}");
+        assert!(!r.to_string().contains("judge-key-7f3a"));
+    }
+    // The guards run first: a negated question costs no judge call.
+    let calls = fake.requests().len();
+    let r = query(&app, json!({"query": "How do I not reset my password?"})).await;
+    assert_eq!(r["rejected"][0]["verification"]["by"], "guards", "{r}");
+    assert_eq!(fake.requests().len(), calls);
+
+    // Fail open needs a judge that answers at start-up.
+    let config = crate::common::config(&[
+        "--semantic-verifiers",
+        "judge",
+        "--judge-base-url",
+        "http://127.0.0.1:9/v1",
+        "--judge-fail-open",
+        "true",
+    ]);
+    let err = resk_server::semantic::build(&config.semantic, Default::default())
+        .await
+        .expect_err("an unreachable judge with fail-open stops start-up");
+    assert!(err.message().contains("JUDGE_FAIL_OPEN"), "{err}");
+}

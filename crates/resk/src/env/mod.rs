@@ -120,6 +120,10 @@ pub enum VerifierKind {
     Guards,
     /// Token alignment with the local model ([`crate::verify::Alignment`]).
     Alignment,
+    /// A cross-encoder checkpoint in `CROSS_ENCODER_DIR` ([`crate::verify::CrossEncoder`]).
+    CrossEncoder,
+    /// An LLM judge at `JUDGE_BASE_URL` ([`crate::verify::Judge`]).
+    Judge,
     /// No verifier: similarity alone decides.
     None,
 }
@@ -270,6 +274,39 @@ pub struct SemanticArgs {
     /// lower an entry's accept bound only while its reported error rate stays within this.
     #[arg(long, env = "SEMANTIC_TARGET_ERROR", default_value_t = 0.05)]
     pub semantic_target_error: f64,
+    /// Directory of a BERT-family cross-encoder (sequence-classification) checkpoint:
+    /// `config.json`, `model.safetensors`, `tokenizer.json` (`SEMANTIC_VERIFIERS=cross-encoder`).
+    #[arg(long, env = "CROSS_ENCODER_DIR")]
+    pub cross_encoder_dir: Option<std::path::PathBuf>,
+    /// Cross-encoder score (0-1) at or above which a candidate is accepted.
+    #[arg(long, env = "CROSS_ENCODER_ACCEPT", default_value_t = 0.5)]
+    pub cross_encoder_accept: f32,
+    /// Cross-encoder score below which a candidate is rejected (between the two: no opinion).
+    #[arg(long, env = "CROSS_ENCODER_REJECT", default_value_t = 0.5)]
+    pub cross_encoder_reject: f32,
+    /// OpenAI-compatible API base of the LLM judge (`SEMANTIC_VERIFIERS=judge`), e.g.
+    /// `https://api.openai.com/v1` or a local vLLM/Ollama `/v1`.
+    #[arg(long, env = "JUDGE_BASE_URL")]
+    pub judge_base_url: Option<String>,
+    /// The judge's API key (sent as a bearer token; never logged).
+    #[arg(long, env = "JUDGE_API_KEY", hide_env_values = true)]
+    pub judge_api_key: Option<String>,
+    /// The judge's model.
+    #[arg(long, env = "JUDGE_MODEL", default_value = "gpt-4o-mini")]
+    pub judge_model: String,
+    /// Time limit of one judge call, in milliseconds (keep it under SEMANTIC_VERIFY_TIMEOUT_MS).
+    #[arg(long, env = "JUDGE_TIMEOUT_MS", default_value_t = 1500)]
+    pub judge_timeout_ms: u64,
+    /// Dollars per 1 000 prompt tokens / completion tokens of the judge (cost metrics).
+    #[arg(long, env = "JUDGE_PRICE_PER_1K_PROMPT", default_value_t = 0.0)]
+    pub judge_price_per_1k_prompt: f64,
+    /// Dollars per 1 000 completion tokens of the judge.
+    #[arg(long, env = "JUDGE_PRICE_PER_1K_COMPLETION", default_value_t = 0.0)]
+    pub judge_price_per_1k_completion: f64,
+    /// On a judge error, abstain (the other verifiers decide) instead of rejecting; start-up then
+    /// checks the judge answers.
+    #[arg(long, env = "JUDGE_FAIL_OPEN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub judge_fail_open: bool,
     /// Longest a verifier may take on one candidate, in milliseconds (then: rejected, degraded).
     #[arg(long, env = "SEMANTIC_VERIFY_TIMEOUT_MS", default_value_t = 2000)]
     pub semantic_verify_timeout_ms: u64,
@@ -397,6 +434,29 @@ impl SemanticArgs {
         {
             return Err(config_err(
                 "SEMANTIC_VERIFIERS=alignment needs the local model: set EMBEDDING_PROVIDER=local and EMBEDDING_MODEL_DIR",
+            ));
+        }
+        if verifiers.contains(&VerifierKind::CrossEncoder) && self.cross_encoder_dir.is_none() {
+            return Err(config_err(
+                "SEMANTIC_VERIFIERS=cross-encoder needs CROSS_ENCODER_DIR: a directory with a BERT \
+                 sequence-classification checkpoint (config.json, model.safetensors, tokenizer.json)",
+            ));
+        }
+        if verifiers.contains(&VerifierKind::Judge) && self.judge_base_url.is_none() {
+            return Err(config_err(
+                "SEMANTIC_VERIFIERS=judge needs JUDGE_BASE_URL: an OpenAI-compatible API base such as https://api.openai.com/v1",
+            ));
+        }
+        if self.judge_timeout_ms == 0 {
+            return Err(config_err("JUDGE_TIMEOUT_MS must be at least 1"));
+        }
+        let unit = |x: f32| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !unit(self.cross_encoder_accept)
+            || !unit(self.cross_encoder_reject)
+            || self.cross_encoder_reject > self.cross_encoder_accept
+        {
+            return Err(config_err(
+                "CROSS_ENCODER_ACCEPT and CROSS_ENCODER_REJECT must be between 0 and 1, reject at most accept",
             ));
         }
         if !(1..=100).contains(&self.semantic_top_k) {
@@ -906,12 +966,38 @@ pub async fn build_embedder_with_verifiers(
     args: &SemanticArgs,
 ) -> Result<(SharedEmbedder, Vec<resk_core::SharedVerifier>)> {
     let (embedder, model) = build_embedder_and_model(args).await?;
-    let verifiers = build_verifiers(args, model.as_ref())?;
+    let verifiers = build_verifiers(args, model.as_ref()).await?;
     Ok((embedder, verifiers))
 }
 
+/// The LLM judge of `args`; with `JUDGE_FAIL_OPEN`, checked to answer.
+async fn judge(args: &SemanticArgs) -> Result<resk_core::SharedVerifier> {
+    let base = args
+        .judge_base_url
+        .clone()
+        .ok_or_else(|| config_err("SEMANTIC_VERIFIERS=judge needs JUDGE_BASE_URL"))?;
+    let mut config = crate::verify::JudgeConfig::new(base, args.judge_model.clone());
+    config.api_key = args.judge_api_key.clone();
+    config.timeout = Duration::from_millis(args.judge_timeout_ms);
+    config.price_per_1k_prompt = args.judge_price_per_1k_prompt;
+    config.price_per_1k_completion = args.judge_price_per_1k_completion;
+    config.fail_open = args.judge_fail_open;
+    let judge = crate::verify::Judge::new(config)
+        .map_err(|e| config_err(format!("JUDGE_BASE_URL: {}", e.message())))?;
+    if args.judge_fail_open {
+        judge.probe().await.map_err(|e| {
+            config_err(format!(
+                "JUDGE_FAIL_OPEN is set and the judge at JUDGE_BASE_URL does not answer ({}): \
+                 fix JUDGE_BASE_URL / JUDGE_API_KEY, or leave JUDGE_FAIL_OPEN off",
+                e.message()
+            ))
+        })?;
+    }
+    Ok(Arc::new(judge))
+}
+
 /// The verifiers `args` name, built (`model`: the local model, for alignment).
-fn build_verifiers(
+async fn build_verifiers(
     args: &SemanticArgs,
     model: Option<&providers::LocalModel>,
 ) -> Result<Vec<resk_core::SharedVerifier>> {
@@ -921,6 +1007,8 @@ fn build_verifiers(
             VerifierKind::None => {}
             VerifierKind::Guards => out.push(Arc::new(crate::verify::Guards::default())),
             VerifierKind::Alignment => out.push(providers::alignment(model)?),
+            VerifierKind::CrossEncoder => out.push(providers::cross_encoder(args).await?),
+            VerifierKind::Judge => out.push(judge(args).await?),
         }
     }
     Ok(out)
@@ -958,7 +1046,7 @@ pub fn semantic_config(args: &SemanticArgs, resilience: ResilienceConfig) -> Sem
 /// created or checked.
 pub async fn build_semantic(args: &SemanticArgs, resilience: ResilienceConfig) -> Result<Semantic> {
     let (embedder, model) = build_embedder_and_model(args).await?;
-    let verifiers = build_verifiers(args, model.as_ref())?;
+    let verifiers = build_verifiers(args, model.as_ref()).await?;
     let vectors = build_vectors(args).await?;
     Ok(
         Semantic::new(embedder, vectors, semantic_config(args, resilience))

@@ -189,6 +189,34 @@ pub(super) fn alignment(model: Option<&LocalModel>) -> Result<resk_core::SharedV
     ))
 }
 
+/// The cross-encoder in `CROSS_ENCODER_DIR` (loaded on the blocking pool).
+pub(super) async fn cross_encoder(args: &SemanticArgs) -> Result<resk_core::SharedVerifier> {
+    #[cfg(feature = "local")]
+    {
+        let dir = args
+            .cross_encoder_dir
+            .clone()
+            .ok_or_else(|| config("SEMANTIC_VERIFIERS=cross-encoder needs CROSS_ENCODER_DIR"))?;
+        let model = tokio::task::spawn_blocking(move || {
+            resk_embed_local::CrossEncoder::load(&dir, "CROSS_ENCODER_DIR")
+        })
+        .await
+        .map_err(|e| config(e.to_string()))??;
+        Ok(std::sync::Arc::new(
+            crate::verify::CrossEncoder::new(model)
+                .bounds(args.cross_encoder_accept, args.cross_encoder_reject),
+        ))
+    }
+    #[cfg(not(feature = "local"))]
+    {
+        let _ = args;
+        Err(config(
+            "SEMANTIC_VERIFIERS=cross-encoder is not compiled in; rebuild with resk's `local` \
+             feature (resk-server: --features embed-local)",
+        ))
+    }
+}
+
 /// `EMBEDDING_PROVIDER=local`: the embedder and its model.
 pub(super) async fn local(
     args: &SemanticArgs,

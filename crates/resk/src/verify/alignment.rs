@@ -26,12 +26,29 @@ use super::text;
 /// The default bound: see `docs/eval` for how it was chosen on all-MiniLM-L6-v2.
 pub const DEFAULT_BOUND: f32 = 0.57;
 
+/// Questions whose word vectors are remembered (each ~ words × dims floats).
+const CACHED_TEXTS: u64 = 10_000;
+
 /// Token alignment with a local sentence-transformers model.
-#[derive(Debug, Clone)]
+///
+/// Word vectors are remembered per text (a question's contextual vectors depend on it alone), so a
+/// hot cached question or a repeated query costs one forward pass, not one per lookup — the same
+/// reasoning as the embedding cache in front of the embedder.
+#[derive(Clone)]
 pub struct Alignment {
     info: VerifierInfo,
     embedder: LocalEmbedder,
     bound: f32,
+    vectors: moka::sync::Cache<String, std::sync::Arc<WordVectors>>,
+}
+
+impl std::fmt::Debug for Alignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alignment")
+            .field("embedder", &self.embedder)
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Alignment {
@@ -41,6 +58,7 @@ impl Alignment {
             info: VerifierInfo::new("alignment"),
             embedder,
             bound: DEFAULT_BOUND,
+            vectors: moka::sync::Cache::new(CACHED_TEXTS),
         }
     }
 
@@ -81,15 +99,48 @@ impl Alignment {
         worst
     }
 
+    /// The word vectors of `a` and `b`, from memory or one forward pass over what is missing.
+    async fn word_vectors(
+        &self,
+        a: &str,
+        b: &str,
+    ) -> Result<(std::sync::Arc<WordVectors>, std::sync::Arc<WordVectors>)> {
+        let (ka, kb) = (a.to_owned(), b.to_owned());
+        let (ca, cb) = (self.vectors.get(&ka), self.vectors.get(&kb));
+        let missing: Vec<String> = [(&ka, &ca), (&kb, &cb)]
+            .into_iter()
+            .filter(|(_, cached)| cached.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut fresh = if missing.is_empty() {
+            Vec::new()
+        } else {
+            self.embedder.word_vectors(&missing).await?
+        }
+        .into_iter()
+        .map(std::sync::Arc::new);
+        let mut take = |cached: Option<std::sync::Arc<WordVectors>>, key: &String| {
+            cached.or_else(|| {
+                let v = fresh.next()?;
+                self.vectors.insert(key.clone(), std::sync::Arc::clone(&v));
+                Some(v)
+            })
+        };
+        match (take(ca, &ka), take(cb, &kb)) {
+            (Some(va), Some(vb)) => Ok((va, vb)),
+            _ => Err(resk_core::Error::new(
+                resk_core::ErrorKind::Backend,
+                "alignment",
+                "verify",
+                "the model returned fewer word vectors than texts",
+            )),
+        }
+    }
+
     /// The verdict on two questions.
     pub async fn check(&self, a: &str, b: &str) -> Result<Judgement> {
-        let vectors = self
-            .embedder
-            .word_vectors(&[a.to_owned(), b.to_owned()])
-            .await?;
-        let [va, vb] = vectors.as_slice() else {
-            return Ok(Judgement::abstain("no_vectors"));
-        };
+        let (va, vb) = self.word_vectors(a, b).await?;
+        let (va, vb) = (&*va, &*vb);
         let worst = [Self::worst(va, vb), Self::worst(vb, va)]
             .into_iter()
             .flatten()

@@ -12,7 +12,11 @@
 
 #[cfg(feature = "local")]
 mod alignment;
+#[cfg(feature = "local")]
+mod cross_encoder;
 mod guards;
+#[cfg(feature = "judge")]
+mod judge;
 mod text;
 
 use std::{borrow::Cow, time::Duration};
@@ -21,7 +25,11 @@ use resk_core::{Judgement, Pair, SharedVerifier, Verdict, Verifier};
 
 #[cfg(feature = "local")]
 pub use alignment::{Alignment, DEFAULT_BOUND};
+#[cfg(feature = "local")]
+pub use cross_encoder::CrossEncoder;
 pub use guards::Guards;
+#[cfg(feature = "judge")]
+pub use judge::{Judge, JudgeConfig};
 
 /// How a candidate was decided: served with [`Hit::verification`](crate::Hit::verification),
 /// logged (debug) and counted for rejected ones.
