@@ -79,6 +79,8 @@ struct SentenceBertConfig {
 pub struct LocalEmbedder {
     inner: Arc<Model>,
     info: EmbedderInfo,
+    /// Where every embedding also leaves its texts' word vectors (token alignment reads them).
+    words: Option<WordCache>,
 }
 
 struct Model {
@@ -201,7 +203,20 @@ impl LocalEmbedder {
                 normalize,
                 device,
             }),
+            words: None,
         })
+    }
+
+    /// Also keep every embedded text's word vectors in `cache` (from the same forward pass:
+    /// a copy of the hidden state, no second pass), for token alignment to read. Clones share it.
+    pub fn with_word_cache(mut self, cache: WordCache) -> Self {
+        self.words = Some(cache);
+        self
+    }
+
+    /// The word-vector memory, when one is attached.
+    pub fn word_cache(&self) -> Option<&WordCache> {
+        self.words.as_ref()
     }
 
     /// Embed synchronously (CPU-bound; the async `embed` runs this on the blocking pool).
@@ -210,8 +225,68 @@ impl LocalEmbedder {
             return Ok(Vec::new());
         }
         self.info.check_texts(texts)?;
-        self.inner.forward(texts)
+        self.inner.forward(texts, self.words.as_ref())
     }
+}
+
+/// The word vectors of `texts` from their encodings and the model's last hidden state.
+fn extract_words(
+    texts: &[String],
+    encodings: &[tokenizers::Encoding],
+    hidden: &Tensor,
+) -> Result<Vec<WordVectors>> {
+    let hidden = hidden.to_vec3::<f32>().map_err(|e| model_err("embed", e))?;
+    let mut out = Vec::with_capacity(encodings.len());
+    for (text, (encoding, rows)) in texts.iter().zip(encodings.iter().zip(hidden)) {
+        let mut words: Vec<String> = Vec::new();
+        let mut vectors: Vec<Vec<f32>> = Vec::new();
+        let mut last_word = None;
+        for ((word_id, (start, end)), row) in encoding
+            .get_word_ids()
+            .iter()
+            .zip(encoding.get_offsets())
+            .zip(rows)
+        {
+            // Special tokens and padding have no word.
+            let Some(word_id) = *word_id else { continue };
+            let piece = text.get(*start..*end).unwrap_or_default().to_lowercase();
+            if last_word == Some(word_id) {
+                if let (Some(w), Some(v)) = (words.last_mut(), vectors.last_mut()) {
+                    w.push_str(&piece);
+                    for (a, b) in v.iter_mut().zip(&row) {
+                        *a += b;
+                    }
+                }
+            } else {
+                words.push(piece);
+                vectors.push(row);
+                last_word = Some(word_id);
+            }
+        }
+        for v in &mut vectors {
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if norm > 0.0 {
+                v.iter_mut().for_each(|x| *x /= norm);
+            }
+        }
+        out.push(WordVectors { words, vectors });
+    }
+    Ok(out)
+}
+
+/// Word vectors remembered by text, shared by the embedder that computes them on every embedding
+/// (its forward pass has them for free) and the token alignment that reads them.
+pub type WordCache = moka::sync::Cache<String, Arc<WordVectors>>;
+
+/// A [`WordCache`] holding about `bytes` of vectors.
+pub fn word_cache(bytes: u64) -> WordCache {
+    moka::sync::Cache::builder()
+        .weigher(|text: &String, v: &Arc<WordVectors>| {
+            let floats: usize = v.vectors.iter().map(Vec::len).sum();
+            u32::try_from(text.len() + floats * 4 + v.words.len() * 24).unwrap_or(u32::MAX)
+        })
+        .max_capacity(bytes)
+        .build()
 }
 
 /// Run `bert` over a padded batch of `encodings`: the last hidden state `(rows, cols, dims)` and the
@@ -290,50 +365,18 @@ impl Model {
     }
 
     fn word_vectors(&self, texts: &[String]) -> Result<Vec<WordVectors>> {
-        let op = |e: candle_core::Error| model_err("embed", e);
         let (encodings, hidden, _) = self.hidden(texts)?;
-        let hidden = hidden.to_vec3::<f32>().map_err(op)?;
-        let mut out = Vec::with_capacity(encodings.len());
-        for (text, (encoding, rows)) in texts.iter().zip(encodings.iter().zip(hidden)) {
-            let mut words: Vec<String> = Vec::new();
-            let mut vectors: Vec<Vec<f32>> = Vec::new();
-            let mut last_word = None;
-            for ((word_id, (start, end)), row) in encoding
-                .get_word_ids()
-                .iter()
-                .zip(encoding.get_offsets())
-                .zip(rows)
-            {
-                // Special tokens and padding have no word.
-                let Some(word_id) = *word_id else { continue };
-                let piece = text.get(*start..*end).unwrap_or_default().to_lowercase();
-                if last_word == Some(word_id) {
-                    if let (Some(w), Some(v)) = (words.last_mut(), vectors.last_mut()) {
-                        w.push_str(&piece);
-                        for (a, b) in v.iter_mut().zip(&row) {
-                            *a += b;
-                        }
-                    }
-                } else {
-                    words.push(piece);
-                    vectors.push(row);
-                    last_word = Some(word_id);
-                }
-            }
-            for v in &mut vectors {
-                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if norm > 0.0 {
-                    v.iter_mut().for_each(|x| *x /= norm);
-                }
-            }
-            out.push(WordVectors { words, vectors });
-        }
-        Ok(out)
+        extract_words(texts, &encodings, &hidden)
     }
 
-    fn forward(&self, texts: &[String]) -> Result<Vec<Embedding>> {
+    fn forward(&self, texts: &[String], words: Option<&WordCache>) -> Result<Vec<Embedding>> {
         let op = |e: candle_core::Error| model_err("embed", e);
-        let (_, hidden, mask) = self.hidden(texts)?;
+        let (encodings, hidden, mask) = self.hidden(texts)?;
+        if let Some(cache) = words {
+            for (text, vectors) in texts.iter().zip(extract_words(texts, &encodings, &hidden)?) {
+                cache.insert(text.clone(), Arc::new(vectors));
+            }
+        }
         let maskf = mask
             .to_dtype(DType::F32)
             .map_err(op)?

@@ -61,9 +61,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     plain_config.negative_ttl = std::time::Duration::ZERO;
     let mut pipeline_config = SemanticConfig::for_local_model();
     pipeline_config.negative_ttl = std::time::Duration::ZERO;
+    // Semantic lookups share the word vectors the embedding pass computes (as the server does);
+    // `embedder` itself stays without, for the cost figures below.
+    let shared = embedder
+        .clone()
+        .with_word_cache(resk::embed::local::word_cache(64 << 20));
     let aligner = resk::verify::Alignment::new(embedder.clone());
     let plain = cache(&embedder, plain_config, true).await?;
-    let pipeline = cache(&embedder, pipeline_config.clone(), false).await?;
+    let pipeline = cache(&shared, pipeline_config.clone(), false).await?;
     // The pipeline's zones without verifiers: the baseline of the verification's cost.
     let bare = cache(&embedder, pipeline_config.clone(), true).await?;
     let (mut bare_times, mut pipeline_times) = (Vec::new(), Vec::new());
@@ -155,8 +160,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         pct(&mut pipeline_times, 0.99),
     );
     println!(
-        "lookup (embed + search + verify), every pair once, uncached: without verifiers (baseline) p50 {b50:.2} ms, p99 {b99:.2} ms; \
-         guards + alignment p50 {p50:.2} ms, p99 {p99:.2} ms; p99 ratio {:.2}x (target <= 1.5x: {})",
+        "lookup (embed + search + verify), every pair once, no embedding cache: without verifiers (baseline) p50 {b50:.2} ms, p99 {b99:.2} ms; \
+         guards + alignment (word vectors from the embedding pass) p50 {p50:.2} ms, p99 {p99:.2} ms; p99 ratio {:.2}x (target <= 1.5x: {})",
         p99 / b99.max(f64::MIN_POSITIVE),
         if p99 <= 1.5 * b99 { "met" } else { "MISSED" }
     );
@@ -189,7 +194,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if guard_us <= 50.0 { "met" } else { "MISSED" }
     );
     println!(
-        "token alignment: {align_ms:.2} ms per pair, uncached, vs {embed_ms:.2} ms for one embedding (baseline) = {:.2}x",
+        "token alignment with its own forward pass (no shared word vectors): {align_ms:.2} ms per pair vs {embed_ms:.2} ms for one embedding (baseline) = {:.2}x; with the embedder's word vectors (default) it runs no model",
         align_ms / embed_ms.max(f64::MIN_POSITIVE)
     );
     Ok(())

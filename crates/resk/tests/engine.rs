@@ -676,7 +676,9 @@ async fn the_development_set_meets_its_figures_with_the_local_model() {
         );
         return;
     };
-    let embedder = LocalEmbedder::load(&dir, Some("all-MiniLM-L6-v2")).unwrap();
+    let embedder = LocalEmbedder::load(&dir, Some("all-MiniLM-L6-v2"))
+        .unwrap()
+        .with_word_cache(resk::embed::local::word_cache(64 << 20));
     let build = |config: SemanticConfig, verifiers| {
         let embedder = embedder.clone();
         async move {

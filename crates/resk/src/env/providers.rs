@@ -167,6 +167,10 @@ fn config(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, "config", "embedder", message)
 }
 
+/// Bytes of word vectors the local embedder keeps for token alignment (some 4 000 questions).
+#[cfg(feature = "local")]
+const WORD_CACHE_BYTES: u64 = 64 << 20;
+
 /// The loaded local model (what token alignment needs besides the embedder).
 #[cfg(feature = "local")]
 pub(super) type LocalModel = resk_embed_local::LocalEmbedder;
@@ -237,6 +241,12 @@ pub(super) async fn local(
             tokio::task::spawn_blocking(move || LocalEmbedder::load(&dir, label.as_deref()))
                 .await
                 .map_err(|e| config(e.to_string()))??;
+        // Token alignment reads the word vectors the embedding pass computes anyway.
+        let embedder = if args.verifiers().contains(&super::VerifierKind::Alignment) {
+            embedder.with_word_cache(resk_embed_local::word_cache(WORD_CACHE_BYTES))
+        } else {
+            embedder
+        };
         Ok((super::finish(embedder.clone(), pipeline, cache), embedder))
     }
     #[cfg(not(feature = "local"))]

@@ -19,27 +19,30 @@
 use std::collections::HashSet;
 
 use resk_core::{Judgement, Pair, Result, Verifier, VerifierInfo};
-use resk_embed_local::{LocalEmbedder, WordVectors};
+use resk_embed_local::{LocalEmbedder, WordCache, WordVectors, word_cache};
 
 use super::text;
 
 /// The default bound: see `docs/eval` for how it was chosen on all-MiniLM-L6-v2.
 pub const DEFAULT_BOUND: f32 = 0.57;
 
-/// Questions whose word vectors are remembered (each ~ words × dims floats).
-const CACHED_TEXTS: u64 = 10_000;
+/// Bytes of word vectors remembered when the embedder brings no memory of its own (64 MiB: some
+/// 4 000 questions with a 384-dimension model).
+const CACHE_BYTES: u64 = 64 << 20;
 
 /// Token alignment with a local sentence-transformers model.
 ///
-/// Word vectors are remembered per text (a question's contextual vectors depend on it alone), so a
-/// hot cached question or a repeated query costs one forward pass, not one per lookup — the same
-/// reasoning as the embedding cache in front of the embedder.
+/// Word vectors are remembered per text (a question's contextual vectors depend on it alone). Give
+/// it an embedder built [`with_word_cache`](LocalEmbedder::with_word_cache) — the same one the
+/// semantic layer embeds with — and it reads the vectors that embedding the query and indexing the
+/// cached question already computed: no forward pass of its own. Otherwise it keeps its own memory
+/// and runs one forward pass over what it has not seen.
 #[derive(Clone)]
 pub struct Alignment {
     info: VerifierInfo,
     embedder: LocalEmbedder,
     bound: f32,
-    vectors: moka::sync::Cache<String, std::sync::Arc<WordVectors>>,
+    vectors: WordCache,
 }
 
 impl std::fmt::Debug for Alignment {
@@ -56,9 +59,12 @@ impl Alignment {
     pub fn new(embedder: LocalEmbedder) -> Self {
         Self {
             info: VerifierInfo::new("alignment"),
-            embedder,
             bound: DEFAULT_BOUND,
-            vectors: moka::sync::Cache::new(CACHED_TEXTS),
+            vectors: embedder
+                .word_cache()
+                .cloned()
+                .unwrap_or_else(|| word_cache(CACHE_BYTES)),
+            embedder,
         }
     }
 

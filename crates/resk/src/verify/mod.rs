@@ -191,6 +191,9 @@ pub fn defaults() -> Vec<SharedVerifier> {
 
 /// The default verifiers with a local model: the [`Guards`], then [`Alignment`] with the
 /// embedder's model (use with [`SemanticConfig::for_local_model`](crate::SemanticConfig::for_local_model)).
+/// Give the semantic layer and this the same embedder built
+/// `.with_word_cache(resk::embed::local::word_cache(64 << 20))`, so alignment reads the word
+/// vectors the embedding pass computed instead of running the model again.
 #[cfg(feature = "local")]
 pub fn local_defaults(embedder: resk_embed_local::LocalEmbedder) -> Vec<SharedVerifier> {
     vec![
