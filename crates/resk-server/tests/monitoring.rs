@@ -119,6 +119,7 @@ async fn every_monitored_metric_and_route_label_is_exported() {
         .as_str()
         .unwrap()
         .to_owned();
+    let mut hit_id = None;
     for (query, hit) in [
         ("How do I reset my password?", true),
         ("how do i reset my password", true),
@@ -132,7 +133,19 @@ async fn every_monitored_metric_and_route_label_is_exported() {
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["hit"], hit, "{query}: {body}");
+        if let Some(id) = body["hit_id"].as_str() {
+            hit_id = Some(id.to_owned());
+        }
     }
+    // Feedback on the semantic hit (right: nothing is blocked for what follows).
+    let r = post(
+        "/api/cache/feedback",
+        &admin,
+        json!({"hit_id": hit_id.expect("a semantic hit"), "correct": true}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
     let short = post(
         "/api/cache",
         &admin,
