@@ -367,7 +367,7 @@ pub struct QueryResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hit_id: Option<&'a str>,
     /// Semantic candidates turned down on the way, best first (absent when none).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<RejectedCandidate>,
     /// Per-layer latency.
     pub latency_ms: Latency,

@@ -753,6 +753,15 @@ async fn openapi_is_3_1_and_matches_the_types() {
         doc["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    // A field left out of an answer when empty is not required by the schema.
+    let query_required: Vec<&str> = schemas["QueryResponse"]["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(query_required, ["hit", "latency_ms"], "{query_required:?}");
+    assert!(doc["paths"]["/api/cache/feedback"]["post"].is_object());
 }
 
 /// With CACHE_TTL_JITTER_PERCENT, TTLs written together spread below the one asked for, never above.
