@@ -69,6 +69,42 @@ impl Default for SemanticConfig {
 }
 
 impl SemanticConfig {
+    /// The first setting out of range, as a [`Config`](resk_core::ErrorKind::Config) error.
+    fn check(&self) -> Result<()> {
+        let wrong = |message: String| {
+            Err(resk_core::Error::new(
+                resk_core::ErrorKind::Config,
+                "resk",
+                "semantic",
+                message,
+            ))
+        };
+        if !(self.threshold.is_finite() && (-1.0..=1.0).contains(&self.threshold)) {
+            return wrong(format!(
+                "the similarity threshold must be between -1 and 1, not {}",
+                self.threshold
+            ));
+        }
+        if let Some(accept) = self.accept
+            && !(accept.is_finite() && (self.threshold..=1.0).contains(&accept))
+        {
+            return wrong(format!(
+                "the accept bound must be between the threshold ({}) and 1, not {accept}",
+                self.threshold
+            ));
+        }
+        if !(0.0..1.0).contains(&self.target_error) {
+            return wrong(format!(
+                "the target error rate must be at least 0 and below 1, not {}",
+                self.target_error
+            ));
+        }
+        if self.top_k == 0 {
+            return wrong("top_k must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
     /// The defaults with all-MiniLM-L6-v2 (or a sentence-transformers model like it) and token
     /// alignment in the band: candidates from 0.65 are verified, from 0.9 the guards alone
     /// decide. `docs/eval/README.md` shows how they were chosen.
@@ -150,49 +186,7 @@ impl Semantic {
         vectors: SharedVectorStore,
         config: SemanticConfig,
     ) -> Result<Self> {
-        if !(config.threshold.is_finite() && (-1.0..=1.0).contains(&config.threshold)) {
-            return Err(resk_core::Error::new(
-                resk_core::ErrorKind::Config,
-                "resk",
-                "semantic",
-                format!(
-                    "the similarity threshold must be between -1 and 1, not {}",
-                    config.threshold
-                ),
-            ));
-        }
-        if let Some(accept) = config.accept
-            && !(accept.is_finite() && (config.threshold..=1.0).contains(&accept))
-        {
-            return Err(resk_core::Error::new(
-                resk_core::ErrorKind::Config,
-                "resk",
-                "semantic",
-                format!(
-                    "the accept bound must be between the threshold ({}) and 1, not {}",
-                    config.threshold, accept
-                ),
-            ));
-        }
-        if !(0.0..1.0).contains(&config.target_error) {
-            return Err(resk_core::Error::new(
-                resk_core::ErrorKind::Config,
-                "resk",
-                "semantic",
-                format!(
-                    "the target error rate must be at least 0 and below 1, not {}",
-                    config.target_error
-                ),
-            ));
-        }
-        if config.top_k == 0 {
-            return Err(resk_core::Error::new(
-                resk_core::ErrorKind::Config,
-                "resk",
-                "semantic",
-                "top_k must be at least 1",
-            ));
-        }
+        config.check()?;
         let collection = config
             .collection
             .clone()

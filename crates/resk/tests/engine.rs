@@ -32,6 +32,11 @@ fn exact() -> Cache {
 }
 
 async fn semantic(threshold: f32) -> Cache {
+    semantic_verified(threshold, resk::verify::defaults()).await
+}
+
+/// A lexical semantic cache at `threshold` deciding with `verifiers`.
+async fn semantic_verified(threshold: f32, verifiers: Vec<resk::core::SharedVerifier>) -> Cache {
     let mut config = SemanticConfig::default();
     config.threshold = threshold;
     let semantic = Semantic::new(
@@ -40,7 +45,8 @@ async fn semantic(threshold: f32) -> Cache {
         config,
     )
     .await
-    .unwrap();
+    .unwrap()
+    .with_verifiers(verifiers);
     Cache::builder()
         .store(MemoryStore::default())
         .key_secret(SECRET)
@@ -531,25 +537,8 @@ async fn guards_turn_down_the_opposite_question_and_say_why() {
         (resk::core::Verdict::Accept, "similarity", "above_accept")
     );
     // Without verifiers (a plain cosine cache) the opposite question is served.
-    let plain = Semantic::new(
-        Arc::new(LexicalEmbedder::new()),
-        Arc::new(EmbeddedVectorStore::in_memory()),
-        {
-            let mut c = SemanticConfig::default();
-            c.threshold = 0.5;
-            c
-        },
-    )
-    .await
-    .unwrap()
-    .with_verifiers(Vec::new());
-    assert!(plain.verifiers().is_empty());
-    let plain = Cache::builder()
-        .store(MemoryStore::default())
-        .key_secret(SECRET)
-        .semantic(plain)
-        .build()
-        .unwrap();
+    let plain = semantic_verified(0.5, Vec::new()).await;
+    assert!(plain.semantic().unwrap().verifiers().is_empty());
     plain
         .put(&enable, "Enable", &PutOptions::new())
         .await
@@ -582,24 +571,13 @@ impl resk::core::Verifier for Broken {
 
 #[tokio::test]
 async fn a_failing_verifier_rejects_and_marks_the_lookup_degraded() {
-    let mut config = SemanticConfig::default();
-    config.threshold = 0.5;
-    let semantic = Semantic::new(
-        Arc::new(LexicalEmbedder::new()),
-        Arc::new(EmbeddedVectorStore::in_memory()),
-        config,
+    let cache = semantic_verified(
+        0.5,
+        vec![Arc::new(Broken(
+            resk::core::VerifierInfo::new("broken").everywhere(),
+        ))],
     )
-    .await
-    .unwrap()
-    .with_verifiers(vec![Arc::new(Broken(
-        resk::core::VerifierInfo::new("broken").everywhere(),
-    ))]);
-    let cache = Cache::builder()
-        .store(MemoryStore::default())
-        .key_secret(SECRET)
-        .semantic(semantic)
-        .build()
-        .unwrap();
+    .await;
     let t = tenant("acme");
     cache
         .put(
