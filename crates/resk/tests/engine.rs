@@ -39,14 +39,19 @@ async fn semantic(threshold: f32) -> Cache {
 async fn semantic_verified(threshold: f32, verifiers: Vec<resk::core::SharedVerifier>) -> Cache {
     let mut config = SemanticConfig::default();
     config.threshold = threshold;
-    let semantic = Semantic::new(
-        Arc::new(LexicalEmbedder::new()),
-        Arc::new(EmbeddedVectorStore::in_memory()),
-        config,
-    )
-    .await
-    .unwrap()
-    .with_verifiers(verifiers);
+    semantic_over(Arc::new(LexicalEmbedder::new()), config, verifiers).await
+}
+
+/// A memory cache with semantic search over `embedder` and an in-memory index.
+async fn semantic_over(
+    embedder: resk::SharedEmbedder,
+    config: SemanticConfig,
+    verifiers: Vec<resk::core::SharedVerifier>,
+) -> Cache {
+    let semantic = Semantic::new(embedder, Arc::new(EmbeddedVectorStore::in_memory()), config)
+        .await
+        .unwrap()
+        .with_verifiers(verifiers);
     Cache::builder()
         .store(MemoryStore::default())
         .key_secret(SECRET)
@@ -657,25 +662,7 @@ async fn the_development_set_meets_its_figures_with_the_local_model() {
     let embedder = LocalEmbedder::load(&dir, Some("all-MiniLM-L6-v2"))
         .unwrap()
         .with_word_cache(resk::embed::local::word_cache(64 << 20));
-    let build = |config: SemanticConfig, verifiers| {
-        let embedder = embedder.clone();
-        async move {
-            let semantic = Semantic::new(
-                Arc::new(embedder),
-                Arc::new(EmbeddedVectorStore::in_memory()),
-                config,
-            )
-            .await
-            .unwrap()
-            .with_verifiers(verifiers);
-            Cache::builder()
-                .store(MemoryStore::default())
-                .key_secret(SECRET)
-                .semantic(semantic)
-                .build()
-                .unwrap()
-        }
-    };
+    let build = |config, verifiers| semantic_over(Arc::new(embedder.clone()), config, verifiers);
     let mut plain_config = SemanticConfig::default();
     plain_config.threshold = 0.9;
     let plain = build(plain_config, Vec::new()).await;
