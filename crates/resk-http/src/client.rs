@@ -28,6 +28,28 @@ pub fn client(provider: &'static str, timeout: Duration) -> Result<reqwest::Clie
         })
 }
 
+/// A client for answers that may take minutes to arrive in full (streams): like [`client`] but
+/// without an overall time limit (each wait is the caller's to bound), connecting within
+/// `connect_timeout`.
+pub fn streaming_client(
+    provider: &'static str,
+    connect_timeout: Duration,
+) -> Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Config,
+                provider,
+                "client",
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })
+}
+
 /// The W3C trace-context headers (`traceparent`, `tracestate`) of the current `tracing` span, for a
 /// provider request, so the provider's own traces join the caller's.
 ///

@@ -10,8 +10,8 @@ mod retry;
 pub use api::JsonApi;
 #[cfg(feature = "client")]
 pub use client::{
-    check_response, client, parse_retry_after, read_json, secret_header, trace_context,
-    transport_error,
+    check_response, client, parse_retry_after, read_json, secret_header, streaming_client,
+    trace_context, transport_error,
 };
 #[cfg(feature = "client")]
 pub use reqwest::{Client, Method, header};

@@ -6,6 +6,7 @@ pub mod bus;
 pub mod cache;
 pub mod embed;
 pub mod http;
+pub mod openai;
 #[cfg(feature = "tiny-bert")]
 pub mod tiny_bert;
 pub mod vector;

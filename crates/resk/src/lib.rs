@@ -9,6 +9,8 @@ pub mod env;
 pub mod eval;
 pub mod feedback;
 mod flight;
+#[cfg(feature = "gateway")]
+pub mod gateway;
 pub mod layers;
 mod lookup;
 mod negative;
