@@ -30,6 +30,8 @@ pub(crate) struct Services {
     pub(crate) sentinel: Option<Fixture>,
     pub(crate) model: Option<PathBuf>,
     pub(crate) venv: Option<PathBuf>,
+    /// The venv holding the official OpenAI Python SDK (the gateway's client test).
+    pub(crate) sdk: Option<PathBuf>,
     pub(crate) chroma: Option<Fixture>,
     pub(crate) pgvector: Option<Fixture>,
     pub(crate) milvus: Option<Fixture>,
@@ -44,6 +46,7 @@ impl Services {
         let sentinel = private_redis_sentinel()?;
         let model = test_model()?;
         let venv = venv()?;
+        let sdk = sdk_venv()?;
         let chroma = private_chroma(venv.as_deref())?;
         let pgvector = private_pgvector(venv.as_deref())?;
         let milvus = private_milvus(venv.as_deref())?;
@@ -53,6 +56,7 @@ impl Services {
             sentinel,
             model,
             venv,
+            sdk,
             chroma,
             pgvector,
             milvus,
@@ -85,5 +89,10 @@ impl Services {
         );
         // The chaos test starts (and kills) a Chroma of its own from the venv.
         set("RESK_TEST_VENV", self.venv.as_deref().map(Path::as_os_str));
+        let sdk_python = self.sdk.as_ref().map(|v| v.join("bin/python"));
+        set(
+            "RESK_TEST_SDK_PYTHON",
+            sdk_python.as_deref().map(Path::as_os_str),
+        );
     }
 }

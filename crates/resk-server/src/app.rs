@@ -170,6 +170,7 @@ impl App {
             limiter: limiter.clone(),
             rates: config.rate_limit.clone(),
             timeout: config.limits.request_timeout,
+            gateway_timeout: config.limits.gateway_timeout,
             auth_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "auth"),
             rate_limit_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "rate_limit"),
         });
@@ -192,6 +193,10 @@ impl App {
                 )
         });
         let engine = engine(config, &cache, semantic.clone(), turns)?;
+        let gateway = match &config.gateway {
+            Some(g) => Some(resk::gateway::Gateway::new(engine.clone(), g.clone())?),
+            None => None,
+        };
         telemetry::initialize_series(&telemetry::KnownLabels {
             backend: cache.info().name,
             semantic: semantic.as_deref().map(Semantic::providers),
@@ -200,6 +205,7 @@ impl App {
         let hub = Hub::new(bus, config.ws);
         let state = Arc::new(AppState {
             engine,
+            gateway,
             cache,
             hub,
             keys: config.store.keys.clone(),

@@ -101,16 +101,19 @@ pub enum Scope {
     Write,
     /// `cache:admin`: purge.
     Admin,
+    /// `llm:invoke`: call models through the gateway (`/v1/...`).
+    Invoke,
 }
 
 impl Scope {
-    const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+    const ALL: [Scope; 4] = [Scope::Read, Scope::Write, Scope::Admin, Scope::Invoke];
 
     fn bit(self) -> u8 {
         match self {
             Scope::Read => 1,
             Scope::Write => 2,
             Scope::Admin => 4,
+            Scope::Invoke => 8,
         }
     }
 
@@ -120,12 +123,13 @@ impl Scope {
             Scope::Read => "cache:read",
             Scope::Write => "cache:write",
             Scope::Admin => "cache:admin",
+            Scope::Invoke => "llm:invoke",
         }
     }
 }
 
 /// The authenticated caller of a request. Cheap to clone.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq)]
 pub struct Principal {
     /// The token's `sub`.
     pub subject: Arc<str>,
@@ -141,6 +145,10 @@ pub struct Principal {
     /// The token's `exp` (Unix seconds) plus the configured leeway: when a long-lived connection
     /// opened with this token must end.
     valid_until: u64,
+    /// Limits on how loosely the gateway may answer this caller from the cache: the token's
+    /// `resk_cache` claim (`{"min_threshold", "max_age", "semantic"}`), set by whoever issues
+    /// tokens for the tenant.
+    pub cache_bounds: Option<resk::gateway::Bounds>,
 }
 
 impl fmt::Debug for Principal {
@@ -171,6 +179,7 @@ impl Principal {
             revocation_id: None,
             scopes: Scope::Write.bit(),
             valid_until: u64::MAX,
+            cache_bounds: None,
         }
     }
 
@@ -689,6 +698,13 @@ impl JwtVerifier {
         let revocation_id = jti
             .as_deref()
             .map(|jti| Arc::from(crate::revoke::ident(&tenant, jti)));
+        let cache_bounds = match claims.get("resk_cache") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                resk::gateway::Bounds::from_json(v)
+                    .map_err(|_| failure("invalid resk_cache claim", "bad_cache_bounds"))?,
+            ),
+        };
         Ok((
             Principal {
                 subject,
@@ -697,6 +713,7 @@ impl JwtVerifier {
                 revocation_id,
                 scopes,
                 valid_until: exp.saturating_add(self.leeway_secs),
+                cache_bounds,
             },
             exp,
         ))

@@ -295,6 +295,9 @@ pub struct ServeArgs {
     /// Semantic caching.
     #[command(flatten)]
     pub semantic: SemanticArgs,
+    /// The OpenAI-compatible gateway.
+    #[command(flatten)]
+    pub gateway: resk::env::GatewayArgs,
     /// Log filter (`info`, `debug`, `resk_server=debug,info`, …).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -461,6 +464,9 @@ pub struct Limits {
     pub context: resk::ContextPolicy,
     /// Per-request time limit.
     pub request_timeout: Duration,
+    /// Time limit of a gateway request until its answer begins: every upstream attempt and the
+    /// waits between them, plus REQUEST_TIMEOUT_SECS for resk's own part.
+    pub gateway_timeout: Duration,
 }
 
 /// `tenant=max,tenant=max` into a map; every tenant valid, every max at least 1.
@@ -528,6 +534,8 @@ pub struct Config {
     pub cors_origins: Vec<axum::http::HeaderValue>,
     /// Semantic caching (validated; `enabled = false` turns it off).
     pub semantic: SemanticArgs,
+    /// The OpenAI-compatible gateway, when an upstream is configured.
+    pub gateway: Option<resk::gateway::GatewayConfig>,
     /// Where entries live: backend, layer 1, encryption, keys, TTLs.
     pub store: StoreConfig,
 }
@@ -598,6 +606,14 @@ impl ServeArgs {
         if self.request_timeout_secs == 0 {
             return Err(config_err("REQUEST_TIMEOUT_SECS must be at least 1"));
         }
+        let gateway = self.gateway.resolve(|name| std::env::var(name).ok())?;
+        let request_timeout = Duration::from_secs(self.request_timeout_secs);
+        let gateway_timeout = gateway.as_ref().map_or(request_timeout, |g| {
+            let attempts = g.timeouts.retry.max_retries.saturating_add(1);
+            (g.timeouts.response + g.timeouts.retry.max)
+                .saturating_mul(attempts)
+                .saturating_add(request_timeout)
+        });
         Ok(Config {
             host: self.host,
             port: self.port,
@@ -629,7 +645,8 @@ impl ServeArgs {
                 max_body_bytes: self.max_body_bytes,
                 max_query_chars: self.max_query_chars,
                 context: resk::ContextPolicy::new(self.context_turns, self.context_system),
-                request_timeout: Duration::from_secs(self.request_timeout_secs),
+                request_timeout,
+                gateway_timeout,
             },
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             header_read_timeout: Duration::from_secs(self.header_read_timeout_secs.max(1)),
@@ -651,6 +668,7 @@ impl ServeArgs {
                 })
                 .collect::<Result<_>>()?,
             semantic: self.semantic.for_store(&store),
+            gateway,
             store,
         })
     }

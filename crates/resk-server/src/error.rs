@@ -151,8 +151,20 @@ impl From<resk_core::Error> for ApiError {
     }
 }
 
+/// What an error response said, kept on the response (an extension) so the gateway's routes can
+/// answer it in OpenAI's error format instead (see `crate::gateway`).
+#[derive(Clone, Debug)]
+pub(crate) struct Answered {
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let answered = Answered {
+            code: self.code,
+            message: self.message.clone(),
+        };
         let body = ErrorBody {
             error: ErrorObject {
                 code: self.code.to_owned(),
@@ -164,6 +176,7 @@ impl IntoResponse for ApiError {
         for (name, value) in self.headers {
             response.headers_mut().append(name, value);
         }
+        response.extensions_mut().insert(answered);
         response
     }
 }

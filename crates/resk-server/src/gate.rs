@@ -44,6 +44,8 @@ pub(crate) struct Gate {
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) rates: crate::ratelimit::RateLimitConfig,
     pub(crate) timeout: Duration,
+    /// The time limit of gateway requests (`/v1/...`), which wait for a model.
+    pub(crate) gateway_timeout: Duration,
     /// `resk_layer_duration_seconds{layer="auth"}`, registered once (the recorder must exist first).
     pub(crate) auth_seconds: metrics::Histogram,
     /// `resk_layer_duration_seconds{layer="rate_limit"}`, registered once.
@@ -95,6 +97,12 @@ impl http_body::Body for WatchedBody {
 pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
     telemetry::observe(req, |req| async move {
         use http_body::Body as _;
+        let openai = crate::gateway::is_gateway_path(req.uri().path());
+        let timeout = if openai {
+            gate.gateway_timeout
+        } else {
+            gate.timeout
+        };
         let body_done = Arc::new(AtomicBool::new(req.body().is_end_stream()));
         let req = if body_done.load(Ordering::Relaxed) {
             req
@@ -102,7 +110,7 @@ pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: 
             let done = body_done.clone();
             req.map(|inner| axum::body::Body::new(WatchedBody { inner, done }))
         };
-        let mut response = match tokio::time::timeout(gate.timeout, gate.admit(req, next)).await {
+        let mut response = match tokio::time::timeout(timeout, gate.admit(req, next)).await {
             Ok(response) => response,
             Err(_) if !body_done.load(Ordering::Relaxed) => ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
@@ -117,6 +125,9 @@ pub(crate) async fn pipeline(State(gate): State<Arc<Gate>>, req: Request, next: 
             )
             .into_response(),
         };
+        if openai {
+            crate::gateway::in_openai_format(&mut response);
+        }
         secure(&mut response, gate.tls);
         response
     })

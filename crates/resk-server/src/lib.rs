@@ -6,6 +6,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 mod gate;
+mod gateway;
 mod hub;
 pub mod idempotency;
 pub mod json;

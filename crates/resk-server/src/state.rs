@@ -12,6 +12,8 @@ use crate::{auth::JwtVerifier, hub::Hub, revoke::Revocations};
 pub(crate) struct AppState {
     /// The engine every handler calls.
     pub(crate) engine: resk::Cache,
+    /// The OpenAI-compatible gateway over the engine, when an upstream is configured.
+    pub(crate) gateway: Option<resk::gateway::Gateway>,
     /// The engine's store stack, for the server's own records (revocations, idempotency keys).
     pub(crate) cache: SharedCacheStore,
     pub(crate) hub: Hub,

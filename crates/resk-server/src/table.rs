@@ -12,7 +12,10 @@ use aide::{
     },
     transform::TransformOperation,
 };
-use axum::{Json, routing::get};
+use axum::{
+    Json,
+    routing::{get, post},
+};
 
 use crate::{
     api::{
@@ -91,6 +94,26 @@ pub(crate) const ROUTES: &[Route] = &[
         path: "/api/cache/feedback",
         public: false,
         mount: feedback,
+    },
+    Route {
+        path: "/api/gateway/savings",
+        public: false,
+        mount: savings,
+    },
+    Route {
+        path: "/v1/chat/completions",
+        public: false,
+        mount: chat_completions,
+    },
+    Route {
+        path: "/v1/embeddings",
+        public: false,
+        mount: embeddings,
+    },
+    Route {
+        path: "/v1/models",
+        public: false,
+        mount: models,
     },
     Route {
         path: "/api/openapi.json",
@@ -297,4 +320,21 @@ fn openapi(router: Router, path: &'static str) -> Router {
 
 fn metrics(router: Router, path: &'static str) -> Router {
     router.route(path, get(routes::metrics))
+}
+
+// The gateway's routes follow OpenAI's API reference, not resk's OpenAPI document.
+fn chat_completions(router: Router, path: &'static str) -> Router {
+    router.route(path, post(crate::gateway::chat_completions))
+}
+
+fn embeddings(router: Router, path: &'static str) -> Router {
+    router.route(path, post(crate::gateway::embeddings))
+}
+
+fn models(router: Router, path: &'static str) -> Router {
+    router.route(path, get(crate::gateway::models))
+}
+
+fn savings(router: Router, path: &'static str) -> Router {
+    router.route(path, get(crate::gateway::savings))
 }

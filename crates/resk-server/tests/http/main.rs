@@ -7,6 +7,7 @@ mod common;
 
 mod api;
 mod bad_input;
+mod gateway;
 mod idempotency;
 mod isolation;
 mod jwt;

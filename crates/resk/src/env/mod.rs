@@ -56,7 +56,10 @@ use crate::{
     semantic::{Semantic, SemanticConfig},
 };
 
+mod gateway;
 mod providers;
+
+pub use gateway::{DisconnectArg, GatewayArgs};
 
 fn config_err(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Config, "config", "load", message)
