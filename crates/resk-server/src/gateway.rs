@@ -79,6 +79,10 @@ static X_RESK_REASON: HeaderName = HeaderName::from_static("x-resk-cache-reason"
 static X_RESK_COALESCED: HeaderName = HeaderName::from_static("x-resk-coalesced");
 static X_RESK_HIT_ID: HeaderName = HeaderName::from_static("x-resk-hit-id");
 
+fn boxed_error(err: &GatewayError) -> Box<Response> {
+    Box::new(error_response(err))
+}
+
 /// A reply as its HTTP answer, with where it came from in the headers.
 fn reply_response(reply: Reply) -> Response {
     let Reply {
@@ -144,9 +148,9 @@ fn admit<'a>(
     principal: &Principal,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(&'a resk::gateway::Gateway, Caller, Bytes, Directives), Response> {
+) -> Result<(&'a resk::gateway::Gateway, Caller, Bytes, Directives), Box<Response>> {
     let gateway = app.gateway.as_ref().ok_or_else(|| {
-        error_response(&GatewayError::new(
+        boxed_error(&GatewayError::new(
             404,
             "invalid_request_error",
             Some("gateway_disabled"),
@@ -155,10 +159,10 @@ fn admit<'a>(
     })?;
     principal
         .require(Scope::Invoke)
-        .map_err(IntoResponse::into_response)?;
+        .map_err(|e| Box::new(e.into_response()))?;
     let body = body.map_err(|rejection| {
         let status = rejection.status();
-        error_response(&GatewayError::new(
+        boxed_error(&GatewayError::new(
             status.as_u16(),
             "invalid_request_error",
             Some(if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -174,7 +178,7 @@ fn admit<'a>(
         text(&header::CACHE_CONTROL),
         text(&HeaderName::from_static("x-resk-threshold")),
     )
-    .map_err(|e| error_response(&e))?;
+    .map_err(|e| boxed_error(&e))?;
     let caller = Caller::new(principal.tenant.clone(), &*principal.subject)
         .bounds(principal.cache_bounds.unwrap_or_default());
     Ok((gateway, caller, body, directives))
@@ -189,7 +193,7 @@ pub(crate) async fn chat_completions(
 ) -> Response {
     let (gateway, caller, body, directives) = match admit(&app, &principal, &headers, body) {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match gateway.chat(&caller, &body, directives).await {
         Ok(reply) => reply_response(reply),
@@ -206,7 +210,7 @@ pub(crate) async fn embeddings(
 ) -> Response {
     let (gateway, caller, body, directives) = match admit(&app, &principal, &headers, body) {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match gateway.embeddings(&caller, &body, directives).await {
         Ok(reply) => reply_response(reply),
@@ -222,7 +226,7 @@ pub(crate) async fn models(
 ) -> Response {
     let (gateway, ..) = match admit(&app, &principal, &headers, Ok(Bytes::new())) {
         Ok(admitted) => admitted,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     match gateway.models().await {
         Ok(list) => Json(list).into_response(),
