@@ -152,7 +152,7 @@ impl From<resk_core::Error> for ApiError {
 }
 
 /// What an error response said, kept on the response (an extension) so the gateway's routes can
-/// answer it in OpenAI's error format instead (see `crate::gateway`).
+/// answer it in OpenAI's error format instead.
 #[derive(Clone, Debug)]
 pub(crate) struct Answered {
     pub(crate) code: &'static str,
