@@ -324,6 +324,11 @@ async fn models(State(inner): State<Arc<Inner>>, headers: HeaderMap) -> Response
 impl FakeOpenAi {
     /// Start on a free loopback port, accepting `key` as the bearer key.
     pub async fn start(key: &str) -> Self {
+        Self::start_on(0, key).await
+    }
+
+    /// Start on loopback `port` (0: a free one), accepting `key` as the bearer key.
+    pub async fn start_on(port: u16, key: &str) -> Self {
         let inner = Arc::new(Inner {
             key: key.to_owned(),
             chat_calls: AtomicU64::new(0),
@@ -336,7 +341,9 @@ impl FakeOpenAi {
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

@@ -5,12 +5,14 @@ use crate::prelude::*;
 
 mod backends;
 mod compare;
+mod gateway;
 mod semantic;
 mod soak;
 mod stores;
 
 pub(crate) use backends::*;
 pub(crate) use compare::*;
+pub(crate) use gateway::*;
 pub(crate) use semantic::*;
 pub(crate) use soak::*;
 pub(crate) use stores::*;
@@ -385,6 +387,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
             .get(1)
             .ok_or("usage: cargo xtask bench compare <git-rev>")?;
         return bench_compare(rev, secs, rounds.max(5));
+    }
+    if args.first().is_some_and(|a| a == "gateway") {
+        ensure_wrk()?;
+        return bench_gateway(secs);
     }
     if args.first().is_some_and(|a| a == "vectors") {
         return bench_vectors();
