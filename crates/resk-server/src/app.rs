@@ -238,17 +238,23 @@ impl App {
                         config.cors_origins.clone(),
                     ))
                     .allow_methods([Method::GET, Method::POST, Method::DELETE])
-                    .allow_headers([
-                        header::AUTHORIZATION,
-                        header::CONTENT_TYPE,
-                        HeaderName::from_static("x-correlation-id"),
-                    ])
+                    // The request headers a listed origin asks for are allowed: OpenAI's browser
+                    // SDK sends its own (`x-stainless-*`, `Cache-Control`, `x-resk-threshold`), and
+                    // the origin list, bearer tokens and no credentials are what protect the API.
+                    .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
                     .expose_headers([
                         header::RETRY_AFTER,
+                        header::AGE,
                         HeaderName::from_static("ratelimit-limit"),
                         HeaderName::from_static("ratelimit-remaining"),
                         HeaderName::from_static("ratelimit-reset"),
                         HeaderName::from_static("x-correlation-id"),
+                        HeaderName::from_static("x-resk-cache"),
+                        HeaderName::from_static("x-resk-cache-source"),
+                        HeaderName::from_static("x-resk-cache-reason"),
+                        HeaderName::from_static("x-resk-similarity"),
+                        HeaderName::from_static("x-resk-coalesced"),
+                        HeaderName::from_static("x-resk-hit-id"),
                     ])
                     .allow_credentials(false)
                     .max_age(Duration::from_secs(600)),
