@@ -645,3 +645,36 @@ async fn bad_requests_are_refused_before_any_upstream_call() {
     }
     assert_eq!(fake.chat_calls(), 0);
 }
+
+#[tokio::test]
+async fn a_slow_upstream_is_a_504_and_nothing_is_cached() {
+    let fake = FakeOpenAi::start(KEY).await;
+    let mut config =
+        GatewayConfig::new(UpstreamConfig::new("default", fake.base_url()).api_key(KEY));
+    config.timeouts.response = Duration::from_millis(150);
+    config.timeouts.retry.max_retries = 1;
+    config.timeouts.retry.base = Duration::from_millis(1);
+    let gw = Gateway::new(cache().await, config).unwrap();
+    fake.set_first_byte_delay(Duration::from_millis(600));
+    for stream in [false, true] {
+        let e = gw
+            .chat(&caller("acme"), &ask("Are you there?", stream), none())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (e.status(), e.code()),
+            (504, Some("upstream_timeout")),
+            "{e}"
+        );
+        assert_eq!(e.body()["error"]["type"], "api_error");
+    }
+    // Each request tried twice (one retry).
+    assert_eq!(fake.chat_calls(), 4);
+    fake.set_first_byte_delay(Duration::ZERO);
+    let only = Directives::parse(Some("only-if-cached"), None).unwrap();
+    assert!(
+        gw.chat(&caller("acme"), &ask("Are you there?", false), only)
+            .await
+            .is_err()
+    );
+}
