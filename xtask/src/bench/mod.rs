@@ -388,6 +388,20 @@ pub(crate) fn bench(args: &[String]) -> Result {
             .ok_or("usage: cargo xtask bench compare <git-rev>")?;
         return bench_compare(rev, secs, rounds.max(5));
     }
+    if args.first().is_some_and(|a| a == "micro") {
+        // In process, no HTTP: the engine's hit layer by layer, then the whole secured router next
+        // to a bare axum handler (divan prints its own tables: fastest, slowest, median, mean).
+        run(cargo().args([
+            "bench",
+            "-p",
+            "resk",
+            "--features",
+            "encryption",
+            "--bench",
+            "hit_path",
+        ]))?;
+        return run(cargo().args(["bench", "-p", "resk-server", "--bench", "hit_path"]));
+    }
     if args.first().is_some_and(|a| a == "gateway") {
         ensure_wrk()?;
         return bench_gateway(secs);
