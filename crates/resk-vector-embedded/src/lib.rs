@@ -10,8 +10,8 @@ use std::{
 };
 
 use resk_core::{
-    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Metric, RecordId, Result, Scored,
-    TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
+    BackendInfo, Capabilities, CollectionSpec, Error, ErrorKind, Filter, Metric, RecordId, Result,
+    Scored, TenantId, VectorPurge, VectorQuery, VectorRecord, VectorStore,
 };
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
@@ -86,7 +86,47 @@ struct TenantIndex {
     index: Index,
     by_id: HashMap<RecordId, u64>,
     records: HashMap<u64, Entry>,
+    /// Keys by their `scope` metadata value: a query confined to a small scope is answered exactly
+    /// from its members, instead of by a filtered graph search that visits the whole graph when few
+    /// records pass the filter (a new scope — a new conversation through the gateway — would cost a
+    /// full scan of the tenant).
+    by_scope: HashMap<String, std::collections::HashSet<u64>>,
     next_key: u64,
+}
+
+/// Scopes up to this size are searched exactly over their members.
+const EXACT_SCOPE_MAX: usize = 2048;
+
+/// The `scope` a filter confines a query to, when it does (`Eq("scope", …)`, alone or in an `And`).
+fn scope_of(filter: &Filter) -> Option<&str> {
+    match filter {
+        Filter::Eq(field, serde_json::Value::String(scope)) if field == "scope" => Some(scope),
+        Filter::And(all) => all.iter().find_map(scope_of),
+        _ => None,
+    }
+}
+
+/// The `scope` metadata value of a record.
+fn scope_value(metadata: &serde_json::Map<String, serde_json::Value>) -> Option<&str> {
+    metadata.get("scope").and_then(serde_json::Value::as_str)
+}
+
+/// USearch's distance between `a` and `b` under `metric` (what [`similarity`] turns into a score).
+fn distance(metric: Metric, a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    match metric {
+        Metric::Cosine => {
+            let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+            if na == 0.0 || nb == 0.0 {
+                1.0
+            } else {
+                1.0 - dot / (na * nb)
+            }
+        }
+        Metric::Dot => 1.0 - dot,
+        Metric::L2 => a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum(),
+    }
 }
 
 struct Collection {
@@ -148,6 +188,7 @@ impl TenantIndex {
             index,
             by_id: HashMap::new(),
             records: HashMap::new(),
+            by_scope: HashMap::new(),
             next_key: 0,
         })
     }
@@ -156,7 +197,15 @@ impl TenantIndex {
         let Some(key) = self.by_id.remove(id) else {
             return Ok(false);
         };
-        self.records.remove(&key);
+        if let Some(entry) = self.records.remove(&key)
+            && let Some(scope) = scope_value(&entry.metadata)
+            && let Some(members) = self.by_scope.get_mut(scope)
+        {
+            members.remove(&key);
+            if members.is_empty() {
+                self.by_scope.remove(scope);
+            }
+        }
         self.index.remove(key).map_err(|e| backend("delete", e))?;
         Ok(true)
     }
@@ -206,6 +255,12 @@ impl TenantIndex {
             let key = first + i as u64;
             if self.index.contains(key) {
                 self.by_id.insert(id.clone(), key);
+                if let Some(scope) = scope_value(&metadata) {
+                    self.by_scope
+                        .entry(scope.to_owned())
+                        .or_default()
+                        .insert(key);
+                }
                 self.records.insert(key, Entry { id, metadata });
             }
         }
@@ -569,6 +624,21 @@ impl EmbeddedVectorStore {
         if query.k == 0 {
             return Ok(Vec::new());
         }
+        if let Some(filter) = &query.filter
+            && let Some(scope) = scope_of(filter)
+        {
+            let members = index.by_scope.get(scope);
+            if members.map_or(0, |m| m.len()) <= EXACT_SCOPE_MAX {
+                return Ok(exact_in_scope(
+                    index,
+                    coll.spec.metric,
+                    coll.spec.dims,
+                    query,
+                    filter,
+                    members,
+                ));
+            }
+        }
         // USearch widens its candidate list to `k` by itself when `k` exceeds `expansion_search`.
         let k = query.k.min(index.by_id.len());
         let matches = match (&query.filter, exact) {
@@ -600,6 +670,39 @@ impl EmbeddedVectorStore {
         out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
         Ok(out)
     }
+}
+
+/// The `k` best of a small scope's members that pass `filter`, by exact distance.
+fn exact_in_scope(
+    index: &TenantIndex,
+    metric: Metric,
+    dims: usize,
+    query: &VectorQuery,
+    filter: &Filter,
+    members: Option<&std::collections::HashSet<u64>>,
+) -> Vec<Scored> {
+    let mut vector = vec![0f32; dims];
+    let mut out: Vec<Scored> = Vec::new();
+    for key in members.into_iter().flatten() {
+        let Some(entry) = index.records.get(key) else {
+            continue;
+        };
+        if !filter.matches(&entry.metadata) || index.index.get(*key, &mut vector).ok() != Some(1) {
+            continue;
+        }
+        let sim = similarity(metric, distance(metric, &query.vector, &vector));
+        if query.min_similarity.is_some_and(|min| sim < min) {
+            continue;
+        }
+        out.push(Scored {
+            id: entry.id.clone(),
+            similarity: sim,
+            metadata: entry.metadata.clone(),
+        });
+    }
+    out.sort_by(|a, b| b.similarity.total_cmp(&a.similarity));
+    out.truncate(query.k);
+    out
 }
 
 impl VectorStore for EmbeddedVectorStore {
