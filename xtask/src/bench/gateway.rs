@@ -122,6 +122,19 @@ pub(crate) fn bench_gateway(secs: u64) -> Result {
             ("UPSTREAM_API_KEY", UPSTREAM_KEY),
         ],
     )?;
+    // The same server without the semantic layer: what the gateway itself adds to a miss, apart
+    // from embedding and indexing each new question.
+    let exact_port = free_port()?;
+    let exact_server = start_resk(
+        &resk,
+        exact_port,
+        true,
+        &[
+            ("UPSTREAM_BASE_URL", upstream.as_str()),
+            ("UPSTREAM_API_KEY", UPSTREAM_KEY),
+            ("SEMANTIC_ENABLED", "false"),
+        ],
+    )?;
     let token = resk_procs::mint_token(
         &resk,
         &[("JWT_SECRET", BENCH_SECRET)],
@@ -164,6 +177,21 @@ pub(crate) fn bench_gateway(secs: u64) -> Result {
         &chat_lua(&token, true, true),
         &load,
     )?;
+    let exact_pid = exact_server.0.id();
+    let exact_json = wrk_script(
+        exact_pid,
+        exact_port,
+        "/v1/chat/completions",
+        &chat_lua(&token, false, true),
+        &load,
+    )?;
+    let exact_stream = wrk_script(
+        exact_pid,
+        exact_port,
+        "/v1/chat/completions",
+        &chat_lua(&token, true, true),
+        &load,
+    )?;
     // Hits: one question, cached by the warm-up.
     let hit_json = wrk_script(
         resk_pid,
@@ -197,6 +225,16 @@ pub(crate) fn bench_gateway(secs: u64) -> Result {
     row(
         "through resk, stream miss",
         &miss_stream,
+        Some(&direct_stream),
+    );
+    row(
+        "through resk without the semantic layer, JSON miss",
+        &exact_json,
+        Some(&direct_json),
+    );
+    row(
+        "through resk without the semantic layer, stream miss",
+        &exact_stream,
         Some(&direct_stream),
     );
     row("through resk, JSON hit", &hit_json, Some(&direct_json));
@@ -244,6 +282,7 @@ pub(crate) fn bench_gateway(secs: u64) -> Result {
         );
     }
     drop(server);
+    drop(exact_server);
     drop(fake);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
