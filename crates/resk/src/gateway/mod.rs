@@ -29,7 +29,7 @@ use resk_core::{CacheKey, TenantId};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 
-use crate::{Cache, Lookup, Outcome, PutOptions, Source};
+use crate::{Cache, Hit, Lookup, Outcome, PutOptions, Source};
 
 mod flight;
 mod policy;
@@ -323,6 +323,21 @@ pub struct Provenance {
 }
 
 impl Provenance {
+    /// Where `hit` came from: its source, similarity, age, entry and feedback id.
+    fn hit(hit: &Hit) -> Self {
+        let mut provenance = Self::new(CacheStatus::Hit);
+        provenance.source = Some(hit.source);
+        provenance.similarity = hit.similarity;
+        provenance.age = Some(
+            (OffsetDateTime::now_utc() - hit.created_at)
+                .try_into()
+                .unwrap_or_default(),
+        );
+        provenance.key = Some(hit.key.clone());
+        provenance.hit_id = hit.hit_id.clone();
+        provenance
+    }
+
     fn new(status: CacheStatus) -> Self {
         Self {
             status,
@@ -590,37 +605,15 @@ impl Gateway {
             if let Some(age) = effective.max_age {
                 read = read.max_age(age);
             }
-            match inner.cache.lookup(&read).await {
-                Ok(Outcome::Hit(hit)) => {
-                    if let Ok(recorded) = hit.answer_as::<Recorded>()
-                        && recorded.resk_gateway == record::VERSION
-                    {
-                        let (prompt, completion) = recorded.tokens();
-                        inner.savings.count(
-                            tenant,
-                            &req.model,
-                            Counted::Hit { prompt, completion },
-                        );
-                        let mut provenance = Provenance::new(CacheStatus::Hit);
-                        provenance.source = Some(hit.source);
-                        provenance.similarity = hit.similarity;
-                        provenance.age = Some(
-                            (OffsetDateTime::now_utc() - hit.created_at)
-                                .try_into()
-                                .unwrap_or_default(),
-                        );
-                        provenance.key = Some(hit.key.clone());
-                        provenance.hit_id = hit.hit_id.clone();
-                        return Ok(replay(&req, &recorded, provenance));
-                    }
-                }
-                Ok(Outcome::Miss(_)) => {}
-                Err(e) => {
-                    if let Some(err) = engine_invalid(&e) {
-                        return Err(err);
-                    }
-                    tracing::warn!(error = %e, "gateway lookup failed; calling the upstream");
-                }
+            if let Some(hit) = self.cached(&read).await?
+                && let Ok(recorded) = hit.answer_as::<Recorded>()
+                && recorded.resk_gateway == record::VERSION
+            {
+                let (prompt, completion) = recorded.tokens();
+                inner
+                    .savings
+                    .count(tenant, &req.model, Counted::Hit { prompt, completion });
+                return Ok(replay(&req, &recorded, Provenance::hit(&hit)));
             }
         }
         if effective.only_if_cached {
@@ -736,23 +729,8 @@ impl Gateway {
         directives: Directives,
     ) -> Result<Reply, GatewayError> {
         let inner = &*self.inner;
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::invalid_request(format!("the body is not valid JSON: {e}"))
-        })?;
-        let Value::Object(mut body) = value else {
-            return Err(GatewayError::invalid_request(
-                "the body must be a JSON object",
-            ));
-        };
-        let asked = match body.get("model") {
-            Some(Value::String(m)) if !m.trim().is_empty() && m.chars().count() <= 256 => m.clone(),
-            _ => {
-                return Err(
-                    GatewayError::invalid_request("model must be a non-empty string")
-                        .param("model"),
-                );
-            }
-        };
+        let mut body = request::json_object(body)?;
+        let asked = request::model_of(&body)?;
         let input_ok = match body.get("input") {
             Some(Value::String(s)) => !s.is_empty(),
             Some(Value::Array(items)) => !items.is_empty(),
@@ -803,42 +781,25 @@ impl Gateway {
             if let Some(age) = effective.max_age {
                 read = read.max_age(age);
             }
-            match inner.cache.lookup(&read).await {
-                Ok(Outcome::Hit(hit)) => {
-                    if let Ok(answer) = hit.answer_as::<Value>() {
-                        let prompt = answer
-                            .pointer("/usage/prompt_tokens")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0);
-                        inner.savings.count(
-                            tenant,
-                            &model,
-                            Counted::Hit {
-                                prompt,
-                                completion: 0,
-                            },
-                        );
-                        let mut provenance = Provenance::new(CacheStatus::Hit);
-                        provenance.source = Some(hit.source);
-                        provenance.age = Some(
-                            (OffsetDateTime::now_utc() - hit.created_at)
-                                .try_into()
-                                .unwrap_or_default(),
-                        );
-                        provenance.key = Some(hit.key);
-                        return Ok(Reply {
-                            body: ReplyBody::Json(answer),
-                            provenance,
-                        });
-                    }
-                }
-                Ok(Outcome::Miss(_)) => {}
-                Err(e) => {
-                    if let Some(err) = engine_invalid(&e) {
-                        return Err(err);
-                    }
-                    tracing::warn!(error = %e, "gateway lookup failed; calling the upstream");
-                }
+            if let Some(hit) = self.cached(&read).await?
+                && let Ok(answer) = hit.answer_as::<Value>()
+            {
+                let prompt = answer
+                    .pointer("/usage/prompt_tokens")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                inner.savings.count(
+                    tenant,
+                    &model,
+                    Counted::Hit {
+                        prompt,
+                        completion: 0,
+                    },
+                );
+                return Ok(Reply {
+                    body: ReplyBody::Json(answer),
+                    provenance: Provenance::hit(&hit),
+                });
             }
         }
         if effective.only_if_cached {
@@ -867,6 +828,22 @@ impl Gateway {
             body: ReplyBody::Json(Value::Object(json)),
             provenance,
         })
+    }
+
+    /// The cached answer to `lookup`, if any. A cache that fails is logged and counts as a miss
+    /// (the upstream answers instead); an invalid lookup is the request's fault, a 400.
+    async fn cached(&self, lookup: &Lookup<'_>) -> Result<Option<Hit>, GatewayError> {
+        match self.inner.cache.lookup(lookup).await {
+            Ok(Outcome::Hit(hit)) => Ok(Some(hit)),
+            Ok(Outcome::Miss(_)) => Ok(None),
+            Err(e) => match engine_invalid(&e) {
+                Some(err) => Err(err),
+                None => {
+                    tracing::warn!(error = %e, "gateway lookup failed; calling the upstream");
+                    Ok(None)
+                }
+            },
+        }
     }
 
     fn put_options(&self) -> PutOptions {

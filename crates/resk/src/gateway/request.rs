@@ -50,6 +50,27 @@ impl Bypass {
     }
 }
 
+/// A request body: a JSON object, or a 400 saying what it is instead.
+pub(crate) fn json_object(body: &[u8]) -> Result<Map<String, Value>, GatewayError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| GatewayError::invalid_request(format!("the body is not valid JSON: {e}")))?;
+    match value {
+        Value::Object(body) => Ok(body),
+        _ => Err(GatewayError::invalid_request(
+            "the body must be a JSON object",
+        )),
+    }
+}
+
+/// A request's `model`: a non-blank string of at most 256 characters.
+pub(crate) fn model_of(body: &Map<String, Value>) -> Result<String, GatewayError> {
+    match body.get("model") {
+        Some(Value::String(m)) if !m.trim().is_empty() && m.chars().count() <= 256 => Ok(m.clone()),
+        Some(_) => Err(invalid("model", "model must be a non-empty string")),
+        None => Err(invalid("model", "you must provide a model parameter")),
+    }
+}
+
 /// A validated chat-completions request.
 #[derive(Clone, Debug)]
 pub(crate) struct ChatRequest {
@@ -87,19 +108,8 @@ impl ChatRequest {
         body: &[u8],
         resolve: impl FnOnce(&str) -> Result<String, GatewayError>,
     ) -> Result<Self, GatewayError> {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            GatewayError::invalid_request(format!("the body is not valid JSON: {e}"))
-        })?;
-        let Value::Object(mut body) = value else {
-            return Err(GatewayError::invalid_request(
-                "the body must be a JSON object",
-            ));
-        };
-        let requested_model = match body.get("model") {
-            Some(Value::String(m)) if !m.trim().is_empty() && m.chars().count() <= 256 => m.clone(),
-            Some(_) => return Err(invalid("model", "model must be a non-empty string")),
-            None => return Err(invalid("model", "you must provide a model parameter")),
-        };
+        let mut body = json_object(body)?;
+        let requested_model = model_of(&body)?;
         match body.get("messages") {
             Some(Value::Array(messages)) if !messages.is_empty() => {
                 for (i, m) in messages.iter().enumerate() {
