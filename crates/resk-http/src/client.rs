@@ -11,21 +11,31 @@ use resk_core::{Error, ErrorKind, Result};
 /// An HTTP client for a provider: TLS by rustls with the ring provider and the platform's root
 /// certificates, HTTPS and HTTP/1.1, the given per-request timeout, connection pooling.
 pub fn client(provider: &'static str, timeout: Duration) -> Result<reqwest::Client> {
+    build(
+        provider,
+        builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10))),
+    )
+}
+
+/// A builder with what every provider client shares: rustls with the ring provider, pooling.
+fn builder() -> reqwest::ClientBuilder {
     // One process-wide rustls provider; a second install (another crate did it first) is fine.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                provider,
-                "client",
-                format!("cannot build the HTTP client: {e}"),
-            )
-        })
+    reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(90))
+}
+
+/// `builder`, built; a failure is a `Config` error of `provider`.
+fn build(provider: &'static str, builder: reqwest::ClientBuilder) -> Result<reqwest::Client> {
+    builder.build().map_err(|e| {
+        Error::new(
+            ErrorKind::Config,
+            provider,
+            "client",
+            format!("cannot build the HTTP client: {e}"),
+        )
+    })
 }
 
 /// A client for answers that may take minutes to arrive in full (streams): like [`client`] but
@@ -35,19 +45,7 @@ pub fn streaming_client(
     provider: &'static str,
     connect_timeout: Duration,
 ) -> Result<reqwest::Client> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(connect_timeout)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                provider,
-                "client",
-                format!("cannot build the HTTP client: {e}"),
-            )
-        })
+    build(provider, builder().connect_timeout(connect_timeout))
 }
 
 /// The W3C trace-context headers (`traceparent`, `tracestate`) of the current `tracing` span, for a
