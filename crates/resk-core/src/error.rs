@@ -139,6 +139,29 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self.kind, ErrorKind::Unavailable | ErrorKind::RateLimited)
     }
+
+    /// A copy for each caller of one shared call (coalesced loads, micro-batches): kind, backend,
+    /// operation, message and retry hint are kept; the source, which cannot be cloned, is not.
+    ///
+    /// ```
+    /// use resk_core::{Error, ErrorKind};
+    /// let err = Error::new(ErrorKind::Unavailable, "openai", "embed", "503")
+    ///     .with_retry_after(std::time::Duration::from_secs(2));
+    /// let copy = err.replicate();
+    /// assert_eq!(copy.to_string(), err.to_string());
+    /// assert_eq!(copy.retry_after(), err.retry_after());
+    /// ```
+    #[must_use]
+    pub fn replicate(&self) -> Self {
+        Self {
+            kind: self.kind,
+            backend: self.backend,
+            op: self.op,
+            message: self.message.clone(),
+            retry_after: self.retry_after,
+            source: None,
+        }
+    }
 }
 
 /// `Result` with resk's [`Error`].

@@ -94,18 +94,7 @@ impl<E: Embedder> Embedder for EmbeddingCache<E> {
                     Ok::<_, Error>(Arc::from(vector.as_slice()))
                 })
                 .await
-                .map_err(|shared| {
-                    let mut err = Error::new(
-                        shared.kind(),
-                        shared.backend(),
-                        shared.op(),
-                        shared.message().to_owned(),
-                    );
-                    if let Some(wait) = shared.retry_after() {
-                        err = err.with_retry_after(wait);
-                    }
-                    err
-                })?;
+                .map_err(|shared| shared.replicate())?;
             let counter = if loaded.load(std::sync::atomic::Ordering::Relaxed) {
                 "resk_embed_cache_misses_total"
             } else {

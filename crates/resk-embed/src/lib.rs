@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
+mod batch;
 mod cache;
 mod pipeline;
 
+pub use batch::{MicroBatchConfig, MicroBatcher};
 pub use cache::{EmbeddingCache, EmbeddingCacheConfig};
 pub use pipeline::{Pipeline, PipelineConfig};
 pub use resk_http::RetryPolicy;

@@ -47,7 +47,10 @@ use resk_core::{
     Error, ErrorKind, KeyBuilder, LocalBus, Metric, Result, SharedBus, SharedCacheStore,
     SharedCipher, SharedEmbedder, SharedVectorStore, TtlPolicy,
 };
-use resk_embed::{EmbeddingCache, EmbeddingCacheConfig, Pipeline, PipelineConfig, RetryPolicy};
+use resk_embed::{
+    EmbeddingCache, EmbeddingCacheConfig, MicroBatchConfig, MicroBatcher, Pipeline, PipelineConfig,
+    RetryPolicy,
+};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -225,6 +228,16 @@ pub struct SemanticArgs {
     /// Retries of 429/5xx/timeouts (exponential backoff with jitter, honouring Retry-After).
     #[arg(long, env = "EMBEDDING_MAX_RETRIES", default_value_t = 3)]
     pub embedding_max_retries: u32,
+    /// Micro-batching of concurrent lookups' embeddings: provider calls in flight at once, callers
+    /// queueing behind them share the next call (0: off). Default: 1 for `local` (one forward pass
+    /// at a time uses the cores best), `EMBEDDING_CONCURRENCY` for `openai` and `hf`, off for
+    /// `lexical` (microseconds per text: nothing to gain).
+    #[arg(long, env = "EMBEDDING_BATCH_IN_FLIGHT")]
+    pub embedding_batch_in_flight: Option<usize>,
+    /// Micro-batching: how long a batch waits for more callers once a provider slot is free, in
+    /// milliseconds (0: send at once; batches still form while the provider is busy).
+    #[arg(long, env = "EMBEDDING_BATCH_WINDOW_MS", default_value_t = 0)]
+    pub embedding_batch_window_ms: u64,
     /// Vectors kept by the embedding cache (0 disables it).
     #[arg(long, env = "EMBEDDING_CACHE_SIZE", default_value_t = 10_000)]
     pub embedding_cache_size: u64,
@@ -471,6 +484,11 @@ impl SemanticArgs {
         {
             return Err(config_err(
                 "EMBEDDING_BATCH_SIZE, EMBEDDING_CONCURRENCY and EMBEDDING_TIMEOUT_SECS must be at least 1",
+            ));
+        }
+        if self.embedding_batch_window_ms > 1000 {
+            return Err(config_err(
+                "EMBEDDING_BATCH_WINDOW_MS must be at most 1000 (every semantic lookup may wait that long)",
             ));
         }
         if self.embedding_dimensions == Some(0) {
@@ -914,17 +932,43 @@ pub async fn build_store(config: &StoreConfig, resilience: ResilienceConfig) -> 
     }
 }
 
-/// `inner` behind the shared pipeline, behind the embedding cache when configured.
+/// How every provider is wrapped: the pipeline, micro-batching, the embedding cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wrapping {
+    pipeline: PipelineConfig,
+    cache: Option<EmbeddingCacheConfig>,
+    batch_in_flight: Option<usize>,
+    batch_window: Duration,
+    batch_max: usize,
+}
+
+impl Wrapping {
+    /// The micro-batching of a provider whose own default is `in_flight` slots (0: off).
+    fn microbatch(&self, in_flight: usize) -> Option<MicroBatchConfig> {
+        let in_flight = self.batch_in_flight.unwrap_or(in_flight);
+        (in_flight > 0).then_some(MicroBatchConfig {
+            in_flight,
+            max_batch: self.batch_max,
+            window: self.batch_window,
+        })
+    }
+}
+
+/// `inner` behind the shared pipeline, micro-batching (`in_flight`: the provider's default slots,
+/// 0 for off) and the embedding cache, each when configured: a repeated text is answered from the
+/// cache before it queues for a batch.
 #[allow(dead_code)] // unused when no embedder is compiled in
 pub(crate) fn finish<E: resk_core::Embedder>(
     inner: E,
-    pipeline: PipelineConfig,
-    cache: Option<EmbeddingCacheConfig>,
+    wrapping: Wrapping,
+    in_flight: usize,
 ) -> SharedEmbedder {
-    let p = Pipeline::new(inner, pipeline);
-    match cache {
-        Some(c) => Arc::new(EmbeddingCache::new(p, c)),
-        None => Arc::new(p),
+    let p = Pipeline::new(inner, wrapping.pipeline);
+    match (wrapping.microbatch(in_flight), wrapping.cache) {
+        (Some(b), Some(c)) => Arc::new(EmbeddingCache::new(MicroBatcher::new(p, b), c)),
+        (Some(b), None) => Arc::new(MicroBatcher::new(p, b)),
+        (None, Some(c)) => Arc::new(EmbeddingCache::new(p, c)),
+        (None, None) => Arc::new(p),
     }
 }
 
@@ -952,14 +996,21 @@ async fn build_embedder_and_model(
         max_entries: args.embedding_cache_size,
         ttl: Duration::from_secs(args.embedding_cache_ttl_secs),
     });
+    let wrapping = Wrapping {
+        pipeline,
+        cache,
+        batch_in_flight: args.embedding_batch_in_flight,
+        batch_window: Duration::from_millis(args.embedding_batch_window_ms),
+        batch_max: args.embedding_batch_size,
+    };
     match args.embedding_provider {
-        EmbeddingProvider::Lexical => Ok((providers::lexical(pipeline, cache)?, None)),
+        EmbeddingProvider::Lexical => Ok((providers::lexical(wrapping)?, None)),
         EmbeddingProvider::Local => {
-            let (embedder, model) = providers::local(args, pipeline, cache).await?;
+            let (embedder, model) = providers::local(args, wrapping).await?;
             Ok((embedder, Some(model)))
         }
-        EmbeddingProvider::Openai => Ok((providers::openai(args, pipeline, cache)?, None)),
-        EmbeddingProvider::Hf => Ok((providers::hf(args, pipeline, cache)?, None)),
+        EmbeddingProvider::Openai => Ok((providers::openai(args, wrapping)?, None)),
+        EmbeddingProvider::Hf => Ok((providers::hf(args, wrapping)?, None)),
     }
 }
 

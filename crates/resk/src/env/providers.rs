@@ -1,7 +1,6 @@
 //! The optional embedding providers and vector databases, each behind its cargo feature.
 
 use resk_core::{Error, ErrorKind, Result, SharedEmbedder, SharedVectorStore};
-use resk_embed::{EmbeddingCacheConfig, PipelineConfig};
 
 use super::SemanticArgs;
 
@@ -224,8 +223,7 @@ pub(super) async fn cross_encoder(args: &SemanticArgs) -> Result<resk_core::Shar
 /// `EMBEDDING_PROVIDER=local`: the embedder and its model.
 pub(super) async fn local(
     args: &SemanticArgs,
-    pipeline: PipelineConfig,
-    cache: Option<EmbeddingCacheConfig>,
+    wrapping: super::Wrapping,
 ) -> Result<(SharedEmbedder, LocalModel)> {
     #[cfg(feature = "local")]
     {
@@ -247,11 +245,11 @@ pub(super) async fn local(
         } else {
             embedder
         };
-        Ok((super::finish(embedder.clone(), pipeline, cache), embedder))
+        Ok((super::finish(embedder.clone(), wrapping, 1), embedder))
     }
     #[cfg(not(feature = "local"))]
     {
-        let _ = (args, pipeline, cache);
+        let _ = (args, wrapping);
         Err(not_compiled("local", "local"))
     }
 }
@@ -259,8 +257,7 @@ pub(super) async fn local(
 /// `EMBEDDING_PROVIDER=openai`.
 pub(super) fn openai(
     args: &SemanticArgs,
-    pipeline: PipelineConfig,
-    cache: Option<EmbeddingCacheConfig>,
+    wrapping: super::Wrapping,
 ) -> Result<SharedEmbedder> {
     #[cfg(feature = "openai")]
     {
@@ -288,11 +285,12 @@ pub(super) fn openai(
             dimensions: args.embedding_dimensions,
             timeout: std::time::Duration::from_secs(args.embedding_timeout_secs),
         })?;
-        Ok(super::finish(embedder, pipeline, cache))
+        let in_flight = args.embedding_concurrency;
+        Ok(super::finish(embedder, wrapping, in_flight))
     }
     #[cfg(not(feature = "openai"))]
     {
-        let _ = (args, pipeline, cache);
+        let _ = (args, wrapping);
         Err(not_compiled("openai", "openai"))
     }
 }
@@ -300,8 +298,7 @@ pub(super) fn openai(
 /// `EMBEDDING_PROVIDER=hf`.
 pub(super) fn hf(
     args: &SemanticArgs,
-    pipeline: PipelineConfig,
-    cache: Option<EmbeddingCacheConfig>,
+    wrapping: super::Wrapping,
 ) -> Result<SharedEmbedder> {
     #[cfg(feature = "hf")]
     {
@@ -327,31 +324,31 @@ pub(super) fn hf(
             style,
             timeout: std::time::Duration::from_secs(args.embedding_timeout_secs),
         })?;
-        Ok(super::finish(embedder, pipeline, cache))
+        let in_flight = args.embedding_concurrency;
+        Ok(super::finish(embedder, wrapping, in_flight))
     }
     #[cfg(not(feature = "hf"))]
     {
-        let _ = (args, pipeline, cache);
+        let _ = (args, wrapping);
         Err(not_compiled("hf", "hf"))
     }
 }
 
 /// `EMBEDDING_PROVIDER=lexical`.
 pub(super) fn lexical(
-    pipeline: PipelineConfig,
-    cache: Option<EmbeddingCacheConfig>,
+    wrapping: super::Wrapping,
 ) -> Result<SharedEmbedder> {
     #[cfg(feature = "lexical")]
     {
         Ok(super::finish(
             resk_embed_lexical::LexicalEmbedder::new(),
-            pipeline,
-            cache,
+            wrapping,
+            0,
         ))
     }
     #[cfg(not(feature = "lexical"))]
     {
-        let _ = (pipeline, cache);
+        let _ = wrapping;
         Err(not_compiled("lexical", "lexical"))
     }
 }
