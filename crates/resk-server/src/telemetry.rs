@@ -52,6 +52,9 @@ const SIMILARITY_BUCKETS: &[f64] = &[
     0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.98, 0.99, 1.0,
 ];
 
+/// Buckets of the micro-batch size histogram (texts per provider call).
+const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
 /// Install the process-wide Prometheus recorder once and return its handle.
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -63,6 +66,12 @@ pub fn metrics_handle() -> PrometheusHandle {
                     b.set_buckets_for_metric(
                         Matcher::Full("resk_semantic_similarity".into()),
                         SIMILARITY_BUCKETS,
+                    )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("resk_embed_batch_texts".into()),
+                        BATCH_BUCKETS,
                     )
                 })
                 .map(PrometheusBuilder::build_recorder)
@@ -118,6 +127,11 @@ fn describe_metrics() {
     describe_counter!(
         "resk_cache_purged_entries_total",
         "Entries removed by purges."
+    );
+    describe_histogram!(
+        "resk_embed_batch_texts",
+        Unit::Count,
+        "Texts per micro-batched embedding provider call."
     );
     describe_histogram!(
         "resk_layer_duration_seconds",
