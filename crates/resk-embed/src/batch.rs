@@ -319,7 +319,11 @@ mod tests {
         }
         let calls = b.inner.calls.lock().unwrap().clone();
         assert_eq!(calls.iter().sum::<usize>(), 32);
-        assert!(calls.len() <= 4, "32 callers made {} calls: {calls:?}", calls.len());
+        assert!(
+            calls.len() <= 4,
+            "32 callers made {} calls: {calls:?}",
+            calls.len()
+        );
         assert_eq!(b.inner.most_running.load(Ordering::SeqCst), 1);
     }
 
@@ -424,6 +428,9 @@ mod tests {
             .enable_all()
             .build()
             .unwrap();
-        assert_eq!(rt.block_on(b.embed(&["ab".into()])).unwrap(), vec![vec![2.0]]);
+        assert_eq!(
+            rt.block_on(b.embed(&["ab".into()])).unwrap(),
+            vec![vec![2.0]]
+        );
     }
 }

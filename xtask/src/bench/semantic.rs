@@ -187,6 +187,8 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
         }
     }
 
+    bench_semantic_concurrency(&resk, &model_dir, secs, &dir)?;
+
     // The decision stage's cost: the same band paraphrase (similarity under 0.90, so token
     // alignment runs) with verification off and with the local model's default verifiers, the
     // embedding cache off so every request embeds.
@@ -259,5 +261,134 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A number of the `latency_ms` object of a query answer.
+fn latency_field(body: &str, name: &str) -> Option<f64> {
+    let latency = body.split("\"latency_ms\":{").nth(1)?;
+    let value = latency.split(&format!("\"{name}\":")).nth(1)?;
+    value.split([',', '}']).next()?.trim().parse().ok()
+}
+
+/// Semantic hits with the local model at 1, 8 and 32 concurrent clients, micro-batching off and
+/// on (embedding cache off, so every request embeds); and, one request at a time, a semantic hit's
+/// lookup time against its embedding time plus two exact hits.
+fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Path) -> Result {
+    let local = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![
+            ("EMBEDDING_PROVIDER", "local"),
+            ("EMBEDDING_MODEL_DIR", model_dir),
+        ];
+        env.extend_from_slice(extra);
+        env
+    };
+    let paraphrase = r#"{"query":"how can I reset my password"}"#;
+    let servers = [
+        (
+            "micro-batching off (EMBEDDING_BATCH_IN_FLIGHT=0), baseline",
+            local(&[
+                ("EMBEDDING_CACHE_SIZE", "0"),
+                ("EMBEDDING_BATCH_IN_FLIGHT", "0"),
+            ]),
+        ),
+        (
+            "micro-batching on (the default: 1 forward pass at a time)",
+            local(&[("EMBEDDING_CACHE_SIZE", "0")]),
+        ),
+    ];
+    println!();
+    println!(
+        "## Semantic hits under concurrency (local model, embedding cache off), wrk -t1, {secs} s each"
+    );
+    println!();
+    println!(
+        "| server | clients | requests/s | p50 ms | p99 ms | server CPU µs/request | errors |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut table = Vec::new();
+    let mut split = None;
+    for (name, env) in &servers {
+        let seeded = seed_resk(resk, true, env)?;
+        let pid = seeded.server.0.id();
+        let mut rows = Vec::new();
+        for conns in [1u32, 8, 32] {
+            let load = Load {
+                threads: 1,
+                secs,
+                conns,
+                dir,
+            };
+            let r = wrk(pid, seeded.port, &seeded.token, paraphrase, &load)?;
+            println!(
+                "| {name} | {conns} | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
+                r.rps, r.p50_ms, r.p99_ms, r.cpu_us, r.errors
+            );
+            rows.push(r);
+        }
+        if split.is_none() {
+            // One request at a time: where a semantic hit's lookup time goes.
+            let (mut total, mut embed, mut exact) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..200 {
+                let (_, hit) = http(
+                    seeded.port,
+                    "POST",
+                    "/api/cache/query",
+                    &seeded.token,
+                    paraphrase,
+                )?;
+                let (_, plain) = http(
+                    seeded.port,
+                    "POST",
+                    "/api/cache/query",
+                    &seeded.token,
+                    QUERY_BODY,
+                )?;
+                match (
+                    latency_field(&hit, "total"),
+                    latency_field(&hit, "embed"),
+                    latency_field(&plain, "total"),
+                ) {
+                    (Some(t), Some(e), Some(x)) => {
+                        total.push(t);
+                        embed.push(e);
+                        exact.push(x);
+                    }
+                    _ => return Err(format!("no latency in {hit} / {plain}")),
+                }
+            }
+            split = Some((median(total), median(embed), median(exact)));
+        }
+        table.push(rows);
+    }
+    if let ([off1, off8, off32], [on1, on8, on32]) = (table[0].as_slice(), table[1].as_slice()) {
+        println!();
+        println!("| figure | value | target | |");
+        println!("| --- | ---: | ---: | --- |");
+        for (clients, off, on) in [(8, off8, on8), (32, off32, on32)] {
+            let vs_single = on.rps / on1.rps;
+            let vs_off = on.rps / off.rps;
+            println!(
+                "| {clients} clients, batched: throughput / one client | {vs_single:.2}x | >= 2x | {} |",
+                verdict(vs_single >= 2.0)
+            );
+            println!(
+                "| {clients} clients, batched: throughput / unbatched at {clients} clients | {vs_off:.2}x | — | shown |"
+            );
+            println!(
+                "| {clients} clients, batched: p99 / one client's p99 | {:.2}x | <= 1.5x | {} |",
+                on.p99_ms / on1.p99_ms,
+                verdict(on.p99_ms / on1.p99_ms <= 1.5)
+            );
+        }
+        let _ = off1;
+    }
+    if let Some((total, embed, exact)) = split {
+        let bound = embed + 2.0 * exact;
+        println!(
+            "| semantic hit lookup time (median of 200, one at a time) vs embedding + 2 x exact hit | {total:.3} ms vs {embed:.3} + 2 x {exact:.3} = {bound:.3} ms | <= | {} |",
+            verdict(total <= bound)
+        );
+    }
     Ok(())
 }

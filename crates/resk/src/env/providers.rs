@@ -255,10 +255,7 @@ pub(super) async fn local(
 }
 
 /// `EMBEDDING_PROVIDER=openai`.
-pub(super) fn openai(
-    args: &SemanticArgs,
-    wrapping: super::Wrapping,
-) -> Result<SharedEmbedder> {
+pub(super) fn openai(args: &SemanticArgs, wrapping: super::Wrapping) -> Result<SharedEmbedder> {
     #[cfg(feature = "openai")]
     {
         use resk_embed_openai::{Auth, OpenAiConfig, OpenAiEmbedder};
@@ -296,10 +293,7 @@ pub(super) fn openai(
 }
 
 /// `EMBEDDING_PROVIDER=hf`.
-pub(super) fn hf(
-    args: &SemanticArgs,
-    wrapping: super::Wrapping,
-) -> Result<SharedEmbedder> {
+pub(super) fn hf(args: &SemanticArgs, wrapping: super::Wrapping) -> Result<SharedEmbedder> {
     #[cfg(feature = "hf")]
     {
         use resk_embed_hf::{HfConfig, HfEmbedder, HfStyle};
@@ -335,9 +329,7 @@ pub(super) fn hf(
 }
 
 /// `EMBEDDING_PROVIDER=lexical`.
-pub(super) fn lexical(
-    wrapping: super::Wrapping,
-) -> Result<SharedEmbedder> {
+pub(super) fn lexical(wrapping: super::Wrapping) -> Result<SharedEmbedder> {
     #[cfg(feature = "lexical")]
     {
         Ok(super::finish(
