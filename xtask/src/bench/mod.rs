@@ -7,6 +7,7 @@ mod backends;
 mod compare;
 mod gateway;
 mod memory;
+mod profile;
 mod semantic;
 mod soak;
 mod stores;
@@ -15,6 +16,7 @@ pub(crate) use backends::*;
 pub(crate) use compare::*;
 pub(crate) use gateway::*;
 pub(crate) use memory::*;
+pub(crate) use profile::*;
 pub(crate) use semantic::*;
 pub(crate) use soak::*;
 pub(crate) use stores::*;
@@ -408,6 +410,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
     if args.first().is_some_and(|a| a == "gateway") {
         ensure_wrk()?;
         return bench_gateway(secs);
+    }
+    if args.first().is_some_and(|a| a == "profile") {
+        ensure_wrk()?;
+        return bench_profile(secs);
     }
     if args.first().is_some_and(|a| a == "memory") {
         ensure_wrk()?;
