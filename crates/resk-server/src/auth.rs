@@ -140,6 +140,8 @@ pub struct Principal {
     /// The token's name in revocations (`tenant/jti`, [`crate::revoke::ident`]), made once when
     /// the token is verified, so the check on every request allocates nothing.
     pub(crate) revocation_id: Option<Arc<str>>,
+    /// The subject's rate-limit key (`sub:tenant:subject`), made once when the token is verified.
+    pub(crate) rate_key: Arc<str>,
     /// The resk scopes the token carries, as bits (other scopes are ignored).
     scopes: u8,
     /// The token's `exp` (Unix seconds) plus the configured leeway: when a long-lived connection
@@ -173,6 +175,7 @@ impl Principal {
     /// write scope only, never from a token.
     pub(crate) fn internal_writer(subject: &str, tenant: TenantId) -> Self {
         Self {
+            rate_key: rate_key(&tenant, subject),
             subject: Arc::from(subject),
             tenant,
             jti: None,
@@ -525,10 +528,17 @@ impl JwtVerifier {
     /// Whether `token` was verified recently and is still valid: verifying it again costs no
     /// signature work.
     pub fn remembers(&self, token: &str) -> bool {
+        self.recall(token).is_some()
+    }
+
+    /// Who `token` speaks for, when it was verified recently and is still valid (no signature
+    /// work); `None` when it must be verified.
+    pub fn recall(&self, token: &str) -> Option<Principal> {
         let now = jsonwebtoken::get_current_timestamp();
         self.verified
             .get(token)
-            .is_some_and(|(_, exp)| now <= exp.saturating_add(self.leeway_secs))
+            .filter(|(_, exp)| now <= exp.saturating_add(self.leeway_secs))
+            .map(|(principal, _)| principal)
     }
 
     /// Verify `token` and return who it speaks for.
@@ -707,6 +717,7 @@ impl JwtVerifier {
         };
         Ok((
             Principal {
+                rate_key: rate_key(&tenant, &subject),
                 subject,
                 tenant,
                 jti,
@@ -718,6 +729,11 @@ impl JwtVerifier {
             exp,
         ))
     }
+}
+
+/// The rate-limit key of a subject of a tenant.
+fn rate_key(tenant: &TenantId, subject: &str) -> Arc<str> {
+    Arc::from(format!("sub:{tenant}:{subject}"))
 }
 
 /// Mint a token signed with `JWT_SECRET` (its `JWT_ALGORITHM`) for `sub` with `scope`, valid for

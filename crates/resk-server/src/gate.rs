@@ -263,18 +263,22 @@ fn ip_key(ip: std::net::IpAddr) -> String {
 }
 
 impl Gate {
-    fn client_ip(&self, req: &Request) -> String {
+    /// The client's address (`X-Forwarded-For` is read only when the peer is a trusted proxy).
+    fn client_ip(&self, req: &Request) -> Option<std::net::IpAddr> {
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
+        if !peer.is_some_and(|ip| self.trusted_proxies.iter().any(|n| n.contains(&ip))) {
+            return peer;
+        }
         let forwarded: Vec<&str> = req
             .headers()
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        client_ip(peer, &forwarded, &self.trusted_proxies).map_or_else(|| "unknown".into(), ip_key)
+        client_ip(peer, &forwarded, &self.trusted_proxies)
     }
 
     /// One limiter check, as its own span and timed as the `rate_limit` layer.
@@ -309,13 +313,19 @@ impl Gate {
         }
         let token = bearer(&req, matched);
         let token_present = token.is_some();
-        let ip_key = format!("ip:{}", self.client_ip(&req));
+        // The client address is read only when it is charged (a token that must be verified, or
+        // none): a remembered token's request is charged to its subject alone.
+        let client = self.client_ip(&req);
+        let ip_key = || format!("ip:{}", client.map_or_else(|| "unknown".into(), ip_key));
+        let recall_start = std::time::Instant::now();
+        let recalled = token.and_then(|t| self.verifier.recall(t));
+        let recall_time = recall_start.elapsed();
         // A token not verified recently costs signature work: charge the client address first, so
         // a flood of forged or made-up tokens is refused before any of that work.
         let mut ip_decision = None;
-        let fresh = token.is_some_and(|t| !self.verifier.remembers(t));
+        let fresh = token.is_some() && recalled.is_none();
         if fresh {
-            let decision = self.check(&ip_key, self.rates.subject_rate()).await;
+            let decision = self.check(&ip_key(), self.rates.subject_rate()).await;
             if let Decision::Limited { limit, retry_after } = decision {
                 return limited("ip", limit, retry_after);
             }
@@ -323,9 +333,10 @@ impl Gate {
         }
         let auth_start = std::time::Instant::now();
         let verified = async {
-            let verified = match token {
-                Some(token) => self.verifier.verify(token).await,
-                None => Err(AuthFailure {
+            let verified = match (recalled, token) {
+                (Some(principal), _) => Ok(principal),
+                (None, Some(token)) => self.verifier.verify(token).await,
+                (None, None) => Err(AuthFailure {
                     description: "missing bearer token",
                     reason: "missing",
                 }),
@@ -347,17 +358,14 @@ impl Gate {
         }
         .instrument(tracing::info_span!("auth"))
         .await;
-        self.auth_seconds.record(auth_start.elapsed().as_secs_f64());
+        self.auth_seconds
+            .record((recall_time + auth_start.elapsed()).as_secs_f64());
         let rate = self.rates.subject_rate();
         let (decision, key_type) = match (&verified, ip_decision) {
-            (Ok(p), _) => (
-                self.check(&format!("sub:{}:{}", p.tenant, p.subject), rate)
-                    .await,
-                "subject",
-            ),
+            (Ok(p), _) => (self.check(&p.rate_key, rate).await, "subject"),
             // Already charged to the address above.
             (Err(_), Some(d)) => (d, "ip"),
-            (Err(_), None) => (self.check(&ip_key, rate).await, "ip"),
+            (Err(_), None) => (self.check(&ip_key(), rate).await, "ip"),
         };
         let (mut limit, mut remaining, mut reset) = match decision {
             Decision::Allowed {

@@ -463,6 +463,52 @@ fn status_label(status: StatusCode) -> &'static str {
     }
 }
 
+/// The request counter and duration histogram of a method, route and status, registered once per
+/// combination. Every label is a `&'static str` from a fixed table (methods, routes, statuses), so
+/// a combination is found by comparing pointers, where the `metrics` macros would hash the name and
+/// labels into the registry on every request.
+fn http_metrics(
+    method: &'static str,
+    route: &'static str,
+    status: &'static str,
+) -> (metrics::Counter, metrics::Histogram) {
+    type Labels = (&'static str, &'static str, &'static str);
+    type Handles = Vec<(Labels, (metrics::Counter, metrics::Histogram))>;
+    /// Bounds the table; past it (never in practice: a few dozen combinations occur), the
+    /// macros register as usual.
+    const MOST: usize = 512;
+    static HANDLES: std::sync::RwLock<Handles> = std::sync::RwLock::new(Vec::new());
+    // Address and length: the same literal, not merely equal text.
+    let same = |a: &Labels| {
+        std::ptr::eq(a.0, method) && std::ptr::eq(a.1, route) && std::ptr::eq(a.2, status)
+    };
+    let found = HANDLES.read().ok().and_then(|handles| {
+        handles
+            .iter()
+            .find(|(key, _)| same(key))
+            .map(|(_, h)| h.clone())
+    });
+    if let Some(handles) = found {
+        return handles;
+    }
+    let handles = (
+        metrics::counter!(
+            "resk_http_requests_total",
+            "method" => method,
+            "route" => route,
+            "status" => status,
+        ),
+        metrics::histogram!("resk_http_request_duration_seconds", "method" => method, "route" => route),
+    );
+    if let Ok(mut table) = HANDLES.write()
+        && table.len() < MOST
+        && !table.iter().any(|(key, _)| same(key))
+    {
+        table.push(((method, route, status), handles.clone()));
+    }
+    handles
+}
+
 fn valid_correlation_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
     !bytes.is_empty()
@@ -487,16 +533,23 @@ where
         .filter(|v| valid_correlation_id(v))
         .cloned()
         .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .unwrap_or(HeaderValue::from_static("invalid"))
+            let mut buf = uuid::Uuid::encode_buffer();
+            let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
         });
     req.extensions_mut().insert(CorrelationId(id.clone()));
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = method_label(req.method());
-    let name = format!("{method} {route}");
+    // The span's OpenTelemetry name (`POST /api/cache/query`) is only read by the exporter.
+    let name: std::borrow::Cow<'static, str> =
+        if EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+            format!("{method} {route}").into()
+        } else {
+            route.into()
+        };
     let span = tracing::info_span!(
         "request",
-        otel.name = name.as_str(),
+        otel.name = &*name,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         correlation_id = %id.to_str().unwrap_or_default(),
@@ -515,15 +568,9 @@ where
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
-    metrics::counter!(
-        "resk_http_requests_total",
-        "method" => method,
-        "route" => route,
-        "status" => status_label(status),
-    )
-    .increment(1);
-    metrics::histogram!("resk_http_request_duration_seconds", "method" => method, "route" => route)
-        .record(elapsed.as_secs_f64());
+    let (count, duration) = http_metrics(method, route, status_label(status));
+    count.increment(1);
+    duration.record(elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
