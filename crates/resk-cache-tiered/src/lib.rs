@@ -295,7 +295,7 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
             .shared
             .l1
             .get(key)
-            .instrument(tracing::info_span!("cache.l1", op = "get"))
+            .instrument(tracing::debug_span!("cache.l1", op = "get"))
             .await
         {
             Ok(Some(held)) => {
@@ -313,7 +313,7 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
         let value = self
             .l2
             .get(key)
-            .instrument(tracing::info_span!("cache.l2", op = "get"))
+            .instrument(tracing::debug_span!("cache.l2", op = "get"))
             .await?;
         if let Some(value) = &value {
             self.fill(key, value, epoch).await;
@@ -328,7 +328,7 @@ impl<L1: CacheStore, L2: CacheStore> CacheStore for TieredStore<L1, L2> {
         let written = self
             .l2
             .set(key, value, options)
-            .instrument(tracing::info_span!("cache.l2", op = "set"))
+            .instrument(tracing::debug_span!("cache.l2", op = "set"))
             .await?;
         if !written {
             return Ok(false);

@@ -44,7 +44,7 @@ impl<S: CacheStore> EncryptedStore<S> {
 /// Run one cipher operation inside a `crypto` span (a child of the request's span in traces) and
 /// record its time as the `crypto` layer of `resk_layer_duration_seconds`.
 fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
-    let span = tracing::info_span!("crypto", op);
+    let span = tracing::debug_span!("crypto", op);
     let _entered = span.enter();
     let start = std::time::Instant::now();
     let out = f();

@@ -287,7 +287,7 @@ impl Gate {
         let decision = self
             .limiter
             .check(key, rate)
-            .instrument(tracing::info_span!("rate_limit"))
+            .instrument(tracing::debug_span!("rate_limit"))
             .await;
         self.rate_limit_seconds
             .record(start.elapsed().as_secs_f64());
@@ -356,7 +356,7 @@ impl Gate {
                 other => other,
             }
         }
-        .instrument(tracing::info_span!("auth"))
+        .instrument(tracing::debug_span!("auth"))
         .await;
         self.auth_seconds
             .record((recall_time + auth_start.elapsed()).as_secs_f64());

@@ -377,11 +377,13 @@ pub fn init_tracing(
             opentelemetry_sdk::propagation::TraceContextPropagator::new(),
         );
         EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
-        // resk's own spans, whatever the log filter says.
+        // resk's own spans, whatever the log filter says: the request span (INFO) and the layer
+        // spans inside it (DEBUG, so that a server logging at INFO without an exporter does not
+        // build five spans per request that no log line reads).
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer("resk-server"))
-                .with_filter(Targets::new().with_target("resk", tracing::Level::INFO))
+                .with_filter(Targets::new().with_target("resk", tracing::Level::DEBUG))
                 .boxed(),
         );
     }

@@ -253,7 +253,7 @@ impl Cache {
 
     /// The span of a store call (layer-1 and layer-2 spans of a tiered store nest in it).
     fn span(&self, op: &'static str) -> tracing::Span {
-        tracing::info_span!("cache", backend = self.inner.store.info().name, op)
+        tracing::debug_span!("cache", backend = self.inner.store.info().name, op)
     }
 
     fn backend_error(&self, op: &'static str, err: &Error) {

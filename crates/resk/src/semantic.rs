@@ -349,7 +349,7 @@ impl Semantic {
     /// Embed `texts` (through the embedding cache) in an `embed` span, timed and counted.
     async fn embed_texts(&self, texts: &[String]) -> Result<Vec<resk_core::Embedding>> {
         let info = self.embedder.info();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "embed",
             provider = info.provider,
             model = %info.model,
@@ -368,7 +368,7 @@ impl Semantic {
         let provider = self.vectors.info().name;
         self.vector_guard
             .call(op, observed("vector", provider, op, call))
-            .instrument(tracing::info_span!("vector", provider, op))
+            .instrument(tracing::debug_span!("vector", provider, op))
             .await
     }
 
