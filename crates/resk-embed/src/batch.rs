@@ -22,6 +22,7 @@ use std::{
 
 use resk_core::{Embedder, EmbedderInfo, Embedding, Error, ErrorKind, Result};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::Instrument as _;
 
 /// How a [`MicroBatcher`] groups calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +48,9 @@ impl Default for MicroBatchConfig {
 struct Job {
     texts: Vec<String>,
     reply: oneshot::Sender<Result<Vec<Embedding>>>,
+    /// The caller's span: a batch's provider call runs in its first caller's span, so a traced
+    /// provider request (a `traceparent`) joins that caller's trace.
+    span: tracing::Span,
 }
 
 /// An [`Embedder`] that groups concurrent calls into shared calls of its inner embedder.
@@ -131,6 +135,7 @@ impl<E: Embedder> Embedder for MicroBatcher<E> {
         let job = Job {
             texts: texts.to_vec(),
             reply,
+            span: tracing::Span::current(),
         };
         let Some(Ok(())) = self.queue().map(|q| q.send(job)) else {
             // No runtime to run the worker on, or its runtime has shut down.
@@ -182,10 +187,14 @@ async fn work<E: Embedder>(
             jobs.push(job);
         }
         let inner = inner.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            answer(&*inner, jobs).await;
-        });
+        let span = jobs[0].span.clone();
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                answer(&*inner, jobs).await;
+            }
+            .instrument(span),
+        );
     }
 }
 
