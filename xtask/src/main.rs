@@ -63,7 +63,7 @@ fn main() -> ExitCode {
         Some("coverage") => coverage(),
         _ => {
             eprintln!(
-                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|coverage|eval [--dump]|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench compare <git-rev>|bench hit|bench profile|bench memory|bench semantic|bench gateway|bench micro|bench vectors|bench export|bench soak [--duration SECS]>"
+                "usage: cargo xtask <test|lint|ci|services|fuzz|sbom|coverage|eval [--dump]|chaos [--duration SECS]|bench [--duration SECS] [--connections N] [--rounds N]|bench compare <git-rev>|bench hit|bench profile|bench memory|bench batch|bench semantic|bench gateway|bench micro|bench vectors|bench export|bench soak [--duration SECS]>"
             );
             return ExitCode::from(2);
         }

@@ -411,6 +411,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
         ensure_wrk()?;
         return bench_gateway(secs);
     }
+    if args.first().is_some_and(|a| a == "batch") {
+        ensure_wrk()?;
+        return bench_batch(secs);
+    }
     if args.first().is_some_and(|a| a == "profile") {
         ensure_wrk()?;
         return bench_profile(secs);

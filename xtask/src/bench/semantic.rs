@@ -274,6 +274,18 @@ fn latency_field(body: &str, name: &str) -> Option<f64> {
 /// Semantic hits with the local model at 1, 8 and 32 concurrent clients, micro-batching off and
 /// on (embedding cache off, so every request embeds); and, one request at a time, a semantic hit's
 /// lookup time against its embedding time plus two exact hits.
+/// `cargo xtask bench batch`: only the concurrency table below.
+pub(crate) fn bench_batch(secs: u64) -> Result {
+    let Some(model) = test_model()? else {
+        return Err("the test model could not be fetched".into());
+    };
+    let resk = release_resk()?;
+    let dir = fixture_dir("bench-batch")?;
+    bench_semantic_concurrency(&resk, &model.to_string_lossy(), secs, &dir)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Path) -> Result {
     let local = |extra: &[(&'static str, &'static str)]| {
         let mut env = vec![
