@@ -28,10 +28,17 @@ const LAYERS: &[(&str, &[&str])] = &[
             "opentelemetry",
         ],
     ),
-    ("correlation id (UUID)", &["uuid::"]),
     (
         "JSON (request parse, answer render)",
-        &["serde_json", "serde::", "resk_server::json"],
+        &[
+            "serde_json",
+            "serde::",
+            "serde_core::",
+            "resk_server::json",
+            "zmij",
+            "ryu",
+            "itoa",
+        ],
     ),
     (
         "key (normalise, HMAC-SHA-256)",
@@ -44,34 +51,45 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "cache read (moka, entry view)",
+        "cache read (moka, entry view, timestamps)",
         &[
             "moka",
             "resk_cache_memory",
             "resk_cache_tiered",
-            "resk::engine",
             "resk::cache",
             "resk_core::entry",
+            "time::",
         ],
     ),
     (
-        "auth (JWT, verified-token cache)",
+        "auth (verified-token cache, revocation check)",
         &["resk_server::auth", "jsonwebtoken", "resk_server::revoke"],
     ),
     ("rate limit", &["resk_server::ratelimit"]),
-    ("security headers", &["resk_server::gate::secure"]),
     (
-        "routing (axum, matchit)",
+        "telemetry (correlation id, request span, HTTP metrics)",
+        &["resk_server::telemetry", "uuid::"],
+    ),
+    (
+        "gate (time limit, security and rate-limit headers)",
+        &["resk_server::gate", "tokio::time", "http::header"],
+    ),
+    (
+        "handler and engine (request fields, lookup, answer)",
         &[
-            "axum::routing",
-            "matchit",
-            "axum::middleware",
-            "axum::extract",
+            "resk_server::routes",
+            "resk::engine",
+            "resk::lookup",
+            "resk::",
         ],
     ),
     (
         "HTTP parse and write (hyper)",
-        &["hyper::", "httparse", "hyper_util", "http::header"],
+        &["hyper::", "httparse", "hyper_util"],
+    ),
+    (
+        "routing and extractors (axum, tower)",
+        &["axum::", "axum_core::", "matchit", "tower::"],
     ),
     (
         "kernel (TCP on loopback, syscalls, scheduling)",
