@@ -58,7 +58,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "resk_cache_tiered",
             "resk::cache",
             "resk_core::entry",
-            "time::",
+            " time::",
+            "<time::",
         ],
     ),
     (
