@@ -123,7 +123,7 @@ fn footprint(resk: &Path, dir: &Path, env: &[(&str, &str)]) -> Result<Footprint>
     let mut reads = Vec::new();
     for _ in 0..3 {
         let out = Command::new("wrk")
-            .args(["-t1", "-c16", "-d20s", "-s"])
+            .args(["-t1", "-c16", "-d20s", "--latency", "-s"])
             .arg(&read)
             .arg(format!("http://127.0.0.1:{port}/"))
             .output()
