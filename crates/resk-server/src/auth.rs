@@ -525,12 +525,6 @@ impl JwtVerifier {
         }
     }
 
-    /// Whether `token` was verified recently and is still valid: verifying it again costs no
-    /// signature work.
-    pub fn remembers(&self, token: &str) -> bool {
-        self.recall(token).is_some()
-    }
-
     /// Who `token` speaks for, when it was verified recently and is still valid (no signature
     /// work); `None` when it must be verified.
     pub fn recall(&self, token: &str) -> Option<Principal> {

@@ -108,14 +108,7 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
     let dir = fixture_dir("bench-sem")?;
     let model_dir = model.to_string_lossy().into_owned();
     // The local model's settings, then `extra`.
-    let local = |extra: &[(&'static str, &'static str)]| {
-        let mut env = vec![
-            ("EMBEDDING_PROVIDER", "local"),
-            ("EMBEDDING_MODEL_DIR", model_dir.as_str()),
-        ];
-        env.extend_from_slice(extra);
-        env
-    };
+    let local = |extra: &[(&'static str, &'static str)]| local_env(&model_dir, extra);
     let servers = [
         (
             "local model, embedding cache off",
@@ -287,14 +280,7 @@ pub(crate) fn bench_batch(secs: u64) -> Result {
 }
 
 fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Path) -> Result {
-    let local = |extra: &[(&'static str, &'static str)]| {
-        let mut env = vec![
-            ("EMBEDDING_PROVIDER", "local"),
-            ("EMBEDDING_MODEL_DIR", model_dir),
-        ];
-        env.extend_from_slice(extra);
-        env
-    };
+    let local = |extra: &[(&'static str, &'static str)]| local_env(model_dir, extra);
     let paraphrase = r#"{"query":"how can I reset my password"}"#;
     let servers = [
         (
@@ -403,4 +389,17 @@ fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Pat
         );
     }
     Ok(())
+}
+
+/// The settings of a server embedding with the local model in `model_dir`, plus `extra`.
+fn local_env<'a>(
+    model_dir: &'a str,
+    extra: &[(&'static str, &'static str)],
+) -> Vec<(&'static str, &'a str)> {
+    let mut env = vec![
+        ("EMBEDDING_PROVIDER", "local"),
+        ("EMBEDDING_MODEL_DIR", model_dir),
+    ];
+    env.extend_from_slice(extra);
+    env
 }
