@@ -50,6 +50,7 @@ impl Services {
         let chroma = private_chroma(venv.as_deref())?;
         let pgvector = private_pgvector(venv.as_deref())?;
         let milvus = private_milvus(venv.as_deref())?;
+        browser();
         Ok(Self {
             redis,
             cluster,

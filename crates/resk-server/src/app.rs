@@ -203,6 +203,7 @@ impl App {
         });
         metrics::gauge!("resk_token_price_per_1k").set(config.cost_per_1k_tokens);
         let hub = Hub::new(bus, config.ws);
+        let summary = crate::admin::summary(config, cache.info().name, semantic.as_deref());
         let state = Arc::new(AppState {
             engine,
             gateway,
@@ -215,6 +216,10 @@ impl App {
             verifier,
             revoke_default_secs,
             idempotency_ttl: config.idempotency_ttl,
+            log_query_text: config.log_query_text,
+            console: config.console,
+            summary,
+            started: std::time::Instant::now(),
         });
         if let Some(every) = config.retention_sweep
             && tokio::runtime::Handle::try_current().is_ok()

@@ -305,6 +305,9 @@ pub struct ServeArgs {
     /// keyed hash of it). Logs then hold what users asked; see docs/security.md.
     #[arg(long, env = "LOG_QUERY_TEXT", default_value_t = false, action = clap::ArgAction::Set)]
     pub log_query_text: bool,
+    /// Serve the operator console at `/console` (its data still needs a `cache:admin` token).
+    #[arg(long, env = "CONSOLE_ENABLED", default_value_t = true, action = clap::ArgAction::Set)]
+    pub console_enabled: bool,
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     pub log_format: LogFormat,
@@ -506,6 +509,8 @@ pub struct Config {
     pub retention_sweep: Option<Duration>,
     /// Whether query logs carry the raw query text (debugging) rather than its keyed hash.
     pub log_query_text: bool,
+    /// Whether the operator console is served at `/console`.
+    pub console: bool,
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: Duration,
     /// Most a written TTL is shortened by, in percent (TTL jitter).
@@ -551,6 +556,7 @@ impl std::fmt::Debug for Config {
             .field("ws", &self.ws)
             .field("retention_sweep", &self.retention_sweep)
             .field("log_query_text", &self.log_query_text)
+            .field("console", &self.console)
             .field("idempotency_ttl", &self.idempotency_ttl)
             .field("ttl_jitter_percent", &self.ttl_jitter_percent)
             .field("cost_per_1k_tokens", &self.cost_per_1k_tokens)
@@ -626,6 +632,7 @@ impl ServeArgs {
                 max_connections: self.ws_max_connections,
             },
             log_query_text: self.log_query_text,
+            console: self.console_enabled,
             idempotency_ttl: Duration::from_secs(self.idempotency_ttl_secs.max(1)),
             ttl_jitter_percent: self.cache_ttl_jitter_percent,
             cost_per_1k_tokens: self.cost_per_1k_tokens,

@@ -121,3 +121,28 @@ impl<T: JsonSchema> OperationInput for ApiJson<T> {
         Json::<T>::operation_input(ctx, operation);
     }
 }
+
+/// Like `axum::extract::Query`, but a malformed or unknown parameter is a 400 in the API's error
+/// shape (`invalid_query_params`), not axum's plain-text rejection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query)
+            .map(ApiQuery)
+            .map_err(|err| ApiError::bad_request("invalid_query_params", err.to_string()))
+    }
+}
+
+impl<T: JsonSchema> OperationInput for ApiQuery<T> {
+    fn operation_input(ctx: &mut GenContext, operation: &mut Operation) {
+        axum::extract::Query::<T>::operation_input(ctx, operation);
+    }
+}

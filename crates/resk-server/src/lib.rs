@@ -1,9 +1,11 @@
 #![doc = include_str!("../README.md")]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod console;
 pub mod error;
 mod gate;
 mod gateway;

@@ -27,4 +27,12 @@ pub(crate) struct AppState {
     pub(crate) revoke_default_secs: u64,
     /// How long an `Idempotency-Key` is remembered.
     pub(crate) idempotency_ttl: Duration,
+    /// Whether the operator's views show query text (`LOG_QUERY_TEXT`).
+    pub(crate) log_query_text: bool,
+    /// Whether `/console` is served.
+    pub(crate) console: bool,
+    /// The configuration summary of `GET /api/admin/health` (no secrets).
+    pub(crate) summary: serde_json::Value,
+    /// When the app was built (uptime).
+    pub(crate) started: std::time::Instant,
 }

@@ -116,6 +116,41 @@ pub(crate) const ROUTES: &[Route] = &[
         mount: models,
     },
     Route {
+        path: "/api/admin/overview",
+        public: false,
+        mount: admin_overview,
+    },
+    Route {
+        path: "/api/admin/decisions",
+        public: false,
+        mount: admin_decisions,
+    },
+    Route {
+        path: "/api/admin/entries",
+        public: false,
+        mount: admin_entries,
+    },
+    Route {
+        path: "/api/admin/health",
+        public: false,
+        mount: admin_health,
+    },
+    Route {
+        path: "/console",
+        public: true,
+        mount: console_index,
+    },
+    Route {
+        path: "/console/",
+        public: true,
+        mount: console_index,
+    },
+    Route {
+        path: "/console/{*file}",
+        public: true,
+        mount: console_file,
+    },
+    Route {
         path: "/api/openapi.json",
         public: true,
         mount: openapi,
@@ -312,6 +347,77 @@ fn feedback(router: Router, path: &'static str) -> Router {
                 .response::<503, Json<ErrorBody>>()
         }),
     )
+}
+
+fn admin_overview(router: Router, path: &'static str) -> Router {
+    router.api_route(
+        path,
+        get_with(crate::admin::overview, |op| {
+            secured(op, "cache:admin")
+                .summary("The tenant's last hour on this instance")
+                .description(
+                    "Per minute over the last hour, for the caller's tenant on this instance: \
+                     lookups, hits by source, misses, stale, degraded, errors, estimated tokens \
+                     saved, the gateway's dollars saved and lookup latency percentiles (±10 %).",
+                )
+                .response::<200, Json<crate::admin::OverviewResponse>>()
+        }),
+    )
+}
+
+fn admin_decisions(router: Router, path: &'static str) -> Router {
+    router.api_route(
+        path,
+        get_with(crate::admin::decisions, |op| {
+            secured(op, "cache:admin")
+                .summary("The tenant's last semantic decisions on this instance")
+                .description(
+                    "Newest first: the question's keyed hash (its text with `LOG_QUERY_TEXT`), the \
+                     best candidate entry, its similarity, the verdict, who decided and why, the \
+                     `hit_id` of a served answer (for `POST /api/cache/feedback`) and any report \
+                     made on it.",
+                )
+                .response::<200, Json<crate::admin::DecisionsResponse>>()
+        }),
+    )
+}
+
+fn admin_entries(router: Router, path: &'static str) -> Router {
+    router.api_route(
+        path,
+        get_with(crate::admin::entries, |op| {
+            secured(op, "cache:admin")
+                .summary("Page through the tenant's entries")
+                .description(
+                    "Each call walks a bounded stretch of the tenant (values are encrypted, so a \
+                     search reads them); send `next` back as `cursor` until it is null. `q` \
+                     matches a key prefix, a subject, or (with `LOG_QUERY_TEXT`) query text.",
+                )
+                .response::<200, Json<crate::admin::EntriesResponse>>()
+                .response::<404, Json<ErrorBody>>()
+                .response::<503, Json<ErrorBody>>()
+        }),
+    )
+}
+
+fn admin_health(router: Router, path: &'static str) -> Router {
+    router.api_route(
+        path,
+        get_with(crate::admin::health, |op| {
+            secured(op, "cache:admin")
+                .summary("Readiness, breakers, build and configuration")
+                .response::<200, Json<crate::admin::AdminHealthResponse>>()
+        }),
+    )
+}
+
+// The console is a page, not part of the API document.
+fn console_index(router: Router, path: &'static str) -> Router {
+    router.route(path, get(crate::console::index))
+}
+
+fn console_file(router: Router, path: &'static str) -> Router {
+    router.route(path, get(crate::console::file))
 }
 
 fn openapi(router: Router, path: &'static str) -> Router {

@@ -272,6 +272,7 @@ impl CacheBuilder {
         Ok(Cache {
             inner: Arc::new(Inner {
                 stats: Stats::new(backend),
+                activity: Default::default(),
                 store,
                 raw,
                 #[cfg(feature = "encryption")]

@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) semantic: Option<Arc<Semantic>>,
     pub(crate) turns: Turns,
     pub(crate) stats: Stats,
+    /// Per-tenant figures of the last hour and last semantic decisions (the console's data).
+    pub(crate) activity: crate::activity::Activity,
     pub(crate) computing: Flights<Shared<Hit>>,
 }
 
@@ -278,6 +280,24 @@ impl Cache {
 
     /// Like [`Cache::get`], and on a miss also whether a layer failed and the time per layer.
     pub async fn lookup(&self, lookup: &Lookup<'_>) -> Result<Outcome> {
+        let outcome = self.lookup_inner(lookup).await;
+        let activity = &self.inner.activity;
+        match &outcome {
+            Ok(outcome) => {
+                let query_hash = || self.inner.keys.pseudonym("log", &lookup.query);
+                let asked = crate::activity::Asked {
+                    query_hash: &query_hash,
+                    query: self.inner.log_query_text.then_some(&*lookup.query),
+                };
+                activity.lookup(&lookup.tenant, outcome, &asked);
+            }
+            Err(e) if e.kind() != ErrorKind::InvalidInput => activity.error(&lookup.tenant),
+            Err(_) => {}
+        }
+        outcome
+    }
+
+    async fn lookup_inner(&self, lookup: &Lookup<'_>) -> Result<Outcome> {
         let start = Instant::now();
         if lookup.max_age.is_some_and(|d| d.as_secs() == 0) {
             return Err(invalid("max_age", "max_age must be at least 1 second"));
@@ -460,7 +480,9 @@ impl Cache {
         options: &PutOptions,
     ) -> Result<Stored> {
         let prepared = self.prepare(lookup, raw, options)?;
-        self.write(&prepared).await?;
+        self.write(&prepared)
+            .await
+            .inspect_err(|_| self.inner.activity.error(&lookup.tenant))?;
         let indexed = self.index(&lookup.tenant, &[&prepared]).await;
         Ok(prepared.stored(indexed))
     }
@@ -736,6 +758,13 @@ impl Cache {
         {
             return Ok(false);
         }
+        self.remove(key).await
+    }
+
+    /// Delete the entry `key` (and its vector) whoever it is private to: a tenant
+    /// administrator's delete. Whether it existed.
+    pub async fn remove(&self, key: &CacheKey) -> Result<bool> {
+        let inner = &*self.inner;
         let deleted = inner
             .store
             .delete(key)
@@ -790,6 +819,78 @@ impl Cache {
             }
         })?;
         Ok(Export { entries, next })
+    }
+
+    /// A page of `tenant`'s entries (newest data of each, values decrypted) that pass `filter`,
+    /// walking at most [`privacy::EXPORT_BUDGET`] entries from `cursor` in pages of `limit`
+    /// (1-500): the console's entry list. The answer may hold fewer than `limit` entries, or a few
+    /// more (a page read is kept whole), with a `next` to go on from; `next: None` ends the walk.
+    pub async fn entries(
+        &self,
+        tenant: &TenantId,
+        filter: &EntryFilter,
+        cursor: Option<ScanCursor>,
+        limit: usize,
+    ) -> Result<EntriesPage> {
+        let limit = limit.clamp(1, 500);
+        let scope = PurgeScope::Tenant(tenant.clone());
+        let mut cursor = cursor;
+        let mut entries = Vec::new();
+        let mut read = 0usize;
+        loop {
+            let page = self
+                .inner
+                .store
+                .scan(&scope, cursor.as_ref(), limit)
+                .await
+                .inspect_err(|e| {
+                    if e.kind() != ErrorKind::InvalidInput {
+                        self.backend_error("scan", e);
+                    }
+                })?;
+            read += page.entries.len().max(1);
+            for (key, value) in page.entries {
+                let Ok(entry) = CacheEntry::from_bytes(&value.bytes) else {
+                    continue;
+                };
+                if entry.tenant != *tenant || !filter.matches(&key, &entry) {
+                    continue;
+                }
+                entries.push(EntryInfo {
+                    size: value.bytes.len(),
+                    key,
+                    entry,
+                });
+            }
+            cursor = page.next;
+            if cursor.is_none() || entries.len() >= limit || read >= privacy::EXPORT_BUDGET {
+                break;
+            }
+        }
+        // Redis's SCAN may name a key twice.
+        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        entries.dedup_by(|a, b| a.key == b.key);
+        Ok(EntriesPage {
+            entries,
+            next: cursor,
+        })
+    }
+
+    /// `tenant`'s figures over the last hour on this instance (see [`crate::activity`]).
+    pub fn activity(&self, tenant: &TenantId) -> crate::activity::Report {
+        self.inner.activity.report(tenant)
+    }
+
+    /// `tenant`'s last `limit` semantic decisions on this instance, newest first (see
+    /// [`crate::activity`]).
+    pub fn decisions(&self, tenant: &TenantId, limit: usize) -> Vec<crate::activity::Decision> {
+        self.inner.activity.decisions(tenant, limit)
+    }
+
+    /// Count dollars a hit of `tenant` saved (the gateway's priced savings) in its activity.
+    #[cfg(feature = "gateway")]
+    pub(crate) fn record_saving(&self, tenant: &TenantId, usd: f64) {
+        self.inner.activity.saved(tenant, usd);
     }
 
     /// Delete every entry `subject` wrote or owns in `tenant`, with their vectors (GDPR article
@@ -872,6 +973,17 @@ impl Cache {
             .instrument(self.span("set"))
             .await?;
         inner.stats.feedback(correct);
+        inner.activity.reported(
+            tenant,
+            hit_id,
+            crate::activity::Reported {
+                correct,
+                floor: bounds.floor,
+                accept: bounds.accept,
+                right,
+                wrong,
+            },
+        );
         Ok(crate::feedback::Recorded {
             key: hit.entry,
             similarity: hit.similarity,
@@ -978,6 +1090,71 @@ impl Prepared {
 pub struct Export {
     /// The subject's entries among those read, each once, in key order.
     pub entries: Vec<(CacheKey, CacheEntry)>,
+    /// Where the walk goes on; `None`: it is over.
+    pub next: Option<ScanCursor>,
+}
+
+/// Which entries [`Cache::entries`] lists: all of them by default.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct EntryFilter {
+    /// Keys starting with this.
+    pub key_prefix: Option<String>,
+    /// Entries written by, or private to, this subject.
+    pub subject: Option<String>,
+    /// Entries whose query contains this text (ASCII case-insensitive).
+    pub query_contains: Option<String>,
+    /// Whether an entry passing any one of the set conditions passes (a search box), rather than
+    /// every one of them.
+    pub any: bool,
+}
+
+impl EntryFilter {
+    fn matches(&self, key: &CacheKey, entry: &CacheEntry) -> bool {
+        let tests = [
+            self.key_prefix
+                .as_deref()
+                .map(|p| key.name().starts_with(p)),
+            self.subject
+                .as_deref()
+                .map(|s| privacy::belongs_to(entry, s)),
+            self.query_contains.as_deref().map(|q| {
+                entry
+                    .query
+                    .to_ascii_lowercase()
+                    .contains(&q.to_ascii_lowercase())
+            }),
+        ];
+        let mut set = tests.into_iter().flatten().peekable();
+        if set.peek().is_none() {
+            return true;
+        }
+        if self.any {
+            set.any(|t| t)
+        } else {
+            set.all(|t| t)
+        }
+    }
+}
+
+/// One entry of [`Cache::entries`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EntryInfo {
+    /// Its key.
+    pub key: CacheKey,
+    /// The entry, decrypted.
+    pub entry: CacheEntry,
+    /// Bytes the store holds for it (sealed, when encryption is on).
+    pub size: usize,
+}
+
+/// What [`Cache::entries`] found.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct EntriesPage {
+    /// The entries that passed the filter, in key order.
+    pub entries: Vec<EntryInfo>,
     /// Where the walk goes on; `None`: it is over.
     pub next: Option<ScanCursor>,
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod activity;
 mod builder;
 mod cache;
 pub mod calibrate;
@@ -25,7 +26,7 @@ pub mod verify;
 
 pub use builder::{CacheBuilder, DEFAULT_MAX_QUERY_CHARS};
 pub(crate) use cache::invalid;
-pub use cache::{Cache, Erased, Export, WeakCache};
+pub use cache::{Cache, EntriesPage, EntryFilter, EntryInfo, Erased, Export, WeakCache};
 pub use context::{ContextPolicy, Message};
 pub use lookup::{Hit, Latency, Lookup, Miss, Outcome, PutOptions, Rejected, Source, Stored};
 pub use resk_core::{

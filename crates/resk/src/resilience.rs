@@ -17,7 +17,7 @@
 use std::{
     future::Future,
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicBool, AtomicU8, Ordering},
     },
     time::Duration,
@@ -122,6 +122,51 @@ impl Instrument for Signals {
     }
 }
 
+/// The breakers alive in this process, by dependency (weak: a dropped guard leaves the list).
+/// Process-wide, not per [`Cache`](crate::Cache): breakers are built deep inside wrappers that
+/// know no cache, and an operator asks "what is open on this instance".
+static LIVE: Mutex<Vec<(&'static str, Weak<AtomicU8>)>> = Mutex::new(Vec::new());
+
+/// The state of a circuit breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    /// Calls go through.
+    Closed,
+    /// Calls are refused at once.
+    Open,
+    /// One probe call is let through.
+    HalfOpen,
+}
+
+/// One breaker of [`breakers`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[non_exhaustive]
+pub struct BreakerStatus {
+    /// The dependency it guards (`cache`, `embed`, `vector`, `upstream`, …).
+    pub dependency: &'static str,
+    /// Its state now.
+    pub state: BreakerState,
+}
+
+/// Every circuit breaker alive in this process, with its state (a dependency may have several: one
+/// per store of a tiered stack, say).
+pub fn breakers() -> Vec<BreakerStatus> {
+    let live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+    live.iter()
+        .filter_map(|(dependency, state)| {
+            let state = match state.upgrade()?.load(Ordering::SeqCst) {
+                OPEN => BreakerState::Open,
+                HALF_OPEN => BreakerState::HalfOpen,
+                _ => BreakerState::Closed,
+            };
+            Some(BreakerStatus { dependency, state })
+        })
+        .collect()
+}
+
 /// The breaker and bulkhead of one dependency.
 #[derive(Clone)]
 pub(crate) struct Guard {
@@ -182,6 +227,11 @@ impl Guard {
                 .build()
         });
         metrics::gauge!("resk_circuit_breaker_open", "dependency" => dependency).set(0.0);
+        if breaker.is_some() {
+            let mut live = LIVE.lock().unwrap_or_else(PoisonError::into_inner);
+            live.retain(|(_, state)| state.strong_count() > 0);
+            live.push((dependency, Arc::downgrade(&state)));
+        }
         Self {
             dependency,
             breaker,

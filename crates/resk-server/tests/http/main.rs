@@ -5,8 +5,10 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admin;
 mod api;
 mod bad_input;
+mod console;
 mod gateway;
 mod idempotency;
 mod isolation;

@@ -610,9 +610,11 @@ impl Gateway {
                 && recorded.resk_gateway == record::VERSION
             {
                 let (prompt, completion) = recorded.tokens();
-                inner
-                    .savings
-                    .count(tenant, &req.model, Counted::Hit { prompt, completion });
+                let usd =
+                    inner
+                        .savings
+                        .count(tenant, &req.model, Counted::Hit { prompt, completion });
+                inner.cache.record_saving(&caller.tenant, usd);
                 return Ok(replay(&req, &recorded, Provenance::hit(&hit)));
             }
         }
@@ -788,7 +790,7 @@ impl Gateway {
                     .pointer("/usage/prompt_tokens")
                     .and_then(Value::as_u64)
                     .unwrap_or(0);
-                inner.savings.count(
+                let usd = inner.savings.count(
                     tenant,
                     &model,
                     Counted::Hit {
@@ -796,6 +798,7 @@ impl Gateway {
                         completion: 0,
                     },
                 );
+                inner.cache.record_saving(&caller.tenant, usd);
                 return Ok(Reply {
                     body: ReplyBody::Json(answer),
                     provenance: Provenance::hit(&hit),

@@ -83,7 +83,8 @@ impl Savings {
         self.prices.get(model).copied()
     }
 
-    pub(crate) fn count(&self, tenant: &str, model: &str, what: Counted) {
+    /// Count one request; the dollars a hit saved (0 otherwise).
+    pub(crate) fn count(&self, tenant: &str, model: &str, what: Counted) -> f64 {
         let (status, cost) = match what {
             Counted::Hit { prompt, completion } => {
                 let cost = self
@@ -133,6 +134,7 @@ impl Savings {
                 row.upstream_calls += 1;
             }
         }
+        cost
     }
 
     pub(crate) fn of(&self, tenant: &str) -> Vec<ModelSavings> {

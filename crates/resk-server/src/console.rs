@@ -1,0 +1,93 @@
+//! The operator console: a static page at `/console` over the operator's API (`crate::admin`).
+//!
+//! Its files are compiled into the binary (`include_bytes!`): nothing to install or build at run
+//! time, no CDN, works offline. The page is plain JavaScript (no framework, no build step); charts
+//! are [uPlot] 1.6.32 (MIT, 51 KB minified, vendored under `console/vendor/` with its licence):
+//! small, dependency-free, made for time series, and it draws on a canvas without inline styles or
+//! `eval`, so the page keeps a strict Content-Security-Policy (`script-src 'self'`, no
+//! `'unsafe-inline'`).
+//!
+//! The page holds no data: it asks for a token with `cache:admin`, keeps it in the tab's session
+//! storage, and sends it as a bearer token on every call to the API, which scopes every answer to
+//! the token's tenant. No cookie is set, so no request can be forged across sites.
+//!
+//! [uPlot]: https://github.com/leeoniya/uPlot
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+
+use crate::{error::ApiError, state::AppState};
+
+/// The page's policy: its own scripts, styles and API only; no inline script or style element,
+/// no framing, no form posts, no base-URI games.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+     img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The console's files: path under `/console/`, content type, bytes.
+const FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../console/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../console/app.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../console/app.css"),
+    ),
+    (
+        "vendor/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../console/vendor/uPlot.iife.min.js"),
+    ),
+    (
+        "vendor/uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../console/vendor/uPlot.min.css"),
+    ),
+];
+
+/// Bytes of every file of the console (its page weight, uncompressed).
+pub fn weight() -> usize {
+    FILES.iter().map(|(_, _, bytes)| bytes.len()).sum()
+}
+
+fn serve(app: &AppState, name: &str) -> Response {
+    if !app.console {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
+    }
+    let Some((_, content_type, bytes)) = FILES.iter().find(|(path, _, _)| *path == name) else {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such console file")
+            .into_response();
+    };
+    let mut response = (*bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    // Revalidated on each load: a new binary's page is never mixed with an old script.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /console`: the page.
+pub(crate) async fn index(State(app): State<Arc<AppState>>) -> Response {
+    serve(&app, "index.html")
+}
+
+/// `GET /console/{*file}`: its scripts and styles (`/console/` is the page too).
+pub(crate) async fn file(State(app): State<Arc<AppState>>, Path(file): Path<String>) -> Response {
+    serve(&app, if file.is_empty() { "index.html" } else { &file })
+}
