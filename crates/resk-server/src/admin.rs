@@ -56,6 +56,7 @@ pub struct GatewayTotals {
 #[serde(deny_unknown_fields)]
 pub struct DecisionsParams {
     /// How many, newest first (1-200, default 50).
+    #[schemars(range(min = 1, max = 200))]
     pub limit: Option<u32>,
 }
 
@@ -73,10 +74,13 @@ pub struct DecisionsResponse {
 #[serde(deny_unknown_fields)]
 pub struct EntriesParams {
     /// Search: a key prefix, a subject, or (with `LOG_QUERY_TEXT`) text of the query.
+    #[schemars(length(max = 200))]
     pub q: Option<String>,
     /// The `next` of a previous answer.
+    #[schemars(length(min = 1, max = 2048))]
     pub cursor: Option<String>,
     /// Entries per page (1-100, default 25).
+    #[schemars(range(min = 1, max = 100))]
     pub limit: Option<u32>,
 }
 
@@ -350,7 +354,9 @@ pub(crate) fn summary(
 ) -> serde_json::Value {
     serde_json::json!({
         "backend": backend,
-        "layer1": config.store.l1_max_ttl.is_some(),
+        // A layer 1 sits in front of a remote or durable store only.
+        "layer1": config.store.l1_max_ttl.is_some()
+            && config.store.backend != resk::env::CacheBackend::Memory,
         "encryption_at_rest": config.store.cipher.is_some(),
         "ttl_default_secs": config.store.ttl.default_ttl().as_secs(),
         "ttl_max_secs": config.store.ttl.max_ttl().as_secs(),
