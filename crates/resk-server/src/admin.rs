@@ -1,6 +1,6 @@
 //! The operator's API (`cache:admin`, always the caller's own tenant): the figures of the last hour,
 //! the last semantic decisions, the tenant's entries, and the instance's health. The console
-//! (`crate::console`) is a page over these; they are plain JSON for any other tool too.
+//! at `/console` is a page over these; they are plain JSON for any other tool too.
 
 use std::{sync::Arc, time::Instant};
 

@@ -268,7 +268,22 @@ async fn headers_tell_where_an_answer_came_from_and_what_it_saved() {
         (m["model"].as_str(), m["hits"].as_u64()),
         (Some("gpt-fake"), Some(2))
     );
-    assert!(s.body["saved_usd"].as_f64().unwrap() > 0.0);
+    let saved = s.body["saved_usd"].as_f64().unwrap();
+    assert!(saved > 0.0);
+    // The operator's overview counts the same dollars in the current minute, and the gateway's
+    // lookups among the tenant's (the bypassed request made none).
+    let o = app
+        .call("GET", "/api/admin/overview", Some(&admin), None)
+        .await;
+    assert_eq!(o.status, 200, "{}", o.text);
+    assert!((o.body["total"]["cost_saved_usd"].as_f64().unwrap() - saved).abs() < 1e-6);
+    assert_eq!(o.body["gateway"]["hits"], 2);
+    assert!((o.body["gateway"]["saved_usd"].as_f64().unwrap() - saved).abs() < 1e-9);
+    assert_eq!(
+        o.body["total"]["hits"]["semantic"], 1,
+        "{}",
+        o.body["total"]
+    );
     let other = token_for("ops", "globex", "cache:admin");
     let s = app
         .call("GET", "/api/gateway/savings", Some(&other), None)
