@@ -146,8 +146,7 @@
     $("stat-semantic").textContent = fmt.int(t.hits.semantic);
     $("stat-latency").textContent = [t.latency_ms.p50, t.latency_ms.p95, t.latency_ms.p99].map(fmt.ms).join(" / ");
     $("stat-tokens").textContent = fmt.int(t.tokens_saved);
-    const usd = ov.gateway ? ov.gateway.saved_usd : t.cost_saved_usd;
-    $("stat-cost").textContent = fmt.usd(usd);
+    $("stat-cost").textContent = fmt.usd(t.cost_saved_usd);
     $("stat-errors").textContent = fmt.int(t.errors);
     $("stat-degraded").textContent = fmt.int(t.degraded);
     $("ov-updated").textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
