@@ -236,16 +236,7 @@ pub(crate) async fn entries(
             "limit must be 1-100",
         ));
     }
-    let cursor = params
-        .cursor
-        .map(resk_core::ScanCursor::new)
-        .transpose()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                "cursor must be the `next` of a previous answer",
-            )
-        })?;
+    let cursor = crate::routes::scan_cursor(params.cursor)?;
     let mut filter = resk::EntryFilter::default();
     if let Some(q) = params
         .q
@@ -271,16 +262,7 @@ pub(crate) async fn entries(
         .engine
         .entries(&principal.tenant, &filter, cursor, limit as usize)
         .await
-        .map_err(|e| {
-            if e.kind() == resk_core::ErrorKind::InvalidInput {
-                return ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    "cursor_not_found",
-                    "no position of this walk is known by this cursor; start again without one",
-                );
-            }
-            e.into()
-        })?;
+        .map_err(crate::routes::walk_error)?;
     let entries = page
         .entries
         .into_iter()

@@ -473,19 +473,7 @@ pub(crate) async fn privacy_export(
     ApiJson(req): ApiJson<ExportRequest>,
 ) -> Result<Json<ExportResponse>, ApiError> {
     let subject = privacy_subject(&principal, req.subject, Scope::Read)?;
-    let cursor = req
-        .cursor
-        .map(resk_core::ScanCursor::new)
-        .transpose()
-        .map_err(|_| {
-            ApiError::bad_request(
-                "invalid_cursor",
-                format!(
-                    "cursor must be 1-{} bytes: the `next` of a previous export answer",
-                    resk_core::ScanCursor::MAX_LEN
-                ),
-            )
-        })?;
+    let cursor = scan_cursor(req.cursor)?;
     let resk::Export {
         entries: found,
         next,
@@ -494,18 +482,7 @@ pub(crate) async fn privacy_export(
         .engine
         .export_subject(&principal.tenant, &subject, cursor)
         .await
-        .map_err(|e| {
-            // A cursor is a position in this tenant's walk; one the store cannot read names none.
-            if e.kind() == resk_core::ErrorKind::InvalidInput {
-                return ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "cursor_not_found",
-                    "no position of this export is known by this cursor; send the `next` of a \
-                 previous answer, or start again without a cursor",
-                );
-            }
-            e.into()
-        })?;
+        .map_err(walk_error)?;
     let entries: Vec<ExportedEntry> = found
         .into_iter()
         .map(|(key, entry)| ExportedEntry {
@@ -537,6 +514,35 @@ pub(crate) async fn privacy_export(
         entries,
         next: next.map(|c| c.as_str().to_owned()),
     }))
+}
+
+/// A cursor a client sent back (`None`: from the start); an empty or over-long one is a 400.
+pub(crate) fn scan_cursor(text: Option<String>) -> Result<Option<resk_core::ScanCursor>, ApiError> {
+    text.map(resk_core::ScanCursor::new)
+        .transpose()
+        .map_err(|_| {
+            ApiError::bad_request(
+                "invalid_cursor",
+                format!(
+                    "cursor must be 1-{} bytes: the `next` of a previous answer",
+                    resk_core::ScanCursor::MAX_LEN
+                ),
+            )
+        })
+}
+
+/// A failed walk of a tenant as the API answers it: a cursor is a position in this tenant's walk,
+/// and one the store cannot read names none (404).
+pub(crate) fn walk_error(e: resk_core::Error) -> ApiError {
+    if e.kind() == resk_core::ErrorKind::InvalidInput {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "cursor_not_found",
+            "no position of this walk is known by this cursor; send the `next` of a previous \
+             answer, or start again without a cursor",
+        );
+    }
+    e.into()
 }
 
 /// `POST /api/privacy/erase`: delete every entry a subject wrote or owns in the caller's tenant,

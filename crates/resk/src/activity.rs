@@ -330,15 +330,18 @@ pub(crate) struct Asked<'a> {
 }
 
 impl Activity {
-    /// Run `f` on `tenant`'s record, making one (and room for it) if needed.
-    fn with<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut Tenant) -> R) -> R {
-        let found = self
-            .tenants
+    /// `tenant`'s record, when it has one.
+    fn find(&self, tenant: &TenantId) -> Option<Arc<Mutex<Tenant>>> {
+        self.tenants
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(tenant)
-            .cloned();
-        let record = match found {
+            .cloned()
+    }
+
+    /// Run `f` on `tenant`'s record, making one (and room for it) if needed.
+    fn with<R>(&self, tenant: &TenantId, f: impl FnOnce(&mut Tenant) -> R) -> R {
+        let record = match self.find(tenant) {
             Some(record) => record,
             None => {
                 let mut map = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
@@ -425,36 +428,24 @@ impl Activity {
 
     /// Note a feedback report on the decision whose hit id is `hit_id`.
     pub(crate) fn reported(&self, tenant: &TenantId, hit_id: &str, reported: Reported) {
-        if !self
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .contains_key(tenant)
-        {
+        let Some(record) = self.find(tenant) else {
             return;
+        };
+        let mut t = record.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(d) = t
+            .decisions
+            .iter_mut()
+            .rev()
+            .find(|d| d.hit_id.as_deref() == Some(hit_id))
+        {
+            d.reported = Some(reported);
         }
-        self.with(tenant, |t| {
-            if let Some(d) = t
-                .decisions
-                .iter_mut()
-                .rev()
-                .find(|d| d.hit_id.as_deref() == Some(hit_id))
-            {
-                d.reported = Some(reported);
-            }
-        });
     }
 
     /// `tenant`'s last hour.
     pub(crate) fn report(&self, tenant: &TenantId) -> Report {
         let now = now_secs();
-        let record = self
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-            .cloned();
-        match record {
+        match self.find(tenant) {
             Some(record) => record
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -465,13 +456,7 @@ impl Activity {
 
     /// `tenant`'s last `limit` semantic decisions, newest first.
     pub(crate) fn decisions(&self, tenant: &TenantId, limit: usize) -> Vec<Decision> {
-        let record = self
-            .tenants
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(tenant)
-            .cloned();
-        record.map_or_else(Vec::new, |record| {
+        self.find(tenant).map_or_else(Vec::new, |record| {
             let t = record.lock().unwrap_or_else(PoisonError::into_inner);
             t.decisions.iter().rev().take(limit).cloned().collect()
         })
