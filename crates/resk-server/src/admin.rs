@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 
 use axum::{Json, extract::State};
 use resk::{
-    CacheStore as _,
+    CacheStore as _, VectorStore as _,
     activity::{Decision, Report},
 };
 use schemars::JsonSchema;
@@ -304,27 +304,42 @@ pub(crate) async fn health(
     principal: Principal,
 ) -> Result<Json<AdminHealthResponse>, ApiError> {
     principal.require(Scope::Admin)?;
-    let start = Instant::now();
-    let ping = app.cache.ping().await;
-    let store = Check {
-        name: app.cache.info().name.to_owned(),
-        ok: ping.is_ok(),
-        ms: start.elapsed().as_secs_f64() * 1e3,
-        error: ping.err().map(|e| e.message().to_owned()),
-    };
+    let mut checks = vec![check(app.cache.info().name.to_owned(), app.cache.ping()).await];
+    if let Some(semantic) = app.engine.semantic() {
+        let name = format!("vector store ({})", semantic.vectors().info().name);
+        checks.push(check(name, semantic.probe()).await);
+    }
     let breakers = resk::resilience::breakers();
-    let healthy = store.ok
+    let healthy = checks.iter().all(|c| c.ok)
         && breakers
             .iter()
             .all(|b| b.state == resk::resilience::BreakerState::Closed);
     Ok(Json(AdminHealthResponse {
         status: if healthy { "ready" } else { "degraded" },
-        checks: vec![store],
+        checks,
         breakers,
         build: Build::THIS,
         config: app.summary.clone(),
         uptime_secs: app.started.elapsed().as_secs(),
     }))
+}
+
+/// How long a readiness probe may take before it counts as failed.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Run one readiness probe, timed and bounded by [`PROBE_TIMEOUT`].
+async fn check(name: String, probe: impl Future<Output = resk::Result<()>>) -> Check {
+    let start = Instant::now();
+    let result = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(result) => result.map_err(|e| e.message().to_owned()),
+        Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    };
+    Check {
+        name,
+        ok: result.is_ok(),
+        ms: start.elapsed().as_secs_f64() * 1e3,
+        error: result.err(),
+    }
 }
 
 /// The configuration summary of `GET /api/admin/health`: what an operator checks, never a secret

@@ -266,6 +266,15 @@ impl Semantic {
         &self.pipeline
     }
 
+    /// A readiness probe of the vector store: one round trip asking it for the collection (created
+    /// with its spec if absent, as the first write would). Not through the circuit breaker, so it
+    /// tells how the store is now, not what the breaker remembers.
+    pub async fn probe(&self) -> Result<()> {
+        self.vectors
+            .ensure_collection(&self.collection, self.spec)
+            .await
+    }
+
     /// Make sure the collection exists with its spec (once; retried on every call until it succeeds).
     async fn ready(&self) -> Result<()> {
         self.ready

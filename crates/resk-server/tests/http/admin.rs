@@ -257,6 +257,14 @@ async fn health_names_checks_breakers_build_and_no_secret() {
     for secret in [SECRET, key] {
         assert!(!h.text.contains(secret), "the health answer leaks a secret");
     }
+    // With semantic search, the vector store is probed too.
+    let app = semantic_app(&[]).await;
+    let h = get(&app, "/api/admin/health", &ops("acme")).await.body;
+    let checks = h["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{h}");
+    assert_eq!(checks[1]["name"], "vector store (embedded)");
+    assert_eq!(checks[1]["ok"], true);
+    assert!(h["config"]["semantic"]["embedder"].is_string());
 }
 
 #[tokio::test]

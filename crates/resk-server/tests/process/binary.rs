@@ -729,6 +729,37 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
         }
     };
     check_degraded("before Redis started").await;
+    // The operator sees it: health degraded with the store's error, and the overview counts the
+    // degraded reads and the failed write.
+    let admin = mint(&env, &["--scope", "cache:read cache:write cache:admin"]);
+    let health: Value = http
+        .get(server.url("/api/admin/health"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(health["checks"][0]["name"], "redis");
+    assert_eq!(health["checks"][0]["ok"], false);
+    assert!(
+        health["checks"][0]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty())
+    );
+    let overview: Value = http
+        .get(server.url("/api/admin/overview"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(overview["total"]["degraded"], 1, "{}", overview["total"]);
+    assert_eq!(overview["total"]["errors"], 1, "{}", overview["total"]);
     // The shared rate limiter fell back to the in-process one instead of failing the requests.
     let metrics = http
         .get(server.url("/api/metrics"))
@@ -756,6 +787,16 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
             .status(),
         200
     );
+    let health: Value = http
+        .get(server.url("/api/admin/health"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["checks"][0]["ok"], true, "{health}");
     assert_eq!(
         write_status(&http, &server, &token, "kept while up").await,
         201
