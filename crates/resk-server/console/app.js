@@ -156,14 +156,15 @@
     chart("chart-requests", [xs, ...SOURCES.map(([s]) => col((m) => m.hits[s])), col((m) => m.misses)],
       [...SOURCES.map(([s, c]) => ({ label: s, stroke: c, width: 2 })), { label: "miss", stroke: "#e0a030", width: 2 }]);
     chart("chart-ratio", [xs, col((m) => (m.lookups ? (100 * hits(m.hits)) / m.lookups : null))],
-      [{ label: "hit %", stroke: "#2f6fde", width: 2, fill: "rgba(47,111,222,.08)" }], { y: { range: [0, 100] } });
+      [{ label: "hit %", stroke: "#2f6fde", width: 2, fill: "rgba(47,111,222,.08)" }], { y: { range: [0, 100] }, points: true });
     chart("chart-latency", [xs, col((m) => m.latency_ms.p50), col((m) => m.latency_ms.p95), col((m) => m.latency_ms.p99)],
-      [{ label: "p50", stroke: "#1f8f4e", width: 2 }, { label: "p95", stroke: "#e0a030", width: 2 }, { label: "p99", stroke: "#c53030", width: 2 }]);
+      [{ label: "p50", stroke: "#1f8f4e", width: 2 }, { label: "p95", stroke: "#e0a030", width: 2 }, { label: "p99", stroke: "#c53030", width: 2 }], { points: true });
     chart("chart-savings", [xs, col((m) => m.tokens_saved), col((m) => m.errors), col((m) => m.degraded)],
       [{ label: "tokens saved", stroke: "#1f8f4e", width: 2 }, { label: "errors", stroke: "#c53030", width: 2 }, { label: "degraded", stroke: "#b7791f", width: 2 }]);
   }
 
-  function chart(id, data, series, scales) {
+  // `opts`: `y` (the y scale) and `points` (draw each value's point).
+  function chart(id, data, series, opts) {
     const host = $(id);
     const width = Math.max(300, host.clientWidth || 560);
     const existing = state.charts[id];
@@ -174,9 +175,10 @@
     }
     state.charts[id] = new window.uPlot({
       width, height: 200,
-      scales: Object.assign({ x: { time: true } }, scales || {}),
-      // Points too: a minute with data between empty ones is a lone point, not a line.
-      series: [{}, ...series.map((s) => Object.assign({ points: { show: true, size: 5 } }, s))],
+      scales: Object.assign({ x: { time: true } }, (opts && opts.y) ? { y: opts.y } : {}),
+      // Ratios and latencies have no value in an idle minute: their points are drawn, so a lone
+      // busy minute shows as a point, not as nothing.
+      series: [{}, ...series.map((s) => Object.assign({ points: { show: !!(opts && opts.points), size: 5 } }, s))],
       axes: [{ stroke: "#6b7385" }, { stroke: "#6b7385" }],
       legend: { live: false },
     }, data, host);

@@ -151,10 +151,13 @@ async fn console_in_headless_chromium() {
            requests: res.length + 1,
            first_contentful_paint_ms: fcp ? fcp.startTime : null,
            dom_content_loaded_ms: nav.domContentLoadedEventEnd,
+           origins: [...new Set(res.map((r) => new URL(r.name).origin))],
          };",
     )
     .await;
     shot(&c, "signin").await;
+    // Everything the page loaded came from resk itself: no CDN, works offline.
+    assert_eq!(perf["origins"], json!([base]), "{perf}");
 
     // Refused: a token that is not one, and a token without cache:admin.
     sign_in(&c, "not-a-jwt").await;
