@@ -821,7 +821,7 @@ impl Cache {
         Ok(Export { entries, next })
     }
 
-    /// A page of `tenant`'s entries (newest data of each, values decrypted) that pass `filter`,
+    /// A page of `tenant`'s entries (decrypted, as a read would see them) that pass `filter`,
     /// walking at most [`privacy::EXPORT_BUDGET`] entries from `cursor` in pages of `limit`
     /// (1-500): the console's entry list. The answer may hold fewer than `limit` entries, or a few
     /// more (a page read is kept whole), with a `next` to go on from; `next: None` ends the walk.
