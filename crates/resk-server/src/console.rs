@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use axum::{
     extract::{Path, State},
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -62,32 +62,72 @@ pub fn weight() -> usize {
     FILES.iter().map(|(_, _, bytes)| bytes.len()).sum()
 }
 
-fn serve(app: &AppState, name: &str) -> Response {
+/// Each file's entity tag (a digest of its bytes, in [`FILES`] order), made once.
+static ETAGS: std::sync::LazyLock<Vec<HeaderValue>> = std::sync::LazyLock::new(|| {
+    use sha2::Digest as _;
+    FILES
+        .iter()
+        .map(|(_, _, bytes)| {
+            let digest = sha2::Sha256::digest(bytes);
+            let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+            HeaderValue::from_str(&format!("\"{hex}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+        })
+        .collect()
+});
+
+/// Whether `If-None-Match` names `etag` (or `*`).
+fn fresh(request: &HeaderMap, etag: &HeaderValue) -> bool {
+    request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == "*" || tag.as_bytes() == etag.as_bytes())
+}
+
+fn serve(app: &AppState, request: &HeaderMap, name: &str) -> Response {
     if !app.console {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route").into_response();
     }
-    let Some((_, content_type, bytes)) = FILES.iter().find(|(path, _, _)| *path == name) else {
+    let Some(i) = FILES.iter().position(|(path, _, _)| *path == name) else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such console file")
             .into_response();
     };
-    let mut response = (*bytes).into_response();
+    let (_, content_type, bytes) = FILES[i];
+    let etag = &ETAGS[i];
+    let mut response = if fresh(request, etag) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        bytes.into_response()
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(CSP),
     );
-    // Revalidated on each load: a new binary's page is never mixed with an old script.
+    headers.insert(header::ETAG, etag.clone());
+    // Revalidated on each load (a 304 when unchanged): a new binary's page is never mixed with an
+    // old script.
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
 /// `GET /console`: the page.
-pub(crate) async fn index(State(app): State<Arc<AppState>>) -> Response {
-    serve(&app, "index.html")
+pub(crate) async fn index(State(app): State<Arc<AppState>>, request: HeaderMap) -> Response {
+    serve(&app, &request, "index.html")
 }
 
 /// `GET /console/{*file}`: its scripts and styles (`/console/` is the page too).
-pub(crate) async fn file(State(app): State<Arc<AppState>>, Path(file): Path<String>) -> Response {
-    serve(&app, if file.is_empty() { "index.html" } else { &file })
+pub(crate) async fn file(
+    State(app): State<Arc<AppState>>,
+    Path(file): Path<String>,
+    request: HeaderMap,
+) -> Response {
+    serve(
+        &app,
+        &request,
+        if file.is_empty() { "index.html" } else { &file },
+    )
 }

@@ -329,6 +329,25 @@ async fn the_console_is_served_with_a_strict_policy_and_can_be_turned_off() {
         assert_eq!(r.headers["x-frame-options"], "DENY");
         assert_eq!(r.headers["x-content-type-options"], "nosniff");
     }
+    // Revalidation: the same bytes answer 304 to their entity tag, and the policy still applies.
+    let first = app.call("GET", "/console/app.js", None, None).await;
+    let etag = first.headers["etag"].to_str().unwrap().to_owned();
+    let req = axum::http::Request::builder()
+        .uri("/console/app.js")
+        .header("if-none-match", &etag)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let again = app.send(req).await;
+    assert_eq!(again.status, 304);
+    assert!(again.text.is_empty());
+    assert_eq!(again.headers["etag"], etag.as_str());
+    assert!(again.headers.contains_key("content-security-policy"));
+    let req = axum::http::Request::builder()
+        .uri("/console/app.js")
+        .header("if-none-match", "\"something-else\"")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(app.send(req).await.status, 200);
     // The page carries no inline script or style.
     let page = app.call("GET", "/console", None, None).await.text;
     assert!(

@@ -156,6 +156,17 @@ async fn console_in_headless_chromium() {
     )
     .await;
     shot(&c, "signin").await;
+    // A second visit revalidates every file (`no-cache` + ETag): 304s, no bodies.
+    c.goto(&format!("{base}/console")).await.unwrap();
+    id(&c, "signin-form").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let revisit = js(
+        &c,
+        "const nav = performance.getEntriesByType('navigation')[0];
+         const res = performance.getEntriesByType('resource');
+         return res.reduce((n, r) => n + r.transferSize, nav.transferSize);",
+    )
+    .await;
     // Everything the page loaded came from resk itself: no CDN, works offline.
     assert_eq!(perf["origins"], json!([base]), "{perf}");
 
@@ -307,10 +318,15 @@ async fn console_in_headless_chromium() {
         "requests": perf["requests"],
         "first_contentful_paint_ms": perf["first_contentful_paint_ms"],
         "dom_content_loaded_ms": perf["dom_content_loaded_ms"],
+        "second_visit_transfer_bytes": revisit,
         "embedded_bytes": resk_server::console::weight(),
     });
     std::fs::write(out_dir().join("figures.json"), figures.to_string()).unwrap();
     eprintln!("console figures: {figures}");
     assert!(perf["bytes"].as_u64().unwrap() > 50_000, "{perf}");
+    assert!(
+        revisit.as_u64().unwrap() < 10_000,
+        "a second visit fetched bodies again: {revisit} bytes"
+    );
     c.close().await.unwrap();
 }
