@@ -24,6 +24,18 @@ async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> Value 
         .unwrap()
 }
 
+/// `GET path` with `token`, as JSON.
+async fn get_json_as(http: &reqwest::Client, server: &Server, path: &str, token: &str) -> Value {
+    http.get(server.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn query(http: &reqwest::Client, server: &Server, token: &str, q: &str) -> Value {
     let response = http
         .post(server.url("/api/cache/query"))
@@ -732,15 +744,7 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
     // The operator sees it: health degraded with the store's error, and the overview counts the
     // degraded reads and the failed write.
     let admin = mint(&env, &["--scope", "cache:read cache:write cache:admin"]);
-    let health: Value = http
-        .get(server.url("/api/admin/health"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json_as(&http, &server, "/api/admin/health", &admin).await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert_eq!(health["checks"][0]["name"], "redis");
     assert_eq!(health["checks"][0]["ok"], false);
@@ -749,15 +753,7 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
             .as_str()
             .is_some_and(|e| !e.is_empty())
     );
-    let overview: Value = http
-        .get(server.url("/api/admin/overview"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let overview: Value = get_json_as(&http, &server, "/api/admin/overview", &admin).await;
     assert_eq!(overview["total"]["degraded"], 1, "{}", overview["total"]);
     assert_eq!(overview["total"]["errors"], 1, "{}", overview["total"]);
     // The shared rate limiter fell back to the in-process one instead of failing the requests.
@@ -787,15 +783,7 @@ async fn redis_outage_degrades_reads_refuses_writes_and_recovers() {
             .status(),
         200
     );
-    let health: Value = http
-        .get(server.url("/api/admin/health"))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json_as(&http, &server, "/api/admin/health", &admin).await;
     assert_eq!(health["checks"][0]["ok"], true, "{health}");
     assert_eq!(
         write_status(&http, &server, &token, "kept while up").await,
