@@ -24,6 +24,9 @@ use resk_core::{
 pub struct EncryptedStore<S> {
     inner: S,
     cipher: SharedCipher,
+    /// `resk_layer_duration_seconds{layer="crypto"}`, registered once (a registry lookup per
+    /// operation allocated on every hit).
+    seconds: metrics::Histogram,
 }
 
 impl<S: CacheStore> EncryptedStore<S> {
@@ -32,7 +35,12 @@ impl<S: CacheStore> EncryptedStore<S> {
         // Registered at zero: an alert on values that fail to open sees the first one.
         metrics::counter!("resk_crypto_open_failures_total", "backend" => inner.info().name)
             .increment(0);
-        Self { inner, cipher }
+        let seconds = metrics::histogram!("resk_layer_duration_seconds", "layer" => "crypto");
+        Self {
+            inner,
+            cipher,
+            seconds,
+        }
     }
 
     /// The wrapped store.
@@ -42,21 +50,20 @@ impl<S: CacheStore> EncryptedStore<S> {
 }
 
 /// Run one cipher operation inside a `crypto` span (a child of the request's span in traces) and
-/// record its time as the `crypto` layer of `resk_layer_duration_seconds`.
-fn timed<T>(op: &'static str, f: impl FnOnce() -> T) -> T {
+/// record its time in `seconds` (the `crypto` layer of `resk_layer_duration_seconds`).
+fn timed<T>(seconds: &metrics::Histogram, op: &'static str, f: impl FnOnce() -> T) -> T {
     let span = tracing::debug_span!("crypto", op);
     let _entered = span.enter();
     let start = std::time::Instant::now();
     let out = f();
-    metrics::histogram!("resk_layer_duration_seconds", "layer" => "crypto")
-        .record(start.elapsed().as_secs_f64());
+    seconds.record(start.elapsed().as_secs_f64());
     out
 }
 
 impl<S: CacheStore> EncryptedStore<S> {
     /// The plaintext of `value` stored under `key`; `None` (logged and counted) if it does not open.
     fn open(&self, key: &CacheKey, value: CachedValue) -> Option<CachedValue> {
-        let opened = timed("open", || {
+        let opened = timed(&self.seconds, "open", || {
             self.cipher
                 .open(key.tenant(), &key.associated_data(), &value.bytes)
         });
@@ -96,7 +103,7 @@ impl<S: CacheStore> CacheStore for EncryptedStore<S> {
     }
 
     async fn set(&self, key: &CacheKey, value: Bytes, options: SetOptions) -> Result<bool> {
-        let sealed = timed("seal", || {
+        let sealed = timed(&self.seconds, "seal", || {
             self.cipher
                 .seal(key.tenant(), &key.associated_data(), &value)
         })?;

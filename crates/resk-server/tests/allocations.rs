@@ -12,9 +12,9 @@ mod hit;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// Allocations one exact hit may make: 75 measured when this test was written (the bare handler:
-/// 51), plus headroom for dependency updates. Lower it when a change removes some.
-const BUDGET: u64 = 90;
+/// Allocations one exact hit may make: 75 measured when this test was written, 67 since (the bare
+/// handler: 51), plus headroom for dependency updates. Lower it when a change removes some.
+const BUDGET: u64 = 80;
 const HITS: u64 = 2_000;
 
 /// Blocks allocated, and blocks live, over `HITS` calls made by `hit` (after a warm-up).
