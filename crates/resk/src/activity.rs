@@ -327,6 +327,8 @@ impl Tenant {
 pub(crate) struct Asked<'a> {
     pub(crate) query_hash: &'a dyn Fn() -> String,
     pub(crate) query: Option<&'a str>,
+    /// The tokens a hit counted as saved in `resk_tokens_saved_total`.
+    pub(crate) tokens_saved: u64,
 }
 
 impl Activity {
@@ -384,9 +386,7 @@ impl Activity {
                     };
                     if let Some(i) = i {
                         m.hits[i] += 1;
-                        let bytes = hit.answer.get().len()
-                            + hit.matched_query.as_ref().map_or(0, String::len);
-                        m.tokens_saved += u64::try_from(bytes.div_ceil(4)).unwrap_or(0);
+                        m.tokens_saved += asked.tokens_saved;
                     }
                     m.stale += u64::from(hit.stale);
                     (hit.latency.total, hit.degraded)

@@ -262,6 +262,13 @@ impl Cache {
         backend_error(self.inner.store.info().name, op, err);
     }
 
+    /// Count a failed walk of a tenant as a backend error, unless the caller's cursor was bad.
+    fn walk_failed(&self, err: &Error) {
+        if err.kind() != ErrorKind::InvalidInput {
+            self.backend_error("scan", err);
+        }
+    }
+
     fn parse<'v>(&self, value: &'v CachedValue) -> Option<CacheEntryView<'v>> {
         match CacheEntryView::parse(&value.bytes) {
             Ok(entry) => Some(entry),
@@ -280,24 +287,30 @@ impl Cache {
 
     /// Like [`Cache::get`], and on a miss also whether a layer failed and the time per layer.
     pub async fn lookup(&self, lookup: &Lookup<'_>) -> Result<Outcome> {
-        let outcome = self.lookup_inner(lookup).await;
         let activity = &self.inner.activity;
-        match &outcome {
-            Ok(outcome) => {
+        match self.lookup_inner(lookup).await {
+            Ok((outcome, tokens_saved)) => {
                 let query_hash = || self.inner.keys.pseudonym("log", &lookup.query);
                 let asked = crate::activity::Asked {
                     query_hash: &query_hash,
                     query: self.inner.log_query_text.then_some(&*lookup.query),
+                    tokens_saved,
                 };
-                activity.lookup(&lookup.tenant, outcome, &asked);
+                activity.lookup(&lookup.tenant, &outcome, &asked);
+                Ok(outcome)
             }
-            Err(e) if e.kind() != ErrorKind::InvalidInput => activity.error(&lookup.tenant),
-            Err(_) => {}
+            Err(e) => {
+                if e.kind() != ErrorKind::InvalidInput {
+                    activity.error(&lookup.tenant);
+                }
+                Err(e)
+            }
         }
-        outcome
     }
 
-    async fn lookup_inner(&self, lookup: &Lookup<'_>) -> Result<Outcome> {
+    /// The lookup, and the LLM tokens its hit counted as saved in `resk_tokens_saved_total` (the
+    /// activity records the same figure).
+    async fn lookup_inner(&self, lookup: &Lookup<'_>) -> Result<(Outcome, u64)> {
         let start = Instant::now();
         if lookup.max_age.is_some_and(|d| d.as_secs() == 0) {
             return Err(invalid("max_age", "max_age must be at least 1 second"));
@@ -399,16 +412,17 @@ impl Cache {
                     inner.stats.misses.increment(1);
                     self.log_query("query", &lookup.query, "miss");
                     latency.total = start.elapsed();
-                    return Ok(Outcome::Miss(Miss {
+                    let miss = Miss {
                         degraded,
                         latency,
                         rejected,
-                    }));
+                    };
+                    return Ok((Outcome::Miss(miss), 0));
                 }
             };
         // Past its TTL, in the grace period its writer gave it.
         let stale = now >= entry.expires_at;
-        inner
+        let tokens_saved = inner
             .stats
             .hit(source, entry.query.len() + entry.response.get().len());
         if stale {
@@ -440,7 +454,7 @@ impl Cache {
         )
         .await;
         latency.total = start.elapsed();
-        Ok(Outcome::Hit(Hit {
+        let hit = Hit {
             answer: variant.map_or(entry.response, |(_, v)| v).to_owned(),
             source,
             key: hit_key.clone(),
@@ -454,7 +468,8 @@ impl Cache {
             latency,
             hit_id: similarity.map(|s| crate::feedback::hit_id(&inner.keys, hit_key, &key, s)),
             verification,
-        }))
+        };
+        Ok((Outcome::Hit(hit), tokens_saved))
     }
 
     /// Store `answer` (any `Serialize`: a string, a JSON value, your own type) as the answer to
@@ -813,11 +828,7 @@ impl Cache {
             privacy::EXPORT_BUDGET,
         )
         .await
-        .inspect_err(|e| {
-            if e.kind() != ErrorKind::InvalidInput {
-                self.backend_error("scan", e);
-            }
-        })?;
+        .inspect_err(|e| self.walk_failed(e))?;
         Ok(Export { entries, next })
     }
 
@@ -833,47 +844,26 @@ impl Cache {
         limit: usize,
     ) -> Result<EntriesPage> {
         let limit = limit.clamp(1, 500);
-        let scope = PurgeScope::Tenant(tenant.clone());
-        let mut cursor = cursor;
         let mut entries = Vec::new();
-        let mut read = 0usize;
-        loop {
-            let page = self
-                .inner
-                .store
-                .scan(&scope, cursor.as_ref(), limit)
-                .await
-                .inspect_err(|e| {
-                    if e.kind() != ErrorKind::InvalidInput {
-                        self.backend_error("scan", e);
-                    }
-                })?;
-            read += page.entries.len().max(1);
-            for (key, value) in page.entries {
-                let Ok(entry) = CacheEntry::from_bytes(&value.bytes) else {
-                    continue;
-                };
-                if entry.tenant != *tenant || !filter.matches(&key, &entry) {
-                    continue;
+        let next = privacy::walk_pages(
+            &self.inner.store,
+            &PurgeScope::Tenant(tenant.clone()),
+            cursor,
+            privacy::EXPORT_BUDGET,
+            limit,
+            |key, entry, size| {
+                if entry.tenant == *tenant && filter.matches(&key, &entry) {
+                    entries.push(EntryInfo { key, entry, size });
                 }
-                entries.push(EntryInfo {
-                    size: value.bytes.len(),
-                    key,
-                    entry,
-                });
-            }
-            cursor = page.next;
-            if cursor.is_none() || entries.len() >= limit || read >= privacy::EXPORT_BUDGET {
-                break;
-            }
-        }
+                entries.len() < limit
+            },
+        )
+        .await
+        .inspect_err(|e| self.walk_failed(e))?;
         // Redis's SCAN may name a key twice.
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         entries.dedup_by(|a, b| a.key == b.key);
-        Ok(EntriesPage {
-            entries,
-            next: cursor,
-        })
+        Ok(EntriesPage { entries, next })
     }
 
     /// `tenant`'s figures over the last hour on this instance (see [`crate::activity`]).

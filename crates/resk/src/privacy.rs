@@ -42,25 +42,45 @@ pub(crate) fn belongs_to(entry: &CacheEntry, subject: &str) -> bool {
 pub(crate) async fn walk_from(
     cache: &SharedCacheStore,
     scope: &PurgeScope,
-    mut cursor: Option<ScanCursor>,
+    cursor: Option<ScanCursor>,
     budget: usize,
     mut visit: impl FnMut(CacheKey, CacheEntry),
 ) -> Result<Option<ScanCursor>> {
+    walk_pages(cache, scope, cursor, budget, PAGE, |key, entry, _| {
+        visit(key, entry);
+        true
+    })
+    .await
+}
+
+/// [`walk_from`] in pages of `page` entries, with each entry's stored size; the walk also ends
+/// after a page in which `visit` answered `false` (it has enough). A page is always visited
+/// whole, so the cursor answered never skips an entry.
+pub(crate) async fn walk_pages(
+    cache: &SharedCacheStore,
+    scope: &PurgeScope,
+    mut cursor: Option<ScanCursor>,
+    budget: usize,
+    page: usize,
+    mut visit: impl FnMut(CacheKey, CacheEntry, usize) -> bool,
+) -> Result<Option<ScanCursor>> {
+    let page = page.max(1);
     let mut read = 0usize;
-    let mut pages_left = budget.div_ceil(PAGE).saturating_mul(2);
+    let mut pages_left = budget.div_ceil(page).saturating_mul(2);
     loop {
         pages_left -= 1;
-        let page = cache
-            .scan(scope, cursor.as_ref(), PAGE.min(budget - read).max(1))
+        let found = cache
+            .scan(scope, cursor.as_ref(), page.min(budget - read).max(1))
             .await?;
-        read += page.entries.len();
-        for (key, value) in page.entries {
+        read += found.entries.len();
+        let mut more = true;
+        for (key, value) in found.entries {
             if let Ok(entry) = CacheEntry::from_bytes(&value.bytes) {
-                visit(key, entry);
+                more &= visit(key, entry, value.bytes.len());
             }
         }
-        cursor = page.next;
-        if cursor.is_none() || read >= budget || pages_left == 0 {
+        cursor = found.next;
+        if cursor.is_none() || !more || read >= budget || pages_left == 0 {
             return Ok(cursor);
         }
     }

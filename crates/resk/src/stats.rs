@@ -51,20 +51,24 @@ impl Stats {
         }
     }
 
-    /// Count a hit from `source` that saved an LLM call over `bytes` of query and answer.
-    pub(crate) fn hit(&self, source: Source, bytes: usize) {
+    /// Count a hit from `source` that saved an LLM call over `bytes` of query and answer; the
+    /// tokens counted as saved (0 where none are counted).
+    pub(crate) fn hit(&self, source: Source, bytes: usize) -> u64 {
         let (hits, saved) = match source {
             Source::Semantic => (&self.semantic_hits, Some(&self.semantic_tokens_saved)),
             Source::Store(name) => match STORES.iter().position(|s| *s == name) {
                 Some(i) => (&self.store_hits[i], Some(&self.store_tokens_saved[i])),
                 None => (&self.other_hits, None),
             },
-            Source::Computed => return,
+            Source::Computed => return 0,
         };
         hits.increment(1);
-        if let Some(saved) = saved {
-            saved.increment(estimated_tokens(bytes));
-        }
+        let Some(saved) = saved else {
+            return 0;
+        };
+        let tokens = estimated_tokens(bytes);
+        saved.increment(tokens);
+        tokens
     }
 }
 
