@@ -21,6 +21,18 @@ use crate::{
     state::AppState,
 };
 
+/// A `limit` parameter: `default` when absent, else 1-`max` (a 400 `invalid_limit` otherwise).
+fn limit(asked: Option<u32>, default: u32, max: u32) -> Result<usize, ApiError> {
+    let limit = asked.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            format!("limit must be 1-{max}"),
+        ));
+    }
+    Ok(limit as usize)
+}
+
 /// `GET /api/admin/overview`.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct OverviewResponse {
@@ -209,15 +221,9 @@ pub(crate) async fn decisions(
     ApiQuery(params): ApiQuery<DecisionsParams>,
 ) -> Result<Json<DecisionsResponse>, ApiError> {
     principal.require(Scope::Admin)?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be 1-200",
-        ));
-    }
+    let limit = limit(params.limit, 50, 200)?;
     Ok(Json(DecisionsResponse {
-        decisions: app.engine.decisions(&principal.tenant, limit as usize),
+        decisions: app.engine.decisions(&principal.tenant, limit),
         query_text: app.log_query_text,
     }))
 }
@@ -229,13 +235,7 @@ pub(crate) async fn entries(
     ApiQuery(params): ApiQuery<EntriesParams>,
 ) -> Result<Json<EntriesResponse>, ApiError> {
     principal.require(Scope::Admin)?;
-    let limit = params.limit.unwrap_or(25);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be 1-100",
-        ));
-    }
+    let limit = limit(params.limit, 25, 100)?;
     let cursor = crate::routes::scan_cursor(params.cursor)?;
     let mut filter = resk::EntryFilter::default();
     if let Some(q) = params
@@ -260,7 +260,7 @@ pub(crate) async fn entries(
     }
     let page = app
         .engine
-        .entries(&principal.tenant, &filter, cursor, limit as usize)
+        .entries(&principal.tenant, &filter, cursor, limit)
         .await
         .map_err(crate::routes::walk_error)?;
     let entries = page

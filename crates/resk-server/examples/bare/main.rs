@@ -7,26 +7,7 @@
 
 use std::process::ExitCode;
 
-use axum::{Json, Router, routing::post};
-use serde::Deserialize;
-use serde_json::{Value, json};
-
-#[derive(Deserialize)]
-struct Query {
-    query: String,
-}
-
-async fn query(Json(q): Json<Query>) -> Json<Value> {
-    Json(json!({
-        "hit": true,
-        "source": "memory",
-        "response": {"text": "Open Settings, then Security, then Reset password."},
-        "key": "d5ec3d9671f33f66dd59b4fdd328417a8d9b3f62d4bdb4156287d07da45d67e4",
-        "created_at": "2026-11-24T06:23:36.579215366Z",
-        "expires_at": "2026-11-24T07:23:36.579215366Z",
-        "latency_ms": {"total": 0.01, "key": 0.0, "cache": 0.0, "query_chars": q.query.len()}
-    }))
-}
+mod handler;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -34,7 +15,7 @@ async fn main() -> ExitCode {
         .nth(1)
         .and_then(|p| p.parse().ok())
         .unwrap_or(3900);
-    let app = Router::new().route("/api/cache/query", post(query));
+    let app = handler::router();
     let Ok(listener) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await else {
         eprintln!("bare: cannot bind port {port}");
         return ExitCode::FAILURE;

@@ -4,14 +4,15 @@
 #![allow(dead_code, unreachable_pub)]
 
 use axum::{
-    Json, Router,
+    Router,
     body::Body,
     http::{Request, StatusCode},
-    routing::post,
 };
 use resk_server::{App, Backends, Cli};
-use serde_json::{Value, json};
 use tower::ServiceExt as _;
+
+#[path = "../../examples/bare/handler.rs"]
+mod bare_handler;
 
 pub const SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";
 pub const AES_KEY: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
@@ -74,20 +75,7 @@ pub async fn resk() -> (Router, String) {
     (router, token)
 }
 
-async fn bare_query(Json(q): Json<Value>) -> Json<Value> {
-    Json(json!({
-        "hit": true,
-        "source": "memory",
-        "response": {"text": "Open Settings, then Security, then Reset password."},
-        "key": "d5ec3d9671f33f66dd59b4fdd328417a8d9b3f62d4bdb4156287d07da45d67e4",
-        "created_at": "2026-11-24T06:23:36.579215366Z",
-        "expires_at": "2026-11-24T07:23:36.579215366Z",
-        "latency_ms": {"total": 0.01, "key": 0.0, "cache": 0.0,
-            "query_chars": q["query"].as_str().map_or(0, str::len)}
-    }))
-}
-
-/// The baseline: a bare axum handler doing only the JSON work.
+/// The baseline: the bare axum handler of `cargo xtask bench`, doing only the JSON work.
 pub fn bare() -> Router {
-    Router::new().route("/api/cache/query", post(bare_query))
+    bare_handler::router()
 }

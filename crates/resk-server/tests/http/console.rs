@@ -75,6 +75,15 @@ async fn id(c: &Client, id: &str) -> Element {
         .unwrap_or_else(|e| panic!("#{id}: {e}"))
 }
 
+/// The element `selector` finds, waited for up to 10 s.
+async fn css(c: &Client, selector: &str) -> Element {
+    c.wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(selector))
+        .await
+        .unwrap_or_else(|e| panic!("{selector}: {e}"))
+}
+
 async fn text(c: &Client, element: &str) -> String {
     id(c, element).await.text().await.unwrap()
 }
@@ -215,23 +224,14 @@ async fn console_in_headless_chromium() {
 
     // Decisions: the semantic hit, reported wrong, and its effect.
     tab(&c, "decisions").await;
-    let wrong = c
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#decisions-table button.wrong"))
-        .await
-        .unwrap();
+    let wrong = css(&c, "#decisions-table button.wrong").await;
     assert_eq!(
         wrong.attr("data-hit-id").await.unwrap().as_deref(),
         hit["hit_id"].as_str()
     );
     wrong.click().await.unwrap();
-    let reported = c
-        .wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#decisions-table .reported"))
+    let reported = css(&c, "#decisions-table .reported")
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -245,11 +245,7 @@ async fn console_in_headless_chromium() {
         "the reported pairing no longer answers"
     );
     id(&c, "decisions-refresh").await.click().await.unwrap();
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#decisions-table tr[data-verdict='reject']"))
-        .await
-        .unwrap();
+    css(&c, "#decisions-table tr[data-verdict='reject']").await;
     shot(&c, "decisions").await;
 
     // Entries: three, one deleted through the page and gone from the API too.

@@ -14,26 +14,17 @@ use crate::common::{
 };
 use serde_json::{Value, json};
 
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 async fn get_json(http: &reqwest::Client, server: &Server, path: &str) -> Value {
-    http.get(server.url(path))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(http.get(server.url(path))).await
 }
 
 /// `GET path` with `token`, as JSON.
 async fn get_json_as(http: &reqwest::Client, server: &Server, path: &str, token: &str) -> Value {
-    http.get(server.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(http.get(server.url(path)).bearer_auth(token)).await
 }
 
 async fn query(http: &reqwest::Client, server: &Server, token: &str, q: &str) -> Value {
