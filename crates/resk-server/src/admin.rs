@@ -49,7 +49,7 @@ pub struct OverviewResponse {
 }
 
 /// The gateway's savings summed over models.
-#[derive(Debug, Default, Serialize, JsonSchema)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct GatewayTotals {
     /// Requests answered from the cache.
     pub hits: u64,
@@ -195,16 +195,14 @@ pub(crate) async fn overview(
 ) -> Result<Json<OverviewResponse>, ApiError> {
     principal.require(Scope::Admin)?;
     let gateway = app.gateway.as_ref().map(|g| {
-        g.savings(&principal.tenant)
-            .iter()
-            .fold(GatewayTotals::default(), |mut t, m| {
-                t.hits += m.hits;
-                t.misses += m.misses;
-                t.saved_prompt_tokens += m.saved_prompt_tokens;
-                t.saved_completion_tokens += m.saved_completion_tokens;
-                t.saved_usd += m.saved_usd;
-                t
-            })
+        let t = g.total_savings(&principal.tenant);
+        GatewayTotals {
+            hits: t.hits,
+            misses: t.misses,
+            saved_prompt_tokens: t.saved_prompt_tokens,
+            saved_completion_tokens: t.saved_completion_tokens,
+            saved_usd: t.saved_usd,
+        }
     });
     Ok(Json(OverviewResponse {
         tenant: principal.tenant.as_str().to_owned(),

@@ -248,12 +248,10 @@ pub(crate) async fn savings(
             "the gateway is off: set UPSTREAM_BASE_URL to turn it on",
         ));
     };
-    let models = gateway.savings(&principal.tenant);
-    let total_usd: f64 = models.iter().map(|m| m.saved_usd).sum();
     Ok(Json(serde_json::json!({
         "tenant": principal.tenant.as_str(),
-        "saved_usd": total_usd,
-        "models": models,
+        "saved_usd": gateway.total_savings(&principal.tenant).saved_usd,
+        "models": gateway.savings(&principal.tenant),
     }))
     .into_response())
 }

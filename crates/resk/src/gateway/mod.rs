@@ -530,6 +530,22 @@ impl Gateway {
         self.inner.savings.of(tenant.as_str())
     }
 
+    /// The savings of `tenant` summed over its models, since start (`model` is empty).
+    pub fn total_savings(&self, tenant: &TenantId) -> ModelSavings {
+        self.savings(tenant)
+            .into_iter()
+            .fold(ModelSavings::default(), |mut t, m| {
+                t.hits += m.hits;
+                t.misses += m.misses;
+                t.bypasses += m.bypasses;
+                t.upstream_calls += m.upstream_calls;
+                t.saved_prompt_tokens += m.saved_prompt_tokens;
+                t.saved_completion_tokens += m.saved_completion_tokens;
+                t.saved_usd += m.saved_usd;
+                t
+            })
+    }
+
     /// `GET /v1/models`: the allowed models and aliases, or, without an allow-list, what the
     /// default upstream lists.
     pub async fn models(&self) -> Result<Value, GatewayError> {

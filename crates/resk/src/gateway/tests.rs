@@ -146,6 +146,10 @@ async fn a_second_identical_request_is_answered_without_an_upstream_call() {
         (1, 1, 1)
     );
     assert!(saved[0].saved_completion_tokens > 0 && saved[0].saved_usd > 0.0);
+    let total = gw.total_savings(&TenantId::new("acme").unwrap());
+    assert_eq!(total.model, "");
+    assert_eq!((total.hits, total.misses, total.upstream_calls), (1, 1, 1));
+    assert_eq!(total.saved_usd, saved[0].saved_usd);
 }
 
 #[tokio::test]
