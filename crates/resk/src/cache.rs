@@ -386,7 +386,9 @@ impl Cache {
                 key: &key,
                 usable: &usable,
             };
-            search.run(&mut latency, &mut degraded).await
+            // Boxed: the search holds the embedder's, the vector store's and the verifiers'
+            // futures, which an exact hit's future would otherwise carry (and copy) too.
+            Box::pin(search.run(&mut latency, &mut degraded)).await
         } else {
             (None, Vec::new())
         };
