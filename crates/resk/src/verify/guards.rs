@@ -98,6 +98,33 @@ struct Lexicon {
     /// Stem → the stems of its opposites.
     antonyms: HashMap<String, Vec<String>>,
     classes: Vec<Class>,
+    /// The first stem of every spelling → `(class, member, spelling)` indexes of the spellings
+    /// starting with it: a question's words are looked up here instead of every spelling of every
+    /// class being tried at every position (the guards run on every semantic candidate).
+    first_stems: HashMap<String, Vec<(usize, usize, usize)>>,
+}
+
+impl Lexicon {
+    fn new(antonyms: HashMap<String, Vec<String>>, classes: Vec<Class>) -> Self {
+        let mut first_stems: HashMap<String, Vec<(usize, usize, usize)>> = HashMap::new();
+        for (ci, class) in classes.iter().enumerate() {
+            for (mi, spellings) in class.members.iter().enumerate() {
+                for (si, seq) in spellings.iter().enumerate() {
+                    if let Some(first) = seq.first() {
+                        first_stems
+                            .entry(first.clone())
+                            .or_default()
+                            .push((ci, mi, si));
+                    }
+                }
+            }
+        }
+        Self {
+            antonyms,
+            classes,
+            first_stems,
+        }
+    }
 }
 
 fn data_lines(text: &str) -> impl Iterator<Item = &str> {
@@ -139,7 +166,7 @@ static LEXICON: LazyLock<Arc<Lexicon>> = LazyLock::new(|| {
         }
     }
     let classes = data_lines(CLASSES).filter_map(parse_class).collect();
-    Arc::new(Lexicon { antonyms, classes })
+    Arc::new(Lexicon::new(antonyms, classes))
 });
 
 /// The rule checks (see the module docs); `Guards::default()` carries the shipped lists.
@@ -176,12 +203,9 @@ impl Guards {
                 format!("a class is `name: member, member|spelling, …` with two members or more, not {line:?}"),
             )
         })?;
-        let mut lexicon = Lexicon {
-            antonyms: self.lexicon.antonyms.clone(),
-            classes: self.lexicon.classes.clone(),
-        };
-        lexicon.classes.push(class);
-        self.lexicon = Arc::new(lexicon);
+        let mut classes = self.lexicon.classes.clone();
+        classes.push(class);
+        self.lexicon = Arc::new(Lexicon::new(self.lexicon.antonyms.clone(), classes));
         Ok(self)
     }
 
@@ -223,22 +247,34 @@ impl Guards {
         None
     }
 
-    /// Members of each class found in `words`, by index, with the position of their first word.
+    /// Members of each class found in `words`, by index, with the position of their first word
+    /// (of the member's first spelling, in the list's order, found in `words`), in class and member
+    /// order.
     fn members(&self, words: &[Word]) -> Vec<(usize, usize, usize)> {
         let stems: Vec<&str> = words.iter().map(|w| w.stem.as_str()).collect();
-        let mut found = Vec::new();
-        for (ci, class) in self.lexicon.classes.iter().enumerate() {
-            for (mi, spellings) in class.members.iter().enumerate() {
-                let at = spellings.iter().find_map(|seq| {
-                    stems
-                        .windows(seq.len())
-                        .position(|w| w.iter().zip(seq).all(|(a, b)| *a == b))
-                });
-                if let Some(at) = at {
-                    found.push((ci, mi, at));
+        // (class, member) → (spelling, position) of the best match so far.
+        let mut best: HashMap<(usize, usize), (usize, usize)> = HashMap::new();
+        for (at, first) in stems.iter().enumerate() {
+            let Some(starting) = self.lexicon.first_stems.get(*first) else {
+                continue;
+            };
+            for &(ci, mi, si) in starting {
+                let seq = &self.lexicon.classes[ci].members[mi][si];
+                let here = stems
+                    .get(at..at + seq.len())
+                    .is_some_and(|w| w.iter().zip(seq).all(|(a, b)| *a == b));
+                if here {
+                    best.entry((ci, mi))
+                        .and_modify(|found| *found = (*found).min((si, at)))
+                        .or_insert((si, at));
                 }
             }
         }
+        let mut found: Vec<(usize, usize, usize)> = best
+            .into_iter()
+            .map(|((ci, mi), (_, at))| (ci, mi, at))
+            .collect();
+        found.sort_unstable();
         found
     }
 

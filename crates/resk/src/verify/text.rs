@@ -176,6 +176,10 @@ const STOPWORDS: &[&str] = &[
     "try",
 ];
 
+/// [`STOPWORDS`] as a set: every word of both questions of every candidate is looked up.
+static STOPWORD_SET: LazyLock<std::collections::HashSet<&'static str>> =
+    LazyLock::new(|| STOPWORDS.iter().copied().collect());
+
 /// Words that turn a statement into its negation.
 const NEGATIONS: &[&str] = &[
     "not", "no", "never", "without", "none", "nothing", "nobody", "nowhere", "neither", "nor",
@@ -260,7 +264,7 @@ pub(crate) fn words(text: &str) -> Vec<Word> {
             out.push(Word {
                 text: t.to_owned(),
                 stem: stem(t),
-                stop: STOPWORDS.contains(&t),
+                stop: STOPWORD_SET.contains(t),
             });
         };
         match token {
