@@ -1,13 +1,19 @@
 //! The benchmark baseline: a bare axum handler on the same stack (tokio, hyper, serde_json) that parses
 //! the same request body and returns a JSON body of the same shape as a resk cache hit, doing no auth,
 //! rate limiting, keying, cache lookup, decryption or metrics. `cargo xtask bench` runs it beside
-//! resk-server so the ratio isolates resk's own cost.
+//! resk-server so the ratio isolates resk's own cost: same build profile, same allocator (mimalloc,
+//! with the default `mimalloc` feature, as the server binary).
 //!
 //! Usage: `bare <port>`
 
 use std::process::ExitCode;
 
 mod handler;
+
+// The allocator resk-server runs with, so the ratio measures resk's code, not the allocator's.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
