@@ -6,6 +6,7 @@ use crate::prelude::*;
 mod backends;
 mod compare;
 mod gateway;
+mod instructions;
 mod memory;
 mod profile;
 mod semantic;
@@ -15,6 +16,7 @@ mod stores;
 pub(crate) use backends::*;
 pub(crate) use compare::*;
 pub(crate) use gateway::*;
+pub(crate) use instructions::*;
 pub(crate) use memory::*;
 pub(crate) use profile::*;
 pub(crate) use semantic::*;
@@ -226,7 +228,22 @@ pub(crate) fn start_resk(
     encrypted: bool,
     env: &[(&str, &str)],
 ) -> Result<Proc> {
-    let mut cmd = Command::new(bin);
+    let child = resk_command(Command::new(bin), port, encrypted, env)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    wait_for_port(port)?;
+    Ok(Proc(child))
+}
+
+/// `cmd` (resk-server, or a tool that runs it, such as valgrind) with the benchmark's settings:
+/// port, JWT secret, a rate limit never reached (the limiter still runs), `LOG_LEVEL=warn`, AES-GCM
+/// when `encrypted`, then `env`.
+pub(crate) fn resk_command(
+    mut cmd: Command,
+    port: u16,
+    encrypted: bool,
+    env: &[(&str, &str)],
+) -> Command {
     cmd.args(["--port", &port.to_string()])
         .env("JWT_SECRET", BENCH_SECRET)
         .env("RATE_LIMIT_MAX", "1000000000")
@@ -239,11 +256,7 @@ pub(crate) fn start_resk(
     if encrypted {
         cmd.env("CACHE_ENCRYPTION_KEY", BENCH_KEY);
     }
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-    wait_for_port(port)?;
-    Ok(Proc(child))
+    cmd
 }
 
 pub(crate) fn mint(bin: &Path) -> Result<String> {
@@ -273,6 +286,17 @@ pub(crate) struct Seeded {
 pub(crate) fn seed_resk(bin: &Path, encrypted: bool, env: &[(&str, &str)]) -> Result<Seeded> {
     let port = free_port()?;
     let server = start_resk(bin, port, encrypted, env)?;
+    let token = seed(bin, port)?;
+    Ok(Seeded {
+        server,
+        port,
+        token,
+    })
+}
+
+/// Store the benchmark's entry in the resk-server listening on `port` and check it hits; the token
+/// (minted with `bin`) the benchmark then asks with.
+pub(crate) fn seed(bin: &Path, port: u16) -> Result<String> {
     let token = mint(bin)?;
     let write = r#"{"query":"How do I reset my password?","response":{"text":"Open Settings, then Security, then Reset password."},"ttl":3600}"#;
     let (status, body) = http(port, "POST", "/api/cache", &token, write)?;
@@ -283,11 +307,7 @@ pub(crate) fn seed_resk(bin: &Path, encrypted: bool, env: &[(&str, &str)]) -> Re
     if !hit.contains("\"hit\":true") {
         return Err(format!("seeded entry is not a hit: {hit}"));
     }
-    Ok(Seeded {
-        server,
-        port,
-        token,
-    })
+    Ok(token)
 }
 
 pub(crate) fn bench_seeded(s: &Seeded, load: &Load<'_>) -> Result<WrkResult> {
@@ -414,6 +434,10 @@ pub(crate) fn bench(args: &[String]) -> Result {
     if args.first().is_some_and(|a| a == "batch") {
         ensure_wrk()?;
         return bench_batch(secs);
+    }
+    if args.first().is_some_and(|a| a == "instructions") {
+        ensure_wrk()?;
+        return bench_instructions(secs);
     }
     if args.first().is_some_and(|a| a == "profile") {
         ensure_wrk()?;
