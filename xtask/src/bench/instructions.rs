@@ -41,19 +41,7 @@ pub(crate) fn bench_instructions(secs: u64) -> Result {
         eprintln!("xtask: valgrind not found; trying `apt-get install -y valgrind`");
         apt_install(&["valgrind"])?;
     }
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "resk-server",
-        "--bin",
-        "resk-server",
-        "--example",
-        "bare",
-    ]))?;
-    let release = target_dir().join("release");
-    let resk = release.join("resk-server");
-    let bare = release.join("examples").join("bare");
+    let (resk, bare) = release_resk_and_bare()?;
     let dir = fixture_dir("bench-instructions")?;
     let callgrind = |name: &str| {
         let mut cmd = Command::new("valgrind");

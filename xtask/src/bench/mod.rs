@@ -399,6 +399,25 @@ pub(crate) fn release_resk_in(dir: &Path) -> Result<PathBuf> {
     Ok(target_dir().join("release").join("resk-server"))
 }
 
+/// Build the release `resk-server` and the bare baseline (`examples/bare`) and return their paths.
+pub(crate) fn release_resk_and_bare() -> Result<(PathBuf, PathBuf)> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "resk-server",
+        "--bin",
+        "resk-server",
+        "--example",
+        "bare",
+    ]))?;
+    let release = target_dir().join("release");
+    Ok((
+        release.join("resk-server"),
+        release.join("examples").join("bare"),
+    ))
+}
+
 pub(crate) fn bench(args: &[String]) -> Result {
     let mut secs = 10u64;
     let mut conns = 64u32;
@@ -542,19 +561,7 @@ pub(crate) fn bench(args: &[String]) -> Result {
 /// started by default, logging every request) in interleaved rounds, for one and two wrk threads.
 /// Returns the release binary and whether any request failed.
 fn bench_hits(secs: u64, conns: u32, rounds: usize, dir: &Path) -> Result<(PathBuf, bool)> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "resk-server",
-        "--bin",
-        "resk-server",
-        "--example",
-        "bare",
-    ]))?;
-    let release = target_dir().join("release");
-    let resk = release.join("resk-server");
-    let bare = release.join("examples").join("bare");
+    let (resk, bare) = release_resk_and_bare()?;
 
     // The three servers run side by side and are measured in interleaved rounds, so drift in the
     // machine's load affects all of them alike; each figure is the median over the rounds.
