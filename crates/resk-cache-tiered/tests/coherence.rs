@@ -57,6 +57,24 @@ async fn until_evicted(b: &Tiered, key: &CacheKey) -> Duration {
     start.elapsed()
 }
 
+/// Read `key` through `b` until its layer 1 holds it. A read does not fill layer 1 while an
+/// invalidation arrives meanwhile (the epoch check in `fill`), and the other instance's writes just
+/// before announce theirs over the bus, which `b` may still be applying.
+async fn until_filled(b: &Tiered, key: &CacheKey) {
+    let start = Instant::now();
+    loop {
+        b.get(key).await.unwrap().unwrap();
+        if b.l1().get(key).await.unwrap().is_some() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "layer 1 of the other instance never kept {key}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_fill_layer_one_with_the_remaining_ttl() {
     let Some((a, b)) = pair("reads_fill_layer_one_with_the_remaining_ttl").await else {
@@ -133,8 +151,8 @@ async fn a_write_delete_or_purge_on_one_instance_evicts_the_other() {
     a.set(&other, Bytes::from_static(b"g"), ttl.into())
         .await
         .unwrap();
-    b.get(&k).await.unwrap().unwrap();
-    b.get(&other).await.unwrap().unwrap();
+    until_filled(&b, &k).await;
+    until_filled(&b, &other).await;
     assert_eq!(
         a.purge(&PurgeScope::Tenant(TenantId::new("acme").unwrap()))
             .await
