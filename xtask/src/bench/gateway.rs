@@ -84,19 +84,7 @@ fn row(name: &str, r: &WrkResult, baseline: Option<&WrkResult>) {
 
 /// `cargo xtask bench gateway`.
 pub(crate) fn bench_gateway(secs: u64) -> Result {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "resk-server",
-        "--bin",
-        "resk-server",
-        "-p",
-        "resk-testkit",
-        "--example",
-        "fake_openai",
-    ]))?;
-    let release = target_dir().join("release");
+    let release = release_build(&root(), &["-p", "resk-testkit", "--example", "fake_openai"])?;
     let resk = release.join("resk-server");
     let fake_bin = release.join("examples").join("fake_openai");
     let dir = env::temp_dir().join(format!("resk-bench-gateway-{}", std::process::id()));

@@ -386,6 +386,21 @@ pub(crate) fn release_resk() -> Result<PathBuf> {
 /// Build the release `resk-server` binary of the workspace at `dir` (this checkout, or a worktree of
 /// another revision) into this target directory and return its path.
 pub(crate) fn release_resk_in(dir: &Path) -> Result<PathBuf> {
+    Ok(release_build(dir, &[])?.join("resk-server"))
+}
+
+/// Build the release `resk-server` and the bare baseline (`examples/bare`) and return their paths.
+pub(crate) fn release_resk_and_bare() -> Result<(PathBuf, PathBuf)> {
+    let release = release_build(&root(), &["--example", "bare"])?;
+    Ok((
+        release.join("resk-server"),
+        release.join("examples").join("bare"),
+    ))
+}
+
+/// Build the release `resk-server` binary of the workspace at `dir`, plus whatever `extra` cargo
+/// arguments name, and return the release directory.
+pub(crate) fn release_build(dir: &Path, extra: &[&str]) -> Result<PathBuf> {
     run(cargo()
         .args([
             "build",
@@ -395,27 +410,9 @@ pub(crate) fn release_resk_in(dir: &Path) -> Result<PathBuf> {
             "--bin",
             "resk-server",
         ])
+        .args(extra)
         .current_dir(dir))?;
-    Ok(target_dir().join("release").join("resk-server"))
-}
-
-/// Build the release `resk-server` and the bare baseline (`examples/bare`) and return their paths.
-pub(crate) fn release_resk_and_bare() -> Result<(PathBuf, PathBuf)> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "resk-server",
-        "--bin",
-        "resk-server",
-        "--example",
-        "bare",
-    ]))?;
-    let release = target_dir().join("release");
-    Ok((
-        release.join("resk-server"),
-        release.join("examples").join("bare"),
-    ))
+    Ok(target_dir().join("release"))
 }
 
 pub(crate) fn bench(args: &[String]) -> Result {
