@@ -228,15 +228,53 @@ fn live(key: &CacheKey, stored: Bytes) -> Option<CachedValue> {
 }
 
 /// Where a Redis walk stands: which primary (0 without a cluster), its `SCAN` cursor, and, when
-/// the step at that cursor did not fit in the last page, the last key taken from it (the step is
-/// read again and only keys after it are taken).
+/// the step at that cursor did not fit in the last page, what was taken from it (the step is read
+/// again and only what was not taken is taken).
 ///
-/// Text form `node:cursor` or `node:cursor:last-key`.
+/// Text form `node:cursor` or `node:cursor:fingerprint:last-key`.
 #[derive(Debug, PartialEq, Eq)]
 struct Position {
     node: usize,
     cursor: String,
-    taken_through: Option<String>,
+    taken: Option<Taken>,
+}
+
+/// The part of a `SCAN` step already returned: every key of the step up to `through` (the step's
+/// keys are taken in order), and a fingerprint of those keys.
+///
+/// Reading the same cursor again returns the same keys only while Redis's table keeps its size:
+/// when it shrinks between two pages, the step at the cursor also holds keys of a bucket the walk
+/// has not reached yet, some of which may sort before `through`. Taking only keys after `through`
+/// would lose them for good (found by the conformance test, under other tests' deletions). So a
+/// step whose keys up to `through` no longer have the fingerprint is taken again from its start:
+/// a key may come twice (as `SCAN` allows), none is lost.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Taken {
+    through: String,
+    fingerprint: u64,
+}
+
+impl Taken {
+    /// `through` and the fingerprint of `step`'s keys up to it (`step` sorted).
+    fn of(step: &[(String, CacheKey)], through: String) -> Self {
+        let fingerprint = Self::fingerprint(step, &through);
+        Self {
+            through,
+            fingerprint,
+        }
+    }
+
+    /// A hash of the keys of `step` (sorted) up to `through`. std's `DefaultHasher` with its fixed
+    /// keys: the same for every instance built with the same Rust; a cursor read by a build whose
+    /// hash differs only restarts its step (duplicates, never a loss).
+    fn fingerprint(step: &[(String, CacheKey)], through: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        for (text, _) in step.iter().take_while(|(text, _)| text.as_str() <= through) {
+            text.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
 }
 
 impl Position {
@@ -244,7 +282,7 @@ impl Position {
         Self {
             node: 0,
             cursor: "0".into(),
-            taken_through: None,
+            taken: None,
         }
     }
 
@@ -257,7 +295,7 @@ impl Position {
                 "not a cursor returned by this store's walk",
             )
         };
-        let mut parts = cursor.as_str().splitn(3, ':');
+        let mut parts = cursor.as_str().splitn(4, ':');
         let node = parts
             .next()
             .and_then(|n| n.parse::<usize>().ok())
@@ -266,20 +304,61 @@ impl Position {
             .next()
             .filter(|c| !c.is_empty() && c.bytes().all(|b| b.is_ascii_digit()))
             .ok_or_else(bad)?;
+        let taken = match (parts.next(), parts.next()) {
+            (None, None) => None,
+            (Some(fingerprint), Some(through)) => Some(Taken {
+                through: through.to_owned(),
+                fingerprint: u64::from_str_radix(fingerprint, 16).map_err(|_| bad())?,
+            }),
+            _ => return Err(bad()),
+        };
         Ok(Self {
             node,
             cursor: at.to_owned(),
-            taken_through: parts.next().map(str::to_owned),
+            taken,
         })
     }
 
     fn to_cursor(&self) -> Result<ScanCursor> {
-        let text = match &self.taken_through {
-            Some(last) => format!("{}:{}:{last}", self.node, self.cursor),
+        let text = match &self.taken {
+            Some(Taken {
+                through,
+                fingerprint,
+            }) => format!("{}:{}:{fingerprint:016x}:{through}", self.node, self.cursor),
             None => format!("{}:{}", self.node, self.cursor),
         };
         ScanCursor::new(text)
     }
+}
+
+/// What to take of a `SCAN` step (its keys in scope, sorted and deduplicated) into a page with
+/// `room` places, given what earlier pages took of it: the keys taken, and, when some do not fit,
+/// what the step's next reading must skip.
+fn take_step(
+    mut step: Vec<(String, CacheKey)>,
+    taken: Option<&Taken>,
+    room: usize,
+) -> (Vec<(String, CacheKey)>, Option<Taken>) {
+    let skip = match taken {
+        Some(taken) if Taken::fingerprint(&step, &taken.through) == taken.fingerprint => {
+            step.partition_point(|(text, _)| text.as_str() <= taken.through.as_str())
+        }
+        // Not the reading the earlier pages took from (or a first reading): from its start.
+        _ => 0,
+    };
+    if step.len() - skip <= room {
+        step.drain(..skip);
+        return (step, None);
+    }
+    if room == 0 {
+        return (Vec::new(), taken.cloned());
+    }
+    let end = skip + room;
+    // Everything up to the last key taken now, the earlier pages' keys included.
+    let taken = Taken::of(&step, step[end - 1].0.clone());
+    step.truncate(end);
+    step.drain(..skip);
+    (step, Some(taken))
 }
 
 impl CacheStore for RedisStore {
@@ -417,21 +496,18 @@ impl CacheStore for RedisStore {
                     let (tenant, name) = text.strip_prefix(&head)?.split_once(':')?;
                     let parsed =
                         CacheKey::new(TenantId::new(tenant).ok()?, name.to_owned()).ok()?;
-                    let fresh = at.taken_through.as_deref().is_none_or(|last| text > last);
-                    (fresh && scope.contains(&parsed)).then(|| (text.to_owned(), parsed))
+                    scope.contains(&parsed).then(|| (text.to_owned(), parsed))
                 })
                 .collect();
             step.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             step.dedup_by(|a, b| a.0 == b.0);
-            let room = limit - keys.len();
-            if step.len() > room {
-                step.truncate(room);
-                at.taken_through = step.last().map(|(text, _)| text.clone());
-                keys.extend(step);
+            let (step, rest) = take_step(step, at.taken.as_ref(), limit - keys.len());
+            keys.extend(step);
+            at.taken = rest;
+            if at.taken.is_some() {
+                // The step did not fit: the next page reads it again.
                 break;
             }
-            keys.extend(step);
-            at.taken_through = None;
             if step_next == "0" {
                 at.node += 1;
                 at.cursor = "0".into();
@@ -480,15 +556,82 @@ mod tests {
         let position = Position {
             node: 2,
             cursor: "1234".into(),
-            taken_through: Some("resk:acme:a:b".into()),
+            taken: Some(Taken {
+                through: "resk:acme:a:b".into(),
+                fingerprint: 0x00ab_cdef_0123_4567,
+            }),
         };
         let cursor = position.to_cursor().unwrap();
-        assert_eq!(cursor.as_str(), "2:1234:resk:acme:a:b");
+        assert_eq!(cursor.as_str(), "2:1234:00abcdef01234567:resk:acme:a:b");
         assert_eq!(Position::parse(&cursor).unwrap(), position);
-        for bad in ["x", "1", "1:", "1:x", "-1:0", "a:0"] {
+        let plain = Position {
+            node: 0,
+            cursor: "17".into(),
+            taken: None,
+        };
+        assert_eq!(Position::parse(&plain.to_cursor().unwrap()).unwrap(), plain);
+        for bad in [
+            "x",
+            "1",
+            "1:",
+            "1:x",
+            "-1:0",
+            "a:0",
+            "1:0:resk",
+            "1:0:xyz:resk:a:b",
+        ] {
             let err = Position::parse(&ScanCursor::new(bad).unwrap()).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}");
         }
+    }
+
+    fn step(names: &[&str]) -> Vec<(String, CacheKey)> {
+        let tenant = TenantId::new("acme").unwrap();
+        names
+            .iter()
+            .map(|n| {
+                (
+                    format!("resk:acme:{n}"),
+                    CacheKey::new(tenant.clone(), (*n).to_owned()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn names(keys: &[(String, CacheKey)]) -> Vec<&str> {
+        keys.iter().map(|(_, k)| k.name()).collect()
+    }
+
+    #[test]
+    fn a_step_read_again_skips_what_was_taken() {
+        let (page, taken) = take_step(step(&["k0", "k2", "k5"]), None, 2);
+        assert_eq!(names(&page), ["k0", "k2"]);
+        let (page, taken) = take_step(step(&["k0", "k2", "k5"]), taken.as_ref(), 2);
+        assert_eq!(names(&page), ["k5"]);
+        assert_eq!(taken, None);
+    }
+
+    #[test]
+    fn a_step_that_changed_is_taken_again_from_its_start() {
+        // Redis's table shrank between two pages: the same cursor now also reads a bucket the
+        // walk had not reached, whose `k1` sorts before the last key taken. It must come.
+        let (page, taken) = take_step(step(&["k2", "k5"]), None, 1);
+        assert_eq!(names(&page), ["k2"]);
+        let (page, taken) = take_step(step(&["k1", "k2", "k5"]), taken.as_ref(), 1);
+        assert_eq!(names(&page), ["k1"]);
+        let (page, taken) = take_step(step(&["k1", "k2", "k5"]), taken.as_ref(), 1);
+        assert_eq!(names(&page), ["k2"], "taken again: SCAN allows a key twice");
+        let (page, taken) = take_step(step(&["k1", "k2", "k5"]), taken.as_ref(), 1);
+        assert_eq!(names(&page), ["k5"]);
+        assert_eq!(taken, None);
+    }
+
+    #[test]
+    fn a_step_with_no_room_waits_for_the_next_page() {
+        let (_, taken) = take_step(step(&["k0", "k2", "k5"]), None, 1);
+        let (page, still) = take_step(step(&["k0", "k2", "k5"]), taken.as_ref(), 0);
+        assert!(page.is_empty());
+        assert_eq!(still, taken);
     }
 
     #[test]
