@@ -164,7 +164,8 @@ pub struct Decision {
 /// The per-tenant records of one [`Cache`](crate::Cache).
 #[derive(Debug, Default)]
 pub(crate) struct Activity {
-    tenants: RwLock<HashMap<TenantId, Arc<Mutex<Tenant>>>>,
+    /// foldhash: read on every lookup, keyed by tenant ids (fixed by the caller's tokens).
+    tenants: RwLock<HashMap<TenantId, Arc<Mutex<Tenant>>, foldhash::fast::RandomState>>,
 }
 
 #[derive(Debug)]
