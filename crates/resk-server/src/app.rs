@@ -3,7 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use aide::openapi::{OpenApi, SecurityScheme};
-use axum::{Router, extract::DefaultBodyLimit, middleware};
+use axum::{Router, middleware};
 use resk::{semantic::Semantic, variants::SharedCounter};
 use resk_core::{CacheStore, Error, ErrorKind, LocalBus, Result, SharedBus, SharedCacheStore};
 
@@ -170,6 +170,7 @@ impl App {
             limiter: limiter.clone(),
             rates: config.rate_limit.clone(),
             timeout: config.limits.request_timeout,
+            max_body_bytes: config.limits.max_body_bytes,
             gateway_timeout: config.limits.gateway_timeout,
             auth_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "auth"),
             rate_limit_seconds: metrics::histogram!("resk_layer_duration_seconds", "layer" => "rate_limit"),
@@ -229,7 +230,6 @@ impl App {
         let router = router
             .fallback(routes::not_found)
             .method_not_allowed_fallback(routes::method_not_allowed)
-            .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
             .layer(middleware::from_fn_with_state(gate, gate::pipeline))
             .with_state(state.clone());
         // Outermost, so preflight requests (which carry no token) are answered here.

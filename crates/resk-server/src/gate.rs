@@ -44,6 +44,8 @@ pub(crate) struct Gate {
     pub(crate) limiter: Arc<dyn RateLimiter>,
     pub(crate) rates: crate::ratelimit::RateLimitConfig,
     pub(crate) timeout: Duration,
+    /// The largest request body a handler reads (`MAX_BODY_BYTES`).
+    pub(crate) max_body_bytes: usize,
     /// The time limit of gateway requests (`/v1/...`), which wait for a model.
     pub(crate) gateway_timeout: Duration,
     /// `resk_layer_duration_seconds{layer="auth"}`, registered once (the recorder must exist first).
@@ -196,11 +198,10 @@ fn secure(response: &mut Response, tls: bool) {
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         );
     }
-    for &(name, value) in &SECURITY_HEADERS {
-        // One hash per header (`entry`) instead of two (`contains_key`, then `insert`).
-        headers
-            .entry(name)
-            .or_insert_with(|| HeaderValue::from_static(value));
+    for (name, value) in &SECURITY_HEADERS {
+        // One hash per header (`entry`) instead of two (`contains_key`, then `insert`), and a
+        // value checked once, not on every answer (cloning a static value copies no bytes).
+        headers.entry(*name).or_insert_with(|| value.clone());
     }
 }
 
@@ -210,17 +211,35 @@ static CROSS_ORIGIN_RESOURCE_POLICY: HeaderName =
     HeaderName::from_static("cross-origin-resource-policy");
 
 /// The headers [`secure`] adds to every answer that does not set its own.
-static SECURITY_HEADERS: [(&HeaderName, &str); 7] = [
-    (&axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (&axum::http::header::REFERRER_POLICY, "no-referrer"),
+static SECURITY_HEADERS: [(&HeaderName, HeaderValue); 7] = [
+    (
+        &axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    ),
+    (
+        &axum::http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    ),
     (
         &axum::http::header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'",
+        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
     ),
-    (&axum::http::header::X_FRAME_OPTIONS, "DENY"),
-    (&CROSS_ORIGIN_OPENER_POLICY, "same-origin"),
-    (&CROSS_ORIGIN_RESOURCE_POLICY, "same-origin"),
-    (&axum::http::header::CACHE_CONTROL, "no-store"),
+    (
+        &axum::http::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    ),
+    (
+        &CROSS_ORIGIN_OPENER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        &CROSS_ORIGIN_RESOURCE_POLICY,
+        HeaderValue::from_static("same-origin"),
+    ),
+    (
+        &axum::http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ),
 ];
 
 /// The client behind `peer`: `peer` itself, unless it is a trusted proxy, in which case the
@@ -304,6 +323,21 @@ impl Gate {
         }
     }
 
+    /// The rest of the stack (the handler), under the configured body limit. Set here rather than
+    /// as a router layer (`DefaultBodyLimit`), where it would cost every request a boxed clone of
+    /// the route's service and a boxed future.
+    async fn run(&self, req: Request, next: Next) -> Response {
+        use tower::{Layer as _, ServiceExt as _};
+        match axum::extract::DefaultBodyLimit::max(self.max_body_bytes)
+            .layer(next)
+            .oneshot(req)
+            .await
+        {
+            Ok(response) => response,
+            Err(never) => match never {},
+        }
+    }
+
     /// Verify the bearer token, apply the rate limit (per subject; per IP for requests without a
     /// valid token), hand the principal to the handler and add the `RateLimit-*` headers.
     async fn admit(&self, mut req: Request, next: Next) -> Response {
@@ -312,7 +346,7 @@ impl Gate {
             .get::<MatchedPath>()
             .map(MatchedPath::as_str);
         if !needs_token(matched, req.uri().path()) {
-            return next.run(req).await;
+            return self.run(req, next).await;
         }
         let token = bearer(&req, matched);
         let token_present = token.is_some();
@@ -416,7 +450,7 @@ impl Gate {
             }
         };
         req.extensions_mut().insert(principal);
-        let mut response = next.run(req).await;
+        let mut response = self.run(req, next).await;
         let headers = response.headers_mut();
         headers.insert(RATE_LIMIT_LIMIT.clone(), HeaderValue::from(limit));
         headers.insert(RATE_LIMIT_REMAINING.clone(), HeaderValue::from(remaining));
