@@ -26,10 +26,7 @@ const PARTS: &[(&str, &str)] = &[
         "<resk_crypto::layer::EncryptedStore<S> as resk_core::cache::CacheStore>::get::{{closure}}",
     ),
     ("lookup: entry parse", "resk::cache::Cache::parse"),
-    (
-        "request body parse (JSON)",
-        "resk_server::json::read_json::{{closure}}",
-    ),
+    ("request body parse (JSON)", "resk_server::json::parse"),
     ("rate limit", "resk_server::gate::Gate::check::{{closure}}"),
     ("security headers", "resk_server::gate::secure"),
 ];
