@@ -11,10 +11,9 @@ use resk::{
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
-    api::Visibility,
+    api::{Visibility, rfc3339},
     auth::{Principal, Scope},
     error::ApiError,
     json::ApiQuery,
@@ -184,10 +183,6 @@ impl Build {
     };
 }
 
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
-}
-
 /// `GET /api/admin/overview`.
 pub(crate) async fn overview(
     State(app): State<Arc<AppState>>,
@@ -273,8 +268,8 @@ pub(crate) async fn entries(
             EntryRow {
                 key: info.key.name().to_owned(),
                 query: app.log_query_text.then_some(entry.query),
-                created_at: rfc3339(entry.created_at),
-                expires_at: rfc3339(entry.expires_at),
+                created_at: rfc3339::string(entry.created_at),
+                expires_at: rfc3339::string(entry.expires_at),
                 size: info.size,
                 visibility: if entry.owner.is_some() {
                     Visibility::User

@@ -10,14 +10,13 @@ use axum::{
 };
 use resk::{Lookup, Outcome, PutOptions};
 use resk_core::{CacheKey, CacheStore};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use crate::{
     api::{
         DeleteResponse, EraseResponse, ExportRequest, ExportResponse, ExportedEntry,
         FeedbackRequest, FeedbackResponse, HealthResponse, KeyFields, Latency, PurgeResponse,
         QueryRequest, QueryResponse, ReadyResponse, RejectedCandidate, RevokeRequest,
-        RevokeResponse, Source, SubjectRequest, Visibility, WriteRequest, WriteResponse,
+        RevokeResponse, Source, SubjectRequest, Visibility, WriteRequest, WriteResponse, rfc3339,
     },
     auth::{Principal, Scope},
     error::ApiError,
@@ -32,10 +31,6 @@ fn backend_error(app: &AppState, op: &'static str, err: &resk_core::Error) {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).unwrap_or_default()
 }
 
 /// An engine error as the API answers it: a bad field of the request is a 400 whose code names
@@ -166,7 +161,7 @@ pub(crate) async fn store_entry(
         .put(&ask, &req.response, &options)
         .await
         .map_err(engine_error)?;
-    let expires_at = rfc3339(stored.expires_at);
+    let expires_at = rfc3339::string(stored.expires_at);
     app.hub
         .cache_event(
             &principal.tenant,
@@ -178,7 +173,7 @@ pub(crate) async fn store_entry(
         key: stored.key.name().to_owned(),
         ttl: stored.ttl.as_secs(),
         expires_at,
-        stale_until: stored.stale_until.map(rfc3339),
+        stale_until: stored.stale_until.map(rfc3339::string),
         semantic_indexed: stored.semantic_indexed,
         semantic_error: stored.semantic_error,
     })
@@ -493,8 +488,8 @@ pub(crate) async fn privacy_export(
         .map(|(key, entry)| ExportedEntry {
             key: key.name().to_owned(),
             response: serde_json::from_str(entry.response.get()).unwrap_or_default(),
-            created_at: rfc3339(entry.created_at),
-            expires_at: rfc3339(entry.expires_at),
+            created_at: rfc3339::string(entry.created_at),
+            expires_at: rfc3339::string(entry.expires_at),
             visibility: if entry.owner.is_some() {
                 Visibility::User
             } else {
