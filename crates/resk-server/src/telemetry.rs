@@ -37,10 +37,6 @@ pub struct OtelArgs {
 /// The correlation header, echoed when valid and generated otherwise.
 pub static CORRELATION_HEADER: HeaderName = HeaderName::from_static("x-correlation-id");
 
-/// The correlation id of the current request (in request extensions).
-#[derive(Clone, Debug)]
-pub struct CorrelationId(pub HeaderValue);
-
 /// Latency buckets (seconds) of every histogram: 50 µs to 10 s.
 const BUCKETS: &[f64] = &[
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -523,7 +519,7 @@ fn valid_correlation_id(value: &HeaderValue) -> bool {
 /// The outermost step of every request: assigns the correlation id, opens the request span, runs
 /// `inner` inside it, records HTTP metrics with the route template (never the raw path) and logs one
 /// line per request.
-pub(crate) async fn observe<F, Fut>(mut req: Request, inner: F) -> Response
+pub(crate) async fn observe<F, Fut>(req: Request, inner: F) -> Response
 where
     F: FnOnce(Request) -> Fut,
     Fut: Future<Output = Response>,
@@ -539,7 +535,6 @@ where
             let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
             HeaderValue::from_str(text).unwrap_or(HeaderValue::from_static("invalid"))
         });
-    req.extensions_mut().insert(CorrelationId(id.clone()));
     let route = route_label(req.extensions().get::<MatchedPath>());
     let method = method_label(req.method());
     // The span's OpenTelemetry name (`POST /api/cache/query`) is only read by the exporter.
