@@ -1,7 +1,8 @@
 //! The engine's share of an exact hit, in process (no HTTP), layer by layer: the key (query
-//! normalisation + HMAC), the store read (moka), AES-256-GCM, the entry decode — so a change to
-//! the hot path can be judged against these figures (`cargo bench -p resk --bench hit_path`;
-//! `cargo test` runs each benchmark once, which keeps them compiling and working).
+//! normalisation + HMAC), the store read (moka), AES-256-GCM, the entry decode, and the guards a
+//! semantic candidate passes — so a change to the hot path can be judged against these figures
+//! (`cargo bench -p resk --bench hit_path`; `cargo test` runs each benchmark once, which keeps them
+//! compiling and working).
 //!
 //! divan rather than criterion: one small dependency, per-benchmark allocation counts, and a test
 //! mode that runs each benchmark once under `cargo test`.
@@ -84,4 +85,14 @@ fn put(bencher: Bencher<'_, '_>, encrypted: bool) {
                 .unwrap(),
         )
     });
+}
+
+/// The guards' check of a semantic candidate (negation, antonyms, numbers, closed classes,
+/// direction), which runs on every candidate a semantic lookup considers, sure ones included.
+#[divan::bench]
+fn semantic_guards(bencher: Bencher<'_, '_>) {
+    use resk::verify::Guards;
+    let guards = Guards::new();
+    let candidate = "How can I reset the password of my account?";
+    bencher.bench_local(|| black_box(guards.check(black_box(QUERY), black_box(candidate))));
 }

@@ -225,9 +225,28 @@ impl Word {
     }
 }
 
-/// The stem of `word` (lowercase).
+/// Words whose stems one thread remembers ([`stem`]); past this the memo is emptied and refilled.
+const STEM_MEMO: usize = 4096;
+
+/// The stem of `word` (lowercase), remembered per thread: the guards stem both questions of every
+/// candidate they check, and a Snowball stem costs several times a map lookup. Per thread, so the
+/// semantic path takes no lock; std's SipHash, because the words are whatever clients ask.
 pub(crate) fn stem(word: &str) -> String {
-    STEMMER.stem(word).into_owned()
+    thread_local! {
+        static STEMS: std::cell::RefCell<std::collections::HashMap<Box<str>, Box<str>>> =
+            std::cell::RefCell::default();
+    }
+    STEMS.with_borrow_mut(|stems| {
+        if let Some(stem) = stems.get(word) {
+            return stem.to_string();
+        }
+        let stem = STEMMER.stem(word).into_owned();
+        if stems.len() >= STEM_MEMO {
+            stems.clear();
+        }
+        stems.insert(word.into(), stem.as_str().into());
+        stem
+    })
 }
 
 /// The words of `text`: split on anything but letters, digits and apostrophes (a comma between
