@@ -99,6 +99,9 @@
     state.token = null;
     clearInterval(state.timer);
     for (const s of document.querySelectorAll("section.tab")) s.hidden = true;
+    // Nothing of this session stays in the page for the next one (another tenant's, maybe).
+    for (const t of document.querySelectorAll("section.tab table")) for (const b of t.tBodies) b.replaceChildren();
+    for (const id of ["decisions-note", "entries-status", "health-status"]) $(id).textContent = "";
     $("tabs").hidden = true;
     $("who").hidden = true;
     $("signin").hidden = false;

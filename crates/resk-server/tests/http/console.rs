@@ -120,13 +120,20 @@ async fn sign_in(c: &Client, token: &str) {
     id(c, "sign-in").await.click().await.unwrap();
 }
 
+/// Open tab `name`, once its button shows (a signed-out console hides them: the panic then says
+/// why it signed out).
 async fn tab(c: &Client, name: &str) {
-    c.find(Locator::Css(&format!("#tabs button[data-tab='{name}']")))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    let button = css(c, &format!("#tabs button[data-tab='{name}']")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !button.is_displayed().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tab {name} not shown; sign-in message: {:?}",
+            text(c, "signin-error").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    button.click().await.unwrap();
 }
 
 async fn rows(c: &Client, table: &str) -> usize {
