@@ -138,8 +138,9 @@ impl MemoryStore {
             })
             .expire_after(EntryExpiry)
             .eviction_policy(policy)
-            // Keys are HMAC digests (no client can aim them at one bucket), so the seeded foldhash
-            // is safe here, and a fraction of the cost of std's SipHash on every read.
+            // The engine's keys are HMAC digests under a secret (no client can aim them at one
+            // bucket), and foldhash is seeded per process: safe here, and a fraction of the cost of
+            // std's SipHash on every read.
             .build_with_hasher(foldhash::fast::RandomState::default());
         Self {
             cache,
