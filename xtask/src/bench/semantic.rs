@@ -376,8 +376,7 @@ fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Pat
         }
         table.push(rows);
     }
-    if let ([off1, off_rest @ ..], [on1, on_rest @ ..]) = (table[0].as_slice(), table[1].as_slice())
-    {
+    if let ([_, off_rest @ ..], [on1, on_rest @ ..]) = (table[0].as_slice(), table[1].as_slice()) {
         println!();
         println!("| figure | value | target | |");
         println!("| --- | ---: | ---: | --- |");
@@ -407,7 +406,6 @@ fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Pat
             "| most clients with throughput >= 2x one client's and p99 <= 1.5x | {} | — | shown |",
             both.map_or_else(|| "none".to_owned(), |c| c.to_string())
         );
-        let _ = off1;
     }
     if let Some((total, embed, exact, [key, cache, vector])) = split {
         let bound = embed + 2.0 * exact;
