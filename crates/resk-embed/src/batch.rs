@@ -33,6 +33,16 @@ pub struct MicroBatchConfig {
     pub max_batch: usize,
     /// Extra time a batch waits for more callers once a slot is free (zero: send at once).
     pub window: Duration,
+    /// Under load, how long a batch may wait for the callers it expects: as many as the previous
+    /// batch answered plus those that queued while it ran (zero: never wait for them).
+    ///
+    /// Without it, two callers that each send their next query as soon as they have an answer
+    /// take turns: each call carries one text while the other caller queues behind it, so two
+    /// callers get one caller's throughput at twice its latency. Waiting a little for the caller
+    /// that was just answered lets them share calls. A lone caller is never kept waiting (its
+    /// previous batch answered only itself), and the wait ends as soon as the expected callers
+    /// are in.
+    pub busy_window: Duration,
 }
 
 impl Default for MicroBatchConfig {
@@ -41,6 +51,7 @@ impl Default for MicroBatchConfig {
             in_flight: 1,
             max_batch: 64,
             window: Duration::ZERO,
+            busy_window: Duration::ZERO,
         }
     }
 }
@@ -153,26 +164,38 @@ impl<E: Embedder> Embedder for MicroBatcher<E> {
 }
 
 /// The worker: wait for a free slot, take the first queued job and whatever else is queued (or
-/// arrives within the window), and send them as one call.
+/// arrives within the window, or, under load, within the busy window until the expected callers
+/// are in), and send them as one call.
 async fn work<E: Embedder>(
     inner: Arc<E>,
     mut queue: mpsc::UnboundedReceiver<Job>,
     config: MicroBatchConfig,
 ) {
     let slots = Arc::new(Semaphore::new(config.in_flight));
+    // Callers in the previous batch (with one slot: the ones it just answered).
+    let mut previous = 0;
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
-            return;
+        // Callers already queued when the slot came free waited behind the previous batch.
+        let (first, mut queued) = match queue.try_recv() {
+            Ok(job) => (job, 1),
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+            Err(mpsc::error::TryRecvError::Empty) => match queue.recv().await {
+                Some(job) => (job, 0),
+                None => return,
+            },
         };
         let mut size = first.texts.len();
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + config.window;
         while size < config.max_batch {
             let next = match queue.try_recv() {
-                Ok(job) => Some(job),
+                Ok(job) => {
+                    queued += 1;
+                    Some(job)
+                }
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) if config.window.is_zero() => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
@@ -186,6 +209,20 @@ async fn work<E: Embedder>(
             size += job.texts.len();
             jobs.push(job);
         }
+        if !config.busy_window.is_zero() {
+            // Under load, the callers just answered are likely to come back at once (each
+            // sends its next query when it has its answer): wait a little for them.
+            let expected = previous + queued;
+            let deadline = tokio::time::Instant::now() + config.busy_window;
+            while jobs.len() < expected && size < config.max_batch {
+                let Ok(Some(job)) = tokio::time::timeout_at(deadline, queue.recv()).await else {
+                    break;
+                };
+                size += job.texts.len();
+                jobs.push(job);
+            }
+        }
+        previous = jobs.len();
         let inner = inner.clone();
         let span = jobs[0].span.clone();
         tokio::spawn(
@@ -388,6 +425,7 @@ mod tests {
             in_flight: 2,
             max_batch: 4,
             window: Duration::from_millis(5),
+            ..MicroBatchConfig::default()
         });
         let out = concurrently(&b, (0..24).map(|i| vec![format!("t{i}")]).collect()).await;
         assert!(out.iter().all(Result::is_ok));
@@ -398,6 +436,63 @@ mod tests {
         // A call as large as a batch goes straight through.
         let big: Vec<String> = (0..4).map(|i| format!("big{i}")).collect();
         assert_eq!(b.embed(&big).await.unwrap().len(), 4);
+    }
+
+    /// Two callers that each send their next text 2 ms after an answer (a client's round trip)
+    /// share calls under a busy window instead of taking turns; a lone caller is never kept
+    /// waiting by it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_busy_window_groups_returning_callers_and_spares_a_lone_one() {
+        let busy_window = Duration::from_millis(1500);
+        let b = batcher(MicroBatchConfig {
+            busy_window,
+            ..MicroBatchConfig::default()
+        });
+        let t0 = tokio::time::Instant::now();
+        for i in 0..3 {
+            assert_eq!(
+                b.embed(&["x".repeat(i + 1)]).await.unwrap(),
+                vec![vec![(i + 1) as f32]]
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            t0.elapsed() < busy_window,
+            "a lone caller waited: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(*b.inner.calls.lock().unwrap(), vec![1, 1, 1]);
+
+        let b = batcher(MicroBatchConfig {
+            busy_window,
+            ..MicroBatchConfig::default()
+        });
+        let callers: Vec<_> = ["a", "bb"]
+            .into_iter()
+            .map(|text| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    for _ in 0..6 {
+                        assert_eq!(
+                            b.embed(&[text.to_owned()]).await.unwrap(),
+                            vec![vec![text.len() as f32]]
+                        );
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+        let calls = b.inner.calls.lock().unwrap().clone();
+        assert_eq!(calls.iter().sum::<usize>(), 12);
+        // Taking turns would be 12 calls of one text; shared, 6 (plus one at each end).
+        assert!(
+            calls.len() <= 8,
+            "two returning callers made {} calls: {calls:?}",
+            calls.len()
+        );
     }
 
     /// A provider failure reaches every caller of the batch; a blank text fails only its caller.

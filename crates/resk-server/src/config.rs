@@ -857,4 +857,25 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("CACHE_DEFAULT_TTL_SECS"), "{err}");
     }
+
+    #[test]
+    fn micro_batch_windows_are_bounded() {
+        let secret = "x".repeat(32);
+        let ok = parse(&["--jwt-secret", &secret]).resolve().unwrap();
+        assert_eq!(
+            ok.semantic.embedding_batch_busy_window_ms,
+            resk::env::DEFAULT_BUSY_WINDOW_MS
+        );
+        for flag in [
+            "--embedding-batch-window-ms",
+            "--embedding-batch-busy-window-ms",
+        ] {
+            let ok = parse(&["--jwt-secret", &secret, flag, "1000"]).resolve();
+            assert!(ok.is_ok(), "{flag} 1000");
+            let err = parse(&["--jwt-secret", &secret, flag, "1001"])
+                .resolve()
+                .unwrap_err();
+            assert!(err.to_string().contains("at most 1000"), "{flag}: {err}");
+        }
+    }
 }

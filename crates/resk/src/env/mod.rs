@@ -193,6 +193,11 @@ pub enum HfStyle {
     Tei,
 }
 
+/// `EMBEDDING_BATCH_BUSY_WINDOW_MS`'s default: well under one forward pass of the local model
+/// (5-10 ms per query on two cores) and over a client's round trip on a LAN, so callers that come
+/// straight back share the next pass. Measured in docs/operations.md (`cargo xtask bench batch`).
+pub const DEFAULT_BUSY_WINDOW_MS: u64 = 2;
+
 /// Semantic-caching settings, shared by resk-server (`serve`, `calibrate`) and resk-ingest.
 #[derive(Clone, Debug, Args)]
 pub struct SemanticArgs {
@@ -238,6 +243,12 @@ pub struct SemanticArgs {
     /// milliseconds (0: send at once; batches still form while the provider is busy).
     #[arg(long, env = "EMBEDDING_BATCH_WINDOW_MS", default_value_t = 0)]
     pub embedding_batch_window_ms: u64,
+    /// Micro-batching under load: how long a batch may wait, in milliseconds, for the callers it
+    /// expects (as many as the previous batch answered, plus those that queued behind it), so
+    /// callers that come straight back share calls instead of taking turns (0: never wait; a lone
+    /// caller is never kept waiting).
+    #[arg(long, env = "EMBEDDING_BATCH_BUSY_WINDOW_MS", default_value_t = DEFAULT_BUSY_WINDOW_MS)]
+    pub embedding_batch_busy_window_ms: u64,
     /// Vectors kept by the embedding cache (0 disables it).
     #[arg(long, env = "EMBEDDING_CACHE_SIZE", default_value_t = 10_000)]
     pub embedding_cache_size: u64,
@@ -486,9 +497,9 @@ impl SemanticArgs {
                 "EMBEDDING_BATCH_SIZE, EMBEDDING_CONCURRENCY and EMBEDDING_TIMEOUT_SECS must be at least 1",
             ));
         }
-        if self.embedding_batch_window_ms > 1000 {
+        if self.embedding_batch_window_ms > 1000 || self.embedding_batch_busy_window_ms > 1000 {
             return Err(config_err(
-                "EMBEDDING_BATCH_WINDOW_MS must be at most 1000 (every semantic lookup may wait that long)",
+                "EMBEDDING_BATCH_WINDOW_MS and EMBEDDING_BATCH_BUSY_WINDOW_MS must be at most 1000 (a semantic lookup may wait that long)",
             ));
         }
         if self.embedding_dimensions == Some(0) {
@@ -939,6 +950,7 @@ pub(crate) struct Wrapping {
     cache: Option<EmbeddingCacheConfig>,
     batch_in_flight: Option<usize>,
     batch_window: Duration,
+    batch_busy_window: Duration,
     batch_max: usize,
 }
 
@@ -950,6 +962,7 @@ impl Wrapping {
             in_flight,
             max_batch: self.batch_max,
             window: self.batch_window,
+            busy_window: self.batch_busy_window,
         })
     }
 }
@@ -1001,6 +1014,7 @@ async fn build_embedder_and_model(
         cache,
         batch_in_flight: args.embedding_batch_in_flight,
         batch_window: Duration::from_millis(args.embedding_batch_window_ms),
+        batch_busy_window: Duration::from_millis(args.embedding_batch_busy_window_ms),
         batch_max: args.embedding_batch_size,
     };
     match args.embedding_provider {
