@@ -79,7 +79,7 @@ pub(crate) fn coverage() -> Result {
     .arg(&out)
     .arg("--target-dir")
     .arg(target_dir().join("tarpaulin"));
-    for name in ["xtask", "resk-vector-bench", "resk-scan-bench"] {
+    for name in ["xtask", "resk-vector-bench", "resk-scan-bench", "resk-bare"] {
         cmd.args(["--exclude", name]);
     }
     services.configure(&mut cmd);

@@ -389,13 +389,14 @@ pub(crate) fn release_resk_in(dir: &Path) -> Result<PathBuf> {
     Ok(release_build(dir, &[])?.join("resk-server"))
 }
 
-/// Build the release `resk-server` and the bare baseline (`examples/bare`) and return their paths.
+/// Build the release `resk-server` and the bare baseline (`examples/bare`, package `resk-bare`)
+/// and return their paths. Two builds, so each binary gets only its own package's features: built
+/// together, cargo would unify the baseline's into resk-server's dependencies (and a build of
+/// resk-server alone, as the other benchmarks make, would then recompile them).
 pub(crate) fn release_resk_and_bare() -> Result<(PathBuf, PathBuf)> {
-    let release = release_build(&root(), &["--example", "bare"])?;
-    Ok((
-        release.join("resk-server"),
-        release.join("examples").join("bare"),
-    ))
+    let release = release_build(&root(), &[])?;
+    run(cargo().args(["build", "--release", "-p", "resk-bare"]))?;
+    Ok((release.join("resk-server"), release.join("resk-bare")))
 }
 
 /// Build the release `resk-server` binary of the workspace at `dir`, plus whatever `extra` cargo

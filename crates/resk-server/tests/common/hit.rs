@@ -11,7 +11,7 @@ use axum::{
 use resk_server::{App, Backends, Cli};
 use tower::ServiceExt as _;
 
-#[path = "../../examples/bare/handler.rs"]
+#[path = "../../../../examples/bare/src/handler.rs"]
 mod bare_handler;
 
 pub const SECRET: &str = "bench-secret-0123456789abcdefghijklmnopqrstuv";

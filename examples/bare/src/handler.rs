@@ -1,6 +1,6 @@
-//! The baseline handler itself, shared by the `bare` example (the wrk baseline of
-//! `cargo xtask bench`) and the in-process baseline of `benches/hit_path.rs` and
-//! `tests/allocations.rs`, so both compare resk with the same code.
+//! The baseline handler itself, shared by the `resk-bare` binary (the wrk baseline of
+//! `cargo xtask bench`) and resk-server's in-process baseline (`benches/hit_path.rs`,
+//! `tests/allocations.rs`), so both compare resk with the same code.
 
 use axum::{Json, Router, routing::post};
 use serde::Deserialize;

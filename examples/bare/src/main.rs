@@ -2,16 +2,21 @@
 //! the same request body and returns a JSON body of the same shape as a resk cache hit, doing no auth,
 //! rate limiting, keying, cache lookup, decryption or metrics. `cargo xtask bench` runs it beside
 //! resk-server so the ratio isolates resk's own cost: same build profile, same allocator (mimalloc,
-//! with the default `mimalloc` feature, as the server binary).
+//! the server binary's default).
 //!
-//! Usage: `bare <port>`
+//! A package of its own, not an example of resk-server: an example is built with its package's
+//! dev-dependencies, and cargo unifies their features into every crate of the same build (tokio's
+//! `test-util`, reqwest's and hyper-util's client features...), so the resk-server binary built
+//! beside it was not the one `cargo build --release -p resk-server` gives a user, and building one
+//! after the other recompiled the shared crates each time.
+//!
+//! Usage: `resk-bare <port>`
 
 use std::process::ExitCode;
 
 mod handler;
 
 // The allocator resk-server runs with, so the ratio measures resk's code, not the allocator's.
-#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
