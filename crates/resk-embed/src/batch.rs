@@ -9,7 +9,10 @@
 //! calls at most), and it holds whatever queued while the slots were busy. A lone caller on an idle
 //! server waits for nothing (plus `window`, zero by default); under load, batches grow by
 //! themselves. This is the scheme of Triton's dynamic batcher and of NVIDIA's and Hugging Face's
-//! text-embeddings-inference queue, not a fixed timer that every request pays.
+//! text-embeddings-inference queue, not a fixed timer that every request pays. One addition of
+//! resk's own: with a `busy_window`, a batch formed under load also waits briefly for the callers
+//! it expects (those the previous batch answered), so callers that come straight back share calls
+//! instead of taking turns.
 //!
 //! Written here rather than taken from a crate: the batching crates on crates.io (`batched-fn`,
 //! `tokio-batch`) either run one fixed window per batch or are unmaintained, and the logic is a short
@@ -41,7 +44,7 @@ pub struct MicroBatchConfig {
     /// callers get one caller's throughput at twice its latency. Waiting a little for the caller
     /// that was just answered lets them share calls. A lone caller is never kept waiting (its
     /// previous batch answered only itself), and the wait ends as soon as the expected callers
-    /// are in.
+    /// are in. Zero by default here; resk-server sets 2 ms (`EMBEDDING_BATCH_BUSY_WINDOW_MS`).
     pub busy_window: Duration,
 }
 
