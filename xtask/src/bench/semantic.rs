@@ -271,8 +271,8 @@ const CLIENTS: [u32; 5] = [1, 2, 4, 8, 32];
 
 /// Semantic hits with the local model at each of [`CLIENTS`] concurrent clients, micro-batching off,
 /// on without the busy window, and on as by default (embedding cache off, so every request
-/// embeds); and, one request at a time, a semantic hit's
-/// lookup time against its embedding time plus two exact hits.
+/// embeds); and, one request at a time, a semantic hit's lookup time against its embedding time
+/// plus two exact hits.
 /// `cargo xtask bench batch`: only the concurrency table below.
 pub(crate) fn bench_batch(secs: u64) -> Result {
     let Some(model) = test_model()? else {
