@@ -25,6 +25,21 @@ pub(crate) struct Stats {
     pub(crate) stale: Counter,
     feedback_right: std::sync::atomic::AtomicU64,
     feedback_wrong: std::sync::atomic::AtomicU64,
+    /// The verdict counters met so far, by verifier, verdict and reason label (at most
+    /// [`VERDICT_HANDLES`]; labels beyond go through the registry).
+    verdicts: std::sync::RwLock<Vec<VerdictCounter>>,
+}
+
+/// How many verdict counters [`Stats::verdict`] keeps: the built-in verifiers' reason labels with
+/// room to spare; a custom verifier with more distinct reasons still counts, through the registry.
+const VERDICT_HANDLES: usize = 64;
+
+/// One series of `resk_semantic_verdicts_total`.
+struct VerdictCounter {
+    by: &'static str,
+    verdict: resk_core::Verdict,
+    label: Box<str>,
+    counter: Counter,
 }
 
 impl Stats {
@@ -48,6 +63,7 @@ impl Stats {
             stale: metrics::counter!("resk_stale_answers_total"),
             feedback_right: Default::default(),
             feedback_wrong: Default::default(),
+            verdicts: Default::default(),
         }
     }
 
@@ -98,13 +114,36 @@ impl Stats {
     /// Count a decision of the verification stage
     /// (`resk_semantic_verdicts_total{verifier, verdict, reason}`).
     pub(crate) fn verdict(&self, v: &crate::verify::Verification) {
-        metrics::counter!(
+        // A kept handle, not the registry: this runs right after a forward pass has evicted the
+        // CPU caches, where the registry's lookup (a key built, hashed and compared) took ~6 µs
+        // in a probe build under load.
+        let label = v.label();
+        let same =
+            |c: &VerdictCounter| c.by == v.by && c.verdict == v.verdict && *c.label == *label;
+        if let Ok(known) = self.verdicts.read()
+            && let Some(c) = known.iter().find(|c| same(c))
+        {
+            c.counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
             "resk_semantic_verdicts_total",
             "verifier" => v.by,
             "verdict" => v.verdict.as_str(),
-            "reason" => v.label().to_owned(),
-        )
-        .increment(1);
+            "reason" => label.to_owned(),
+        );
+        counter.increment(1);
+        if let Ok(mut known) = self.verdicts.write()
+            && known.len() < VERDICT_HANDLES
+            && !known.iter().any(same)
+        {
+            known.push(VerdictCounter {
+                by: v.by,
+                verdict: v.verdict,
+                label: label.into(),
+                counter,
+            });
+        }
     }
 }
 
@@ -132,4 +171,102 @@ pub(crate) fn mark_degraded(layer: &'static str) -> bool {
 pub fn backend_error(backend: &'static str, op: &'static str, err: &resk_core::Error) {
     metrics::counter!("resk_backend_errors_total", "backend" => backend, "op" => op).increment(1);
     tracing::warn!(backend, op, error = %err, "cache backend error");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::HashMap,
+        sync::{Arc, Mutex, atomic::AtomicU64},
+    };
+
+    use metrics::{Key, KeyName, Metadata, Recorder, SharedString, Unit};
+    use resk_core::Verdict;
+
+    use super::*;
+    use crate::verify::Verification;
+
+    /// Counters by name and labels (`name{a=x,b=y}`); gauges and histograms ignored.
+    #[derive(Default)]
+    struct Counts(Mutex<HashMap<String, Arc<AtomicU64>>>);
+
+    impl Counts {
+        fn get(&self, series: &str) -> u64 {
+            self.0
+                .lock()
+                .unwrap()
+                .get(series)
+                .map_or(0, |c| c.load(std::sync::atomic::Ordering::SeqCst))
+        }
+    }
+
+    impl Recorder for Counts {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let series = format!("{}{{{}}}", key.name(), labels.join(","));
+            let counter = self.0.lock().unwrap().entry(series).or_default().clone();
+            Counter::from_arc(counter)
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> metrics::Gauge {
+            metrics::Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    #[test]
+    fn verdicts_count_per_series_with_kept_handles_and_beyond_them() {
+        let counts = Counts::default();
+        metrics::with_local_recorder(&counts, || {
+            let stats = Stats::new("memory");
+            let accept = Verification::new(Verdict::Accept, "similarity", "above_accept");
+            for _ in 0..3 {
+                stats.verdict(&accept);
+            }
+            // One series per reason label: the part before the first `:`.
+            stats.verdict(&Verification::new(
+                Verdict::Reject,
+                "guards",
+                "antonym: on vs off",
+            ));
+            stats.verdict(&Verification::new(
+                Verdict::Reject,
+                "guards",
+                "antonym: up vs down",
+            ));
+            stats.verdict(&Verification::new(Verdict::Accept, "guards", "antonym"));
+            // More distinct series than handles kept: each still counts, kept or not.
+            for i in 0..VERDICT_HANDLES + 10 {
+                stats.verdict(&Verification::new(
+                    Verdict::Reject,
+                    "custom",
+                    format!("r{i}"),
+                ));
+                stats.verdict(&Verification::new(
+                    Verdict::Reject,
+                    "custom",
+                    format!("r{i}"),
+                ));
+            }
+            stats.verdict(&accept);
+        });
+        let series = |by: &str, verdict: &str, reason: &str| {
+            counts.get(&format!(
+                "resk_semantic_verdicts_total{{verifier={by},verdict={verdict},reason={reason}}}"
+            ))
+        };
+        assert_eq!(series("similarity", "accept", "above_accept"), 4);
+        assert_eq!(series("guards", "reject", "antonym"), 2);
+        assert_eq!(series("guards", "accept", "antonym"), 1);
+        for i in 0..VERDICT_HANDLES + 10 {
+            assert_eq!(series("custom", "reject", &format!("r{i}")), 2, "r{i}");
+        }
+    }
 }
