@@ -2,6 +2,10 @@
 
 use crate::prelude::*;
 
+/// The semantic benchmarks' query: a rewording of the seeded entry's (`QUERY_BODY`), above the
+/// local model's accept bound.
+const PARAPHRASE: &str = r#"{"query":"how can I reset my password"}"#;
+
 /// The semantic-caching figures: the embedded index at 100 000 × 384 against brute force, the local
 /// embedder single vs batched, and a semantic hit end to end next to an exact hit on the same server.
 pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
@@ -120,7 +124,6 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
             vec![("EMBEDDING_CACHE_SIZE", "0")],
         ),
     ];
-    let paraphrase = r#"{"query":"how can I reset my password"}"#;
     let conns = 4;
     println!();
     println!("(each row's request: an exact hit, then a semantic hit of a rewording)");
@@ -138,7 +141,7 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
             "POST",
             "/api/cache/query",
             &seeded.token,
-            paraphrase,
+            PARAPHRASE,
         )?;
         if !probe.contains("\"source\":\"semantic\"") {
             return Err(format!(
@@ -164,7 +167,7 @@ pub(crate) fn bench_semantic(secs: u64, rounds: usize) -> Result {
                 seeded.server.0.id(),
                 seeded.port,
                 &seeded.token,
-                paraphrase,
+                PARAPHRASE,
                 &load,
             )?);
         }
@@ -269,9 +272,6 @@ fn latency_field(body: &str, name: &str) -> Option<f64> {
 /// p99 still within 1.5x of one client's.
 const CLIENTS: [u32; 5] = [1, 2, 4, 8, 32];
 
-/// `bench batch`'s query: a rewording of the seeded entry's, above the local model's accept bound.
-const PARAPHRASE: &str = r#"{"query":"how can I reset my password"}"#;
-
 /// Semantic hits with the local model at each of [`CLIENTS`] concurrent clients, micro-batching off,
 /// on without the busy window, and on as by default (embedding cache off, so every request
 /// embeds); and, one request at a time, a semantic hit's lookup time against its embedding time
@@ -291,7 +291,6 @@ pub(crate) fn bench_batch(secs: u64) -> Result {
 
 fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Path) -> Result {
     let local = |extra: &[(&'static str, &'static str)]| local_env(model_dir, extra);
-    let paraphrase = PARAPHRASE;
     let servers = [
         (
             "micro-batching off (EMBEDDING_BATCH_IN_FLIGHT=0), baseline",
@@ -334,7 +333,7 @@ fn bench_semantic_concurrency(resk: &Path, model_dir: &str, secs: u64, dir: &Pat
                 conns,
                 dir,
             };
-            let r = wrk(pid, seeded.port, &seeded.token, paraphrase, &load)?;
+            let r = wrk(pid, seeded.port, &seeded.token, PARAPHRASE, &load)?;
             println!(
                 "| {name} | {conns} | {:.0} | {:.3} | {:.3} | {:.0} | {} |",
                 r.rps, r.p50_ms, r.p99_ms, r.cpu_us, r.errors
