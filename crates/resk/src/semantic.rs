@@ -381,14 +381,18 @@ impl Semantic {
         op: &'static str,
         call: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let provider = self.vectors.info().name;
-        let fresh;
-        let metrics = if op == self.query_metrics.op {
-            &self.query_metrics
-        } else {
-            fresh = Observed::new("vector", provider, op);
-            &fresh
-        };
+        let metrics = Observed::new("vector", self.vectors.info().name, op);
+        self.observed_vector_call(&metrics, call).await
+    }
+
+    /// [`Semantic::vector_call`] with the operation's metric handles taken beforehand (`metrics`
+    /// names the operation).
+    async fn observed_vector_call<T>(
+        &self,
+        metrics: &Observed,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let (provider, op) = (metrics.provider, metrics.op);
         self.vector_guard
             .call(op, metrics.call(call))
             .instrument(tracing::debug_span!("vector", provider, op))
@@ -417,7 +421,7 @@ impl Semantic {
         k: usize,
         threshold: f32,
     ) -> Result<Vec<Scored>> {
-        self.vector_call("query", async {
+        self.observed_vector_call(&self.query_metrics, async {
             self.ready().await?;
             self.vectors
                 .query(
