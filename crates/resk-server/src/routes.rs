@@ -667,7 +667,7 @@ pub(crate) async fn metrics(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        app.metrics.render(),
+        crate::telemetry::render(&app.metrics),
     )
 }
 
