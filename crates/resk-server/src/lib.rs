@@ -9,6 +9,7 @@ pub mod console;
 pub mod error;
 mod gate;
 mod gateway;
+mod histograms;
 mod hub;
 pub mod idempotency;
 pub mod json;

@@ -667,7 +667,7 @@ pub(crate) async fn metrics(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::telemetry::render(&app.metrics),
+        crate::histograms::render(&app.metrics),
     )
 }
 

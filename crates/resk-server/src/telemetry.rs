@@ -75,7 +75,10 @@ pub fn metrics_handle() -> PrometheusHandle {
             let handle = recorder.handle();
             // Fails only if another recorder was installed first (a test harness); then this handle
             // simply renders nothing from the facade, which is harmless.
-            let _ = metrics::set_global_recorder(PerCoreHistograms::new(recorder, pending()));
+            let _ = metrics::set_global_recorder(crate::histograms::PerCoreHistograms::new(
+                recorder,
+                crate::histograms::pending(),
+            ));
             describe_metrics();
             spawn_upkeep(handle.clone());
             handle
@@ -98,190 +101,12 @@ fn spawn_upkeep(handle: PrometheusHandle) {
         .spawn(move || {
             loop {
                 std::thread::sleep(UPKEEP_EVERY);
-                pending().flush();
+                crate::histograms::pending().flush();
                 handle.run_upkeep();
             }
         });
     if let Err(err) = spawned {
         tracing::warn!(error = %err, "cannot start the metrics upkeep thread; histogram samples are folded only on scrapes");
-    }
-}
-
-/// The Prometheus text of `handle`, histogram samples still held per core included.
-pub(crate) fn render(handle: &PrometheusHandle) -> String {
-    pending().flush();
-    handle.render()
-}
-
-/// The samples every [`PerCoreHistograms`] of the process holds until the next flush.
-fn pending() -> &'static Pending {
-    static PENDING: OnceLock<Pending> = OnceLock::new();
-    PENDING.get_or_init(Pending::default)
-}
-
-/// Histograms whose samples wait in per-core lists before they reach the exporter's, by key.
-#[derive(Default)]
-struct Pending(std::sync::Mutex<std::collections::HashMap<metrics::Key, std::sync::Arc<Sharded>>>);
-
-impl Pending {
-    /// Hand every held sample to the exporter (before its upkeep folds them, and before a render).
-    fn flush(&self) {
-        let all: Vec<_> = match self.0.lock() {
-            Ok(map) => map.values().cloned().collect(),
-            Err(_) => return,
-        };
-        for histogram in all {
-            histogram.flush();
-        }
-    }
-}
-
-/// Lists per histogram: a thread keeps to one (threads are numbered as they first record), so two
-/// worker threads never write the same list.
-const SHARDS: usize = 16;
-
-/// Samples one list holds before its thread hands them over itself (a bound on memory if the
-/// upkeep thread could not start).
-const SHARD_CAP: usize = 4096;
-
-/// One list, alone on its cache lines.
-#[repr(align(128))]
-#[derive(Default)]
-struct Shard(std::sync::Mutex<Vec<f64>>);
-
-/// A histogram of the exporter with its samples gathered per thread first.
-///
-/// Why: `metrics-exporter-prometheus` keeps every sample of a histogram in one lock-free list
-/// until its upkeep folds them into buckets, and both cores writing that list's index, ready bits
-/// and slots cost an exact hit ~1.9 µs more when two worker threads serve hits at once than when
-/// one does (`benches/hit_path.rs`, `threads = [1, 2]`; docs/operations.md). Here each thread
-/// appends to a list of its own under an uncontended lock, and the lists are handed to the
-/// exporter's histogram in bulk by the upkeep thread and before every render, so what a scrape
-/// sees is the same.
-struct Sharded {
-    inner: metrics::Histogram,
-    shards: [Shard; SHARDS],
-}
-
-impl Sharded {
-    fn new(inner: metrics::Histogram) -> Self {
-        Self {
-            inner,
-            shards: std::array::from_fn(|_| Shard::default()),
-        }
-    }
-
-    fn flush(&self) {
-        for shard in &self.shards {
-            let taken = match shard.0.lock() {
-                Ok(mut samples) if !samples.is_empty() => std::mem::take(&mut *samples),
-                _ => continue,
-            };
-            for value in taken {
-                self.inner.record(value);
-            }
-        }
-    }
-}
-
-impl metrics::HistogramFn for Sharded {
-    fn record(&self, value: f64) {
-        thread_local! {
-            static SHARD: usize = {
-                static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS
-            };
-        }
-        let shard = &self.shards[SHARD.with(|s| *s)];
-        let full = match shard.0.lock() {
-            Ok(mut samples) => {
-                samples.push(value);
-                samples.len() >= SHARD_CAP
-            }
-            // A thread panicked while pushing: record directly rather than lose the sample.
-            Err(_) => {
-                self.inner.record(value);
-                false
-            }
-        };
-        if full {
-            self.flush();
-        }
-    }
-}
-
-/// A recorder that hands out [`Sharded`] histograms over `inner`'s, one per key; counters and
-/// gauges are `inner`'s own.
-struct PerCoreHistograms<R> {
-    inner: R,
-    pending: &'static Pending,
-}
-
-impl<R> PerCoreHistograms<R> {
-    fn new(inner: R, pending: &'static Pending) -> Self {
-        Self { inner, pending }
-    }
-}
-
-impl<R: metrics::Recorder> metrics::Recorder for PerCoreHistograms<R> {
-    fn describe_counter(
-        &self,
-        key: metrics::KeyName,
-        unit: Option<metrics::Unit>,
-        description: metrics::SharedString,
-    ) {
-        self.inner.describe_counter(key, unit, description);
-    }
-
-    fn describe_gauge(
-        &self,
-        key: metrics::KeyName,
-        unit: Option<metrics::Unit>,
-        description: metrics::SharedString,
-    ) {
-        self.inner.describe_gauge(key, unit, description);
-    }
-
-    fn describe_histogram(
-        &self,
-        key: metrics::KeyName,
-        unit: Option<metrics::Unit>,
-        description: metrics::SharedString,
-    ) {
-        self.inner.describe_histogram(key, unit, description);
-    }
-
-    fn register_counter(
-        &self,
-        key: &metrics::Key,
-        metadata: &metrics::Metadata<'_>,
-    ) -> metrics::Counter {
-        self.inner.register_counter(key, metadata)
-    }
-
-    fn register_gauge(
-        &self,
-        key: &metrics::Key,
-        metadata: &metrics::Metadata<'_>,
-    ) -> metrics::Gauge {
-        self.inner.register_gauge(key, metadata)
-    }
-
-    fn register_histogram(
-        &self,
-        key: &metrics::Key,
-        metadata: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        let Ok(mut map) = self.pending.0.lock() else {
-            return self.inner.register_histogram(key, metadata);
-        };
-        let sharded = map
-            .entry(key.clone())
-            .or_insert_with(|| {
-                std::sync::Arc::new(Sharded::new(self.inner.register_histogram(key, metadata)))
-            })
-            .clone();
-        metrics::Histogram::from_arc(sharded)
     }
 }
 
@@ -765,44 +590,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_samples_held_per_thread_reach_the_exporter_on_flush_and_past_the_cap() {
-        use metrics::Recorder as _;
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(BUCKETS)
-            .unwrap()
-            .build_recorder();
-        let handle = recorder.handle();
-        let pending: &'static Pending = Box::leak(Box::default());
-        let recorder = PerCoreHistograms::new(recorder, pending);
-        let key = metrics::Key::from_name("test_seconds");
-        let meta = metrics::Metadata::new("t", metrics::Level::INFO, None);
-        let histogram = recorder.register_histogram(&key, &meta);
-        std::thread::scope(|s| {
-            for _ in 0..2 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        histogram.record(0.001);
-                    }
-                });
-            }
-        });
-        // Registered again (as `histogram!` does at each call site): the same series.
-        recorder.register_histogram(&key, &meta).record(0.002);
-        assert!(!handle.render().contains("test_seconds_count 2001"));
-        pending.flush();
-        let text = handle.render();
-        assert!(text.contains("test_seconds_count 2001"), "{text}");
-        assert!(text.contains("test_seconds_sum 2.002"), "{text}");
-        // A list that reaches the cap is handed over by the thread that filled it.
-        for _ in 0..SHARD_CAP {
-            histogram.record(0.001);
-        }
-        let text = handle.render();
-        let count = format!("test_seconds_count {}", 2001 + SHARD_CAP);
-        assert!(text.contains(&count), "{text}");
-    }
 
     #[test]
     fn status_labels_are_bounded() {
