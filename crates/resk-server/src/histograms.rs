@@ -58,6 +58,16 @@ const SHARD_CAP: usize = 4096;
 #[derive(Default)]
 struct Shard(std::sync::Mutex<Vec<f64>>);
 
+impl Shard {
+    /// The samples held, leaving the list empty (none from a list poisoned by a panic).
+    fn take(&self) -> Vec<f64> {
+        self.0
+            .lock()
+            .map(|mut samples| std::mem::take(&mut *samples))
+            .unwrap_or_default()
+    }
+}
+
 /// A histogram of the exporter with its samples gathered per thread first (see the module docs).
 struct Sharded {
     inner: metrics::Histogram,
@@ -74,13 +84,13 @@ impl Sharded {
 
     fn flush(&self) {
         for shard in &self.shards {
-            let taken = match shard.0.lock() {
-                Ok(mut samples) if !samples.is_empty() => std::mem::take(&mut *samples),
-                _ => continue,
-            };
-            for value in taken {
-                self.inner.record(value);
-            }
+            self.hand_over(shard.take());
+        }
+    }
+
+    fn hand_over(&self, samples: Vec<f64>) {
+        for value in samples {
+            self.inner.record(value);
         }
     }
 }
@@ -97,16 +107,14 @@ impl metrics::HistogramFn for Sharded {
         let full = match shard.0.lock() {
             Ok(mut samples) => {
                 samples.push(value);
-                samples.len() >= SHARD_CAP
+                (samples.len() >= SHARD_CAP).then(|| std::mem::take(&mut *samples))
             }
             // A thread panicked while pushing: record directly rather than lose the sample.
-            Err(_) => {
-                self.inner.record(value);
-                false
-            }
+            Err(_) => Some(vec![value]),
         };
-        if full {
-            self.flush();
+        // Only this thread's own list: the hot path leaves the other threads' lists alone.
+        if let Some(samples) = full {
+            self.hand_over(samples);
         }
     }
 }
