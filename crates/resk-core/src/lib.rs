@@ -28,7 +28,7 @@ pub use vector::{
     record_uuid,
 };
 pub use verify::{
-    Judgement, Pair, SharedVerifier, Turn, Verdict, Verifier, VerifierDyn, VerifierInfo,
+    Judgement, Pair, Prepared, SharedVerifier, Turn, Verdict, Verifier, VerifierDyn, VerifierInfo,
 };
 
 use std::{future::Future, pin::Pin};

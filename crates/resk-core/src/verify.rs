@@ -9,7 +9,7 @@
 //! every candidate); implementations live in `resk` (guards, token alignment, cross-encoder, LLM
 //! judge) and anywhere else a user writes one.
 
-use std::{borrow::Cow, fmt::Debug, future::Future, sync::Arc};
+use std::{any::Any, borrow::Cow, fmt::Debug, future::Future, sync::Arc};
 
 use crate::{BoxFuture, Result};
 
@@ -120,6 +120,32 @@ pub struct Turn<'a> {
     pub content: &'a str,
 }
 
+/// What a verifier worked out from the query alone ([`Verifier::prepare`]), handed back to it
+/// with every candidate of that query ([`Pair::prepared`]).
+///
+/// Opaque to the engine: each verifier stores its own type and reads it back with
+/// [`Prepared::get`]. Cloning shares it.
+#[derive(Clone)]
+pub struct Prepared(Arc<dyn Any + Send + Sync>);
+
+impl Prepared {
+    /// Wrap a verifier's own analysis of a query.
+    pub fn new<T: Any + Send + Sync>(analysis: T) -> Self {
+        Self(Arc::new(analysis))
+    }
+
+    /// The analysis, if it is a `T` (`None` for another verifier's type).
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+}
+
+impl Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepared(..)")
+    }
+}
+
 /// The two questions a verifier compares.
 #[derive(Clone, Copy, Debug)]
 #[non_exhaustive]
@@ -133,6 +159,9 @@ pub struct Pair<'a> {
     /// The conversation before the question, when the lookup carried one (both questions share it:
     /// a different context is a different partition and never a candidate).
     pub context: &'a [Turn<'a>],
+    /// What this verifier's [`Verifier::prepare`] returned for `query`, when the caller prepared
+    /// it. A verifier must give the same verdict with and without it.
+    pub prepared: Option<&'a Prepared>,
 }
 
 impl<'a> Pair<'a> {
@@ -143,12 +172,20 @@ impl<'a> Pair<'a> {
             cached,
             similarity,
             context: &[],
+            prepared: None,
         }
     }
 
     /// With the conversation before the question.
     pub fn with_context(mut self, context: &'a [Turn<'a>]) -> Self {
         self.context = context;
+        self
+    }
+
+    /// With what the verifier about to judge it prepared from `query` (see
+    /// [`Verifier::prepare`]); `None` leaves the verifier to analyse the query itself.
+    pub fn with_prepared(mut self, prepared: Option<&'a Prepared>) -> Self {
+        self.prepared = prepared;
         self
     }
 }
@@ -161,6 +198,19 @@ pub trait Verifier: Send + Sync + Debug + 'static {
     /// Name and placement.
     fn info(&self) -> &VerifierInfo;
 
+    /// Analyse the query on its own, before any candidate is known; the engine calls it once per
+    /// semantic lookup, before the query's embedding, and hands the result back with each
+    /// candidate ([`Pair::prepared`]). Default: nothing to prepare.
+    ///
+    /// Why: a local model's forward pass streams its weights through the CPU caches, so work done
+    /// after the embedding runs from memory; the query's half of a rule check (its words, stems,
+    /// numbers) costs several times more there than before the pass. Keep it CPU-only and
+    /// microseconds long: it runs on the lookup's task.
+    fn prepare(&self, query: &str) -> Option<Prepared> {
+        let _ = query;
+        None
+    }
+
     /// The verdict on `pair`.
     fn verify(&self, pair: &Pair<'_>) -> impl Future<Output = Result<Judgement>> + Send;
 }
@@ -168,12 +218,16 @@ pub trait Verifier: Send + Sync + Debug + 'static {
 #[allow(missing_docs)] // each method mirrors the Verifier method of the same name
 pub trait VerifierDyn: Send + Sync + Debug + 'static {
     fn info_dyn(&self) -> &VerifierInfo;
+    fn prepare_dyn(&self, query: &str) -> Option<Prepared>;
     fn verify_dyn<'a>(&'a self, pair: &'a Pair<'a>) -> BoxFuture<'a, Result<Judgement>>;
 }
 
 impl<T: Verifier + ?Sized> VerifierDyn for T {
     fn info_dyn(&self) -> &VerifierInfo {
         self.info()
+    }
+    fn prepare_dyn(&self, query: &str) -> Option<Prepared> {
+        self.prepare(query)
     }
     fn verify_dyn<'a>(&'a self, pair: &'a Pair<'a>) -> BoxFuture<'a, Result<Judgement>> {
         Box::pin(self.verify(pair))
@@ -183,6 +237,9 @@ impl<T: Verifier + ?Sized> VerifierDyn for T {
 impl<T: VerifierDyn + ?Sized> Verifier for Arc<T> {
     fn info(&self) -> &VerifierInfo {
         (**self).info_dyn()
+    }
+    fn prepare(&self, query: &str) -> Option<Prepared> {
+        (**self).prepare_dyn(query)
     }
     async fn verify(&self, pair: &Pair<'_>) -> Result<Judgement> {
         (**self).verify_dyn(pair).await

@@ -96,3 +96,21 @@ fn semantic_guards(bencher: Bencher<'_, '_>) {
     let candidate = "How can I reset the password of my account?";
     bencher.bench_local(|| black_box(guards.check(black_box(QUERY), black_box(candidate))));
 }
+
+/// The same check as the engine runs it on a semantic lookup: the query's analysis prepared
+/// before the embedding (`Verifier::prepare`), so only the candidate's side and the comparison
+/// remain after it.
+#[divan::bench]
+fn semantic_guards_prepared(bencher: Bencher<'_, '_>) {
+    use resk::verify::Guards;
+    use resk_core::{Pair, Verifier};
+    let guards = Guards::new();
+    let candidate = "How can I reset the password of my account?";
+    let prepared = guards.prepare(QUERY);
+    let rt = runtime();
+    bencher.bench_local(|| {
+        let pair =
+            Pair::new(black_box(QUERY), black_box(candidate), 0.9).with_prepared(prepared.as_ref());
+        black_box(rt.block_on(guards.verify(&pair)).unwrap())
+    });
+}

@@ -1265,6 +1265,7 @@ impl SemanticSearch<'_> {
         sem: &Semantic,
         feedback: &resk_core::Feedback,
         pair: &Pair<'_>,
+        prepared: &crate::verify::PreparedQuery,
         threshold: f32,
     ) -> crate::verify::Decision {
         let reject = |reason: String| crate::verify::Decision {
@@ -1282,7 +1283,9 @@ impl SemanticSearch<'_> {
         {
             return reject(format!("below_entry_floor: {floor:.3}"));
         }
-        sem.pipeline().decide(pair, threshold, bounds.accept).await
+        sem.pipeline()
+            .decide(pair, prepared, threshold, bounds.accept)
+            .await
     }
 
     /// The search itself, and what to remember of it: `NoMatch`, `Failed` for a provider error,
@@ -1314,8 +1317,14 @@ impl SemanticSearch<'_> {
                 .unwrap_or_default(),
             None => Vec::new(),
         };
+        // The verifiers' analysis of the query runs while the embedding does (polled second, once
+        // the embedding has been handed to its model): before the forward pass, not after it.
         let embed_start = Instant::now();
-        let vector = sem.embed(&self.lookup.query).await;
+        let (vector, prepared) = tokio::join!(
+            biased;
+            sem.embed(&self.lookup.query),
+            async { sem.pipeline().prepare(&self.lookup.query) },
+        );
         latency.embed = embed_start.elapsed();
         stats.embed_seconds.record(latency.embed.as_secs_f64());
         let vector = match vector {
@@ -1367,10 +1376,14 @@ impl SemanticSearch<'_> {
                         .with_context(&turns);
                     let decision = match entry.feedback.as_ref() {
                         Some(feedback) => {
-                            self.decide_with_feedback(sem, feedback, &pair, threshold)
+                            self.decide_with_feedback(sem, feedback, &pair, &prepared, threshold)
                                 .await
                         }
-                        None => sem.pipeline().decide(&pair, threshold, None).await,
+                        None => {
+                            sem.pipeline()
+                                .decide(&pair, &prepared, threshold, None)
+                                .await
+                        }
                     };
                     *degraded |= decision.degraded;
                     stats.verdict(&decision.verification);

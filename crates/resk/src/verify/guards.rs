@@ -26,11 +26,11 @@
 //! rejected although it asks the same thing (a miss, never a wrong answer).
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::HashMap,
     sync::{Arc, LazyLock},
 };
 
-use resk_core::{Judgement, Pair, Result, Verifier, VerifierInfo};
+use resk_core::{Judgement, Pair, Prepared, Result, Verifier, VerifierInfo};
 
 use super::text::{Word, stem, words};
 
@@ -211,19 +211,17 @@ impl Guards {
 
     /// The first conflict between `a` and `b`, as a reject; abstain when there is none.
     pub fn check(&self, a: &str, b: &str) -> Judgement {
-        let (wa, wb) = (words(a), words(b));
-        negation(&wa, &wb)
-            .or_else(|| polarity(&wa, &wb).or_else(|| polarity(&wb, &wa)))
-            .or_else(|| self.antonym(&wa, &wb))
-            .or_else(|| numbers(&wa, &wb))
-            .or_else(|| self.classes(&wa, &wb))
-            .or_else(|| direction(&wa, &wb))
-            .unwrap_or_else(|| Judgement::abstain("no_conflict"))
+        self.compare(&self.analyse(a), &self.analyse(b))
     }
 
-    fn antonym(&self, a: &[Word], b: &[Word]) -> Option<Judgement> {
+    /// What the rules read of one question: its words and everything derived from them alone.
+    fn analyse(&self, question: &str) -> Analysis {
+        let words = words(question);
+        let mut stems: Vec<String> = words.iter().map(|w| w.stem.clone()).collect();
+        stems.sort_unstable();
+        stems.dedup();
         // Each word's stem, and for `cheapest`/`cheaper` the base adjective's stem too.
-        fn stems(w: &Word) -> impl Iterator<Item = String> + '_ {
+        let word_stems = |w: &Word| {
             let base = w
                 .text
                 .strip_suffix("est")
@@ -231,20 +229,51 @@ impl Guards {
                 .filter(|b| b.len() >= 3)
                 .map(stem);
             std::iter::once(w.stem.clone()).chain(base)
-        }
-        let sa: HashSet<String> = a.iter().flat_map(stems).collect();
-        let sb: HashSet<String> = b.iter().flat_map(stems).collect();
-        for w in a.iter().filter(|w| !sb.contains(&w.stem)) {
-            for o in stems(w)
-                .filter_map(|s| self.lexicon.antonyms.get(&s))
-                .flatten()
-            {
-                if sb.contains(o) && !sa.contains(o) {
-                    return Some(Judgement::reject(format!("antonym: {} vs {o}", w.text)));
+        };
+        let mut wide_stems = Vec::new();
+        let mut opposites = Vec::new();
+        let mut prefixed = Vec::new();
+        for (i, w) in words.iter().enumerate() {
+            for s in word_stems(w) {
+                for o in self.lexicon.antonyms.get(&s).into_iter().flatten() {
+                    opposites.push((i, o.clone()));
+                }
+                wide_stems.push(s);
+            }
+            for p in PREFIXES {
+                if let Some(rest) = w.text.strip_prefix(p)
+                    && rest.len() >= 4
+                {
+                    prefixed.push((i, rest.to_owned(), stem(rest)));
                 }
             }
         }
-        None
+        wide_stems.sort_unstable();
+        wide_stems.dedup();
+        Analysis {
+            lexicon: Arc::clone(&self.lexicon),
+            negations: words.iter().filter(|w| w.negates()).count(),
+            stems,
+            wide_stems,
+            opposites,
+            prefixed,
+            numbers: number_values(&words, true),
+            numbers_but_one: number_values(&words, false),
+            members: self.members(&words),
+            sides: sides(&words),
+            words,
+        }
+    }
+
+    /// The first conflict between two analysed questions (the rules in the module docs' order).
+    fn compare(&self, a: &Analysis, b: &Analysis) -> Judgement {
+        negation(a, b)
+            .or_else(|| polarity(a, b).or_else(|| polarity(b, a)))
+            .or_else(|| antonym(a, b))
+            .or_else(|| numbers(a, b))
+            .or_else(|| self.classes(a, b))
+            .or_else(|| direction(a, b))
+            .unwrap_or_else(|| Judgement::abstain("no_conflict"))
     }
 
     /// Members of each class found in `words`, by index, with the position of their first word
@@ -278,31 +307,33 @@ impl Guards {
         found
     }
 
-    fn classes(&self, a: &[Word], b: &[Word]) -> Option<Judgement> {
-        let (ma, mb) = (self.members(a), self.members(b));
-        let set = |m: &[(usize, usize, usize)]| -> HashSet<(usize, usize)> {
-            m.iter().map(|&(c, i, _)| (c, i)).collect()
+    fn classes(&self, a: &Analysis, b: &Analysis) -> Option<Judgement> {
+        let (ma, mb) = (&a.members, &b.members);
+        // At most one entry per (class, member), sorted: membership is a scan of a few entries.
+        let has = |m: &[(usize, usize, usize)], c: usize, i: usize| {
+            m.iter().any(|&(cc, ii, _)| cc == c && ii == i)
         };
-        let (sa, sb) = (set(&ma), set(&mb));
-        let name = |c: usize, i: usize, words: &[Word], m: &[(usize, usize, usize)]| {
-            m.iter()
+        let name = |c: usize, i: usize, q: &Analysis| {
+            q.members
+                .iter()
                 .find(|&&(cc, ii, _)| cc == c && ii == i)
-                .and_then(|&(_, _, at)| words.get(at))
+                .and_then(|&(_, _, at)| q.words.get(at))
                 .map_or_else(String::new, |w| w.text.clone())
         };
-        for &(c, i) in sa.difference(&sb) {
-            if let Some(&(_, j)) = sb.difference(&sa).find(|&&(cc, _)| cc == c) {
+        let class_name = |c: usize| self.lexicon.classes.get(c).map_or("", |k| k.name.as_str());
+        for &(c, i, _) in ma.iter().filter(|&&(c, i, _)| !has(mb, c, i)) {
+            if let Some(&(_, j, _)) = mb.iter().find(|&&(cc, jj, _)| cc == c && !has(ma, cc, jj)) {
                 return Some(Judgement::reject(format!(
                     "swap: {} ({} vs {})",
-                    self.lexicon.classes[c].name,
-                    name(c, i, a, &ma),
-                    name(c, j, b, &mb)
+                    class_name(c),
+                    name(c, i, a),
+                    name(c, j, b)
                 )));
             }
         }
         // Two members of one class in both questions, in opposite orders.
-        for &(c, i, ai) in &ma {
-            for &(c2, j, aj) in &ma {
+        for &(c, i, ai) in ma {
+            for &(c2, j, aj) in ma {
                 if c2 != c || i == j || ai >= aj {
                     continue;
                 }
@@ -312,8 +343,8 @@ impl Guards {
                 {
                     return Some(Judgement::reject(format!(
                         "direction: {} and {} in the other order",
-                        name(c, i, a, &ma),
-                        name(c, j, a, &ma)
+                        name(c, i, a),
+                        name(c, j, a)
                     )));
                 }
             }
@@ -322,13 +353,57 @@ impl Guards {
     }
 }
 
-fn negation(a: &[Word], b: &[Word]) -> Option<Judgement> {
-    let count = |w: &[Word]| w.iter().filter(|w| w.negates()).count();
-    let (na, nb) = (count(a), count(b));
-    if na % 2 == nb % 2 {
+/// One question as the rules read it ([`Guards::analyse`]): made once per question, so checking a
+/// pair only compares, and the query's is made before the embedding ([`Verifier::prepare`]).
+#[derive(Debug)]
+struct Analysis {
+    /// The word lists `members` and `opposites` index into: an analysis is only compared by guards
+    /// with the same lists.
+    lexicon: Arc<Lexicon>,
+    words: Vec<Word>,
+    /// How many words negate.
+    negations: usize,
+    /// The words' stems, sorted, without repeats.
+    stems: Vec<String>,
+    /// `stems` and the base adjectives' stems (`cheapest` → `cheap`), sorted, without repeats.
+    wide_stems: Vec<String>,
+    /// `(word, opposite stem)` for every curated opposite of a word's stems, in word order.
+    opposites: Vec<(usize, String)>,
+    /// `(word, rest, stem of rest)` for every opposite-making prefix a word starts with (a rest of
+    /// four letters or more), in word order.
+    prefixed: Vec<(usize, String, String)>,
+    /// The numbers, with `one` and without it ([`number_values`]).
+    numbers: Vec<String>,
+    numbers_but_one: Vec<String>,
+    /// The class members found ([`Guards::members`]).
+    members: Vec<(usize, usize, usize)>,
+    /// The content stems either side of a direction marker ([`sides`]).
+    sides: Option<(Vec<String>, Vec<String>)>,
+}
+
+impl Analysis {
+    fn has_stem(&self, stem: &str) -> bool {
+        self.stems
+            .binary_search_by(|s| s.as_str().cmp(stem))
+            .is_ok()
+    }
+
+    fn has_wide_stem(&self, stem: &str) -> bool {
+        self.wide_stems
+            .binary_search_by(|s| s.as_str().cmp(stem))
+            .is_ok()
+    }
+}
+
+fn negation(a: &Analysis, b: &Analysis) -> Option<Judgement> {
+    if a.negations % 2 == b.negations % 2 {
         return None;
     }
-    let (words, _) = if na > nb { (a, b) } else { (b, a) };
+    let words = if a.negations > b.negations {
+        &a.words
+    } else {
+        &b.words
+    };
     let marker = words
         .iter()
         .find(|w| w.negates())
@@ -339,24 +414,32 @@ fn negation(a: &[Word], b: &[Word]) -> Option<Judgement> {
 }
 
 /// A word of `a` that is a prefixed opposite of a word of `b` (and not itself in `b`).
-fn polarity(a: &[Word], b: &[Word]) -> Option<Judgement> {
-    let sa: HashSet<&str> = a.iter().map(|w| w.stem.as_str()).collect();
-    let sb: HashSet<&str> = b.iter().map(|w| w.stem.as_str()).collect();
-    for w in a {
-        if sb.contains(w.stem.as_str()) {
+fn polarity(a: &Analysis, b: &Analysis) -> Option<Judgement> {
+    for (i, rest, base) in &a.prefixed {
+        let Some(w) = a.words.get(*i) else {
+            continue;
+        };
+        if b.has_stem(&w.stem) {
             continue;
         }
-        for p in PREFIXES {
-            let Some(rest) = w.text.strip_prefix(p) else {
-                continue;
-            };
-            if rest.len() < 4 {
-                continue;
-            }
-            let base = stem(rest);
-            if sb.contains(base.as_str()) && !sa.contains(base.as_str()) {
-                return Some(Judgement::reject(format!("polarity: {} vs {rest}", w.text)));
-            }
+        if b.has_stem(base) && !a.has_stem(base) {
+            return Some(Judgement::reject(format!("polarity: {} vs {rest}", w.text)));
+        }
+    }
+    None
+}
+
+/// A word of `a` whose curated opposite `b` says (and `a` does not).
+fn antonym(a: &Analysis, b: &Analysis) -> Option<Judgement> {
+    for (i, o) in &a.opposites {
+        let Some(w) = a.words.get(*i) else {
+            continue;
+        };
+        if b.has_wide_stem(&w.stem) {
+            continue;
+        }
+        if b.has_wide_stem(o) && !a.has_wide_stem(o) {
+            return Some(Judgement::reject(format!("antonym: {} vs {o}", w.text)));
         }
     }
     None
@@ -387,11 +470,11 @@ fn number_values(words: &[Word], with_one: bool) -> Vec<String> {
     out
 }
 
-fn numbers(a: &[Word], b: &[Word]) -> Option<Judgement> {
-    let (na, nb) = (number_values(a, true), number_values(b, true));
+fn numbers(a: &Analysis, b: &Analysis) -> Option<Judgement> {
+    let (na, nb) = (&a.numbers, &b.numbers);
     // `one` is as often a pronoun (*how do I write one?*) as a number: it counts only if the
     // questions still differ without it.
-    if na == nb || number_values(a, false) == number_values(b, false) {
+    if na == nb || a.numbers_but_one == b.numbers_but_one {
         return None;
     }
     Some({
@@ -402,18 +485,22 @@ fn numbers(a: &[Word], b: &[Word]) -> Option<Judgement> {
                 n.join(", ")
             }
         };
-        Judgement::reject(format!("number: {} vs {}", show(&na), show(&nb)))
+        Judgement::reject(format!("number: {} vs {}", show(na), show(nb)))
     })
 }
 
 /// The content stems before and after the direction marker: `from X to Y` (or `to Y from X`),
-/// else around the last marker.
-fn sides(words: &[Word]) -> Option<(BTreeSet<&str>, BTreeSet<&str>)> {
-    fn content(ws: &[Word]) -> BTreeSet<&str> {
-        ws.iter()
+/// else around the last marker; each side sorted, without repeats.
+fn sides(words: &[Word]) -> Option<(Vec<String>, Vec<String>)> {
+    fn content(ws: &[Word]) -> Vec<String> {
+        let mut stems: Vec<String> = ws
+            .iter()
             .filter(|w| w.content())
-            .map(|w| w.stem.as_str())
-            .collect()
+            .map(|w| w.stem.clone())
+            .collect();
+        stems.sort_unstable();
+        stems.dedup();
+        stems
     }
     let from = words.iter().position(|w| w.text == "from");
     let marker = |range: &[Word]| {
@@ -438,20 +525,23 @@ fn sides(words: &[Word]) -> Option<(BTreeSet<&str>, BTreeSet<&str>)> {
     }
 }
 
-fn direction(a: &[Word], b: &[Word]) -> Option<Judgement> {
-    let ((xa, ya), (xb, yb)) = (sides(a)?, sides(b)?);
+fn direction(a: &Analysis, b: &Analysis) -> Option<Judgement> {
+    let ((xa, ya), (xb, yb)) = (a.sides.as_ref()?, b.sides.as_ref()?);
+    fn has(side: &[String], stem: &str) -> bool {
+        side.binary_search_by(|s| s.as_str().cmp(stem)).is_ok()
+    }
     fn moved<'w>(
-        from_a: &BTreeSet<&'w str>,
-        other_a: &BTreeSet<&str>,
-        to_b: &BTreeSet<&str>,
-        other_b: &BTreeSet<&str>,
+        from_a: &'w [String],
+        other_a: &[String],
+        to_b: &[String],
+        other_b: &[String],
     ) -> Option<&'w str> {
         from_a
             .iter()
-            .find(|w| !other_a.contains(*w) && to_b.contains(*w) && !other_b.contains(*w))
-            .copied()
+            .find(|w| !has(other_a, w) && has(to_b, w) && !has(other_b, w))
+            .map(String::as_str)
     }
-    let word = moved(&xa, &ya, &yb, &xb).or_else(|| moved(&ya, &xa, &xb, &yb))?;
+    let word = moved(xa, ya, yb, xb).or_else(|| moved(ya, xa, xb, yb))?;
     Some(Judgement::reject(format!(
         "direction: `{word}` is on the other side"
     )))
@@ -462,8 +552,21 @@ impl Verifier for Guards {
         &self.info
     }
 
+    fn prepare(&self, query: &str) -> Option<Prepared> {
+        Some(Prepared::new(self.analyse(query)))
+    }
+
     async fn verify(&self, pair: &Pair<'_>) -> Result<Judgement> {
-        Ok(self.check(pair.query, pair.cached))
+        let cached = self.analyse(pair.cached);
+        // Prepared by these guards' lists (another guards' analysis indexes other lists).
+        let prepared = pair
+            .prepared
+            .and_then(Prepared::get::<Analysis>)
+            .filter(|q| Arc::ptr_eq(&q.lexicon, &self.lexicon));
+        Ok(match prepared {
+            Some(query) => self.compare(query, &cached),
+            None => self.compare(&self.analyse(pair.query), &cached),
+        })
     }
 }
 
@@ -588,6 +691,69 @@ mod tests {
             assert_eq!(label(a, b), want, "{a} / {b}");
             assert_eq!(label(b, a), want, "{b} / {a}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_prepared_query_gives_the_verdicts_of_an_unprepared_one() {
+        let guards = Guards::default();
+        let pairs = [
+            (
+                "How do I enable two-factor authentication?",
+                "How do I disable two-factor authentication?",
+            ),
+            (
+                "Is the service available in Canada?",
+                "Is the service unavailable in Canada?",
+            ),
+            (
+                "What is the cheapest plan?",
+                "What is the most expensive plan?",
+            ),
+            (
+                "Can I return an item after 30 days?",
+                "Can I return an item after 90 days?",
+            ),
+            (
+                "How do I take a screenshot on Windows?",
+                "How do I take a screenshot on a Mac?",
+            ),
+            (
+                "How many dollars is one euro?",
+                "How many euros is one dollar?",
+            ),
+            (
+                "How do I convert Celsius to Fahrenheit?",
+                "How do I convert Fahrenheit to Celsius?",
+            ),
+            ("Can I pay by credit card?", "Can I not pay by credit card?"),
+            (
+                "How do I change my shipping address?",
+                "How can I update the delivery address for my order?",
+            ),
+        ];
+        for (query, cached) in pairs {
+            let plain = guards.verify(&Pair::new(query, cached, 0.9)).await.unwrap();
+            let prepared = guards.prepare(query).unwrap();
+            let pair = Pair::new(query, cached, 0.9).with_prepared(Some(&prepared));
+            assert_eq!(
+                guards.verify(&pair).await.unwrap(),
+                plain,
+                "{query} / {cached}"
+            );
+            assert_eq!(plain, guards.check(query, cached));
+        }
+        // Guards with other lists ignore an analysis made with these (its class indexes differ),
+        // and a value of another type is no analysis at all.
+        let regions = Guards::default()
+            .with_class("region: emea, apac, americas")
+            .unwrap();
+        let (query, cached) = ("Prices in EMEA?", "Prices in APAC?");
+        let foreign = guards.prepare(query).unwrap();
+        let pair = Pair::new(query, cached, 0.9).with_prepared(Some(&foreign));
+        assert_eq!(regions.verify(&pair).await.unwrap().label(), "swap");
+        let other = Prepared::new(7_u32);
+        let pair = Pair::new(query, cached, 0.9).with_prepared(Some(&other));
+        assert_eq!(regions.verify(&pair).await.unwrap().label(), "swap");
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod text;
 
 use std::{borrow::Cow, time::Duration};
 
-use resk_core::{Judgement, Pair, SharedVerifier, Verdict, Verifier};
+use resk_core::{Judgement, Pair, Prepared, SharedVerifier, Verdict, Verifier};
 
 #[cfg(feature = "local")]
 pub use alignment::{Alignment, DEFAULT_BOUND};
@@ -76,6 +76,11 @@ pub(crate) struct Pipeline {
     timeout: Duration,
 }
 
+/// What each verifier prepared from one query ([`Verifier::prepare`]), in the pipeline's order:
+/// made before the embedding, handed to each verifier with every candidate.
+#[derive(Debug, Default)]
+pub(crate) struct PreparedQuery(Vec<Option<Prepared>>);
+
 /// A candidate's fate, and whether a verifier failed on the way.
 #[derive(Debug)]
 pub(crate) struct Decision {
@@ -106,23 +111,33 @@ impl Pipeline {
         self.verifiers.iter().map(|v| v.info().name).collect()
     }
 
+    /// Each verifier's preparation of `query` (see [`Verifier::prepare`]): call it before the
+    /// query's embedding.
+    pub(crate) fn prepare(&self, query: &str) -> PreparedQuery {
+        PreparedQuery(self.verifiers.iter().map(|v| v.prepare(query)).collect())
+    }
+
     /// Decide `pair` (its similarity is at or above `threshold`, the lookup's reject bound);
-    /// `entry_accept`: the matched entry's own accept bound, learnt from feedback.
+    /// `prepared`: [`Pipeline::prepare`] of its query (or the default: each verifier analyses
+    /// the query itself); `entry_accept`: the matched entry's own accept bound, learnt from
+    /// feedback.
     pub(crate) async fn decide(
         &self,
         pair: &Pair<'_>,
+        prepared: &PreparedQuery,
         threshold: f32,
         entry_accept: Option<f32>,
     ) -> Decision {
         let sure = pair.similarity >= self.accept.unwrap_or(threshold)
             || entry_accept.is_some_and(|a| pair.similarity >= a);
         let mut degraded = false;
-        for verifier in &self.verifiers {
+        for (n, verifier) in self.verifiers.iter().enumerate() {
             let info = verifier.info();
             if sure && info.band_only {
                 continue;
             }
-            let judged = tokio::time::timeout(self.timeout, verifier.verify(pair)).await;
+            let pair = pair.with_prepared(prepared.0.get(n).and_then(Option::as_ref));
+            let judged = tokio::time::timeout(self.timeout, verifier.verify(&pair)).await;
             let judgement = match judged {
                 Ok(Ok(judgement)) => judgement,
                 Ok(Err(err)) => {
@@ -233,6 +248,54 @@ mod tests {
         }
     }
 
+    /// Accepts a pair when it carries its own preparation of the query (the query's length),
+    /// rejects one without it or with another's.
+    #[derive(Debug)]
+    struct Prepares(VerifierInfo);
+
+    impl Verifier for Prepares {
+        fn info(&self) -> &VerifierInfo {
+            &self.0
+        }
+        fn prepare(&self, query: &str) -> Option<Prepared> {
+            Some(Prepared::new(query.len()))
+        }
+        async fn verify(&self, pair: &Pair<'_>) -> Result<Judgement> {
+            Ok(match pair.prepared.and_then(Prepared::get::<usize>) {
+                Some(&len) if len == pair.query.len() => Judgement::accept("prepared"),
+                _ => Judgement::reject("unprepared"),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn each_verifier_gets_its_own_preparation_of_the_query() {
+        let timeout = Duration::from_millis(50);
+        // A verifier that prepares nothing before one that does: the list stays aligned.
+        let p = Pipeline::new(
+            vec![
+                fixed("x", Some(Verdict::Abstain), 0),
+                Arc::new(Prepares(VerifierInfo::new("p"))),
+            ],
+            Some(0.9),
+            timeout,
+        );
+        let pair = Pair::new("what is resk", "what's resk", 0.8);
+        let prepared = p.prepare(pair.query);
+        assert!(prepared.0[0].is_none() && prepared.0[1].is_some());
+        let d = p.decide(&pair, &prepared, 0.5, None).await;
+        assert_eq!(
+            (
+                d.verification.verdict,
+                d.verification.by,
+                &*d.verification.reason
+            ),
+            (Verdict::Accept, "p", "prepared")
+        );
+        let d = p.decide(&pair, &PreparedQuery::default(), 0.5, None).await;
+        assert_eq!(d.verification.reason, "unprepared");
+    }
+
     fn fixed(name: &'static str, v: Option<Verdict>, wait_ms: u64) -> SharedVerifier {
         Arc::new(Fixed(
             VerifierInfo::new(name),
@@ -245,27 +308,34 @@ mod tests {
     async fn zones_order_and_fail_closed() {
         let timeout = Duration::from_millis(50);
         let pair = |s| Pair::new("a", "b", s);
+        let none = PreparedQuery::default();
         // In the band, nobody accepting is a reject; the first non-abstaining verifier decides.
         let p = Pipeline::new(
             vec![fixed("x", Some(Verdict::Abstain), 0)],
             Some(0.9),
             timeout,
         );
-        let d = p.decide(&pair(0.8), 0.5, None).await;
+        let d = p.decide(&pair(0.8), &none, 0.5, None).await;
         assert_eq!(
             (d.verification.verdict, d.verification.by),
             (Verdict::Reject, "similarity")
         );
-        let d = p.decide(&pair(0.95), 0.5, None).await;
+        let d = p.decide(&pair(0.95), &none, 0.5, None).await;
         assert_eq!(d.verification.reason, "above_accept");
         // Without a band, the lookup's threshold is the accept bound.
         let p = Pipeline::new(vec![fixed("x", Some(Verdict::Abstain), 0)], None, timeout);
         assert_eq!(
-            p.decide(&pair(0.8), 0.75, None).await.verification.verdict,
+            p.decide(&pair(0.8), &none, 0.75, None)
+                .await
+                .verification
+                .verdict,
             Verdict::Accept
         );
         assert_eq!(
-            p.decide(&pair(0.8), 0.85, None).await.verification.verdict,
+            p.decide(&pair(0.8), &none, 0.85, None)
+                .await
+                .verification
+                .verdict,
             Verdict::Reject
         );
         let p = Pipeline::new(
@@ -276,7 +346,7 @@ mod tests {
             Some(0.9),
             timeout,
         );
-        let d = p.decide(&pair(0.8), 0.5, None).await;
+        let d = p.decide(&pair(0.8), &none, 0.5, None).await;
         assert_eq!(
             (d.verification.verdict, d.verification.by),
             (Verdict::Accept, "a")
@@ -288,7 +358,10 @@ mod tests {
             timeout,
         );
         assert_eq!(
-            p.decide(&pair(0.95), 0.5, None).await.verification.verdict,
+            p.decide(&pair(0.95), &none, 0.5, None)
+                .await
+                .verification
+                .verdict,
             Verdict::Accept
         );
         // Errors and time-outs reject and degrade.
@@ -297,7 +370,7 @@ mod tests {
             fixed("slow", Some(Verdict::Accept), 500),
         ] {
             let d = Pipeline::new(vec![v], Some(0.9), timeout)
-                .decide(&pair(0.8), 0.5, None)
+                .decide(&pair(0.8), &none, 0.5, None)
                 .await;
             assert_eq!(d.verification.verdict, Verdict::Reject);
             assert!(d.degraded, "{d:?}");
