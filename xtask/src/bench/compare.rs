@@ -51,7 +51,7 @@ pub(crate) fn bench_compare(rev: &str, secs: u64, rounds: usize) -> Result {
     let before = build_at(rev)?;
     // Built after the other revision: target/release/resk-server is this checkout's again.
     touch_sources(&root().join("crates"))?;
-    let now = release_resk()?;
+    let now = release_resk_in(&root())?;
     let dir = env::temp_dir().join(format!("resk-compare-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let env = [("LOG_LEVEL", "warn")];

@@ -378,8 +378,21 @@ pub(crate) fn touch_sources(dir: &Path) -> Result {
     Ok(())
 }
 
-/// Build the release `resk-server` binary and return its path.
+/// Build the release `resk-server` binary and return its path; `RESK_BENCH_SERVER` names a
+/// binary to measure instead, built earlier (another revision's, say: two builds alternated run for
+/// run without a rebuild between them).
 pub(crate) fn release_resk() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("RESK_BENCH_SERVER").filter(|b| !b.is_empty()) {
+        let bin = PathBuf::from(bin);
+        if !bin.is_file() {
+            return Err(format!("RESK_BENCH_SERVER: no file at {}", bin.display()));
+        }
+        eprintln!(
+            "xtask: measuring {} (RESK_BENCH_SERVER) instead of a fresh build",
+            bin.display()
+        );
+        return Ok(bin);
+    }
     release_resk_in(&root())
 }
 
