@@ -415,34 +415,32 @@ fn negation(a: &Analysis, b: &Analysis) -> Option<Judgement> {
 
 /// A word of `a` that is a prefixed opposite of a word of `b` (and not itself in `b`).
 fn polarity(a: &Analysis, b: &Analysis) -> Option<Judgement> {
-    for (i, rest, base) in &a.prefixed {
-        let Some(w) = a.words.get(*i) else {
-            continue;
-        };
-        if b.has_stem(&w.stem) {
-            continue;
-        }
-        if b.has_stem(base) && !a.has_stem(base) {
-            return Some(Judgement::reject(format!("polarity: {} vs {rest}", w.text)));
-        }
-    }
-    None
+    let prefixed = a.prefixed.iter().map(|(i, rest, base)| (*i, rest, base));
+    let (w, rest) = opposed(a, b, prefixed, Analysis::has_stem)?;
+    Some(Judgement::reject(format!("polarity: {} vs {rest}", w.text)))
 }
 
 /// A word of `a` whose curated opposite `b` says (and `a` does not).
 fn antonym(a: &Analysis, b: &Analysis) -> Option<Judgement> {
-    for (i, o) in &a.opposites {
-        let Some(w) = a.words.get(*i) else {
-            continue;
-        };
-        if b.has_wide_stem(&w.stem) {
-            continue;
-        }
-        if b.has_wide_stem(o) && !a.has_wide_stem(o) {
-            return Some(Judgement::reject(format!("antonym: {} vs {o}", w.text)));
-        }
-    }
-    None
+    let opposites = a.opposites.iter().map(|(i, o)| (*i, o, o));
+    let (w, o) = opposed(a, b, opposites, Analysis::has_wide_stem)?;
+    Some(Judgement::reject(format!("antonym: {} vs {o}", w.text)))
+}
+
+/// The first of `candidates` — `(word of a, what to show, opposite stem)` — whose word `b` does not
+/// say and whose opposite `b` says and `a` does not; `says` reads a question's stems.
+fn opposed<'a>(
+    a: &'a Analysis,
+    b: &Analysis,
+    candidates: impl Iterator<Item = (usize, &'a String, &'a String)>,
+    says: fn(&Analysis, &str) -> bool,
+) -> Option<(&'a Word, &'a str)> {
+    candidates
+        .filter_map(|(i, shown, opposite)| Some((a.words.get(i)?, shown, opposite)))
+        .find(|(w, _, opposite)| {
+            !says(b, &w.stem) && says(b, opposite.as_str()) && !says(a, opposite.as_str())
+        })
+        .map(|(w, shown, _)| (w, shown.as_str()))
 }
 
 /// The numbers in `words` (digit runs and number words, `one` only if `with_one`), sorted.
