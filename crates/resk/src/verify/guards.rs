@@ -251,7 +251,6 @@ impl Guards {
         wide_stems.sort_unstable();
         wide_stems.dedup();
         Analysis {
-            lexicon: Arc::clone(&self.lexicon),
             negations: words.iter().filter(|w| w.negates()).count(),
             stems,
             wide_stems,
@@ -357,9 +356,6 @@ impl Guards {
 /// pair only compares, and the query's is made before the embedding ([`Verifier::prepare`]).
 #[derive(Debug)]
 struct Analysis {
-    /// The word lists `members` and `opposites` index into: an analysis is only compared by guards
-    /// with the same lists.
-    lexicon: Arc<Lexicon>,
     words: Vec<Word>,
     /// How many words negate.
     negations: usize,
@@ -381,17 +377,26 @@ struct Analysis {
     sides: Option<(Vec<String>, Vec<String>)>,
 }
 
+/// A query's analysis as [`Guards::prepare`](Verifier::prepare) hands it over, with the word lists
+/// its `members` and `opposites` index into: only guards with the same lists use it.
+#[derive(Debug)]
+struct PreparedAnalysis {
+    lexicon: Arc<Lexicon>,
+    query: Analysis,
+}
+
+/// Whether the sorted list `stems` holds `stem`.
+fn holds(stems: &[String], stem: &str) -> bool {
+    stems.binary_search_by(|s| s.as_str().cmp(stem)).is_ok()
+}
+
 impl Analysis {
     fn has_stem(&self, stem: &str) -> bool {
-        self.stems
-            .binary_search_by(|s| s.as_str().cmp(stem))
-            .is_ok()
+        holds(&self.stems, stem)
     }
 
     fn has_wide_stem(&self, stem: &str) -> bool {
-        self.wide_stems
-            .binary_search_by(|s| s.as_str().cmp(stem))
-            .is_ok()
+        holds(&self.wide_stems, stem)
     }
 }
 
@@ -525,9 +530,6 @@ fn sides(words: &[Word]) -> Option<(Vec<String>, Vec<String>)> {
 
 fn direction(a: &Analysis, b: &Analysis) -> Option<Judgement> {
     let ((xa, ya), (xb, yb)) = (a.sides.as_ref()?, b.sides.as_ref()?);
-    fn has(side: &[String], stem: &str) -> bool {
-        side.binary_search_by(|s| s.as_str().cmp(stem)).is_ok()
-    }
     fn moved<'w>(
         from_a: &'w [String],
         other_a: &[String],
@@ -536,7 +538,7 @@ fn direction(a: &Analysis, b: &Analysis) -> Option<Judgement> {
     ) -> Option<&'w str> {
         from_a
             .iter()
-            .find(|w| !has(other_a, w) && has(to_b, w) && !has(other_b, w))
+            .find(|w| !holds(other_a, w) && holds(to_b, w) && !holds(other_b, w))
             .map(String::as_str)
     }
     let word = moved(xa, ya, yb, xb).or_else(|| moved(ya, xa, xb, yb))?;
@@ -551,7 +553,10 @@ impl Verifier for Guards {
     }
 
     fn prepare(&self, query: &str) -> Option<Prepared> {
-        Some(Prepared::new(self.analyse(query)))
+        Some(Prepared::new(PreparedAnalysis {
+            lexicon: Arc::clone(&self.lexicon),
+            query: self.analyse(query),
+        }))
     }
 
     async fn verify(&self, pair: &Pair<'_>) -> Result<Judgement> {
@@ -559,10 +564,10 @@ impl Verifier for Guards {
         // Prepared by these guards' lists (another guards' analysis indexes other lists).
         let prepared = pair
             .prepared
-            .and_then(Prepared::get::<Analysis>)
-            .filter(|q| Arc::ptr_eq(&q.lexicon, &self.lexicon));
+            .and_then(Prepared::get::<PreparedAnalysis>)
+            .filter(|p| Arc::ptr_eq(&p.lexicon, &self.lexicon));
         Ok(match prepared {
-            Some(query) => self.compare(query, &cached),
+            Some(p) => self.compare(&p.query, &cached),
             None => self.compare(&self.analyse(pair.query), &cached),
         })
     }
